@@ -1,0 +1,49 @@
+"""Settings for every m8 process, read once from the environment (prefix ``M8_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+class Settings(BaseSettings):
+    """Where m8 finds its servers and how it behaves.
+
+    The conventional variables of each tool (``VAULT_ADDR``, ``VAULT_TOKEN``,
+    ``AWS_ENDPOINT_URL``) are honoured too, so an operator's shell setup just works.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="M8_", extra="ignore")
+
+    amqp_url: str = DEFAULT_AMQP_URL
+    amqp_management_url: str = "http://127.0.0.1:15672"
+    mongodb_uri: str | None = None
+    mongodb_database: str = "m8"
+    vault_addr: str | None = Field(
+        default=None, validation_alias=AliasChoices("M8_VAULT_ADDR", "VAULT_ADDR")
+    )
+    vault_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("M8_VAULT_TOKEN", "VAULT_TOKEN")
+    )
+    aws_endpoint_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("M8_AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL"),
+    )
+    aws_region: str = Field(
+        default="us-east-1",
+        validation_alias=AliasChoices("M8_AWS_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"),
+    )
+    log_level: str = "INFO"
+    log_format: str = Field(default="json", pattern="^(json|console)$")
+    state_dir: str = ".m8"
+    services: str = Field(default="local", pattern="^(local|containers)$")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()

@@ -1,0 +1,356 @@
+"""Starts the servers m8 needs on free loopback ports and waits until each is ready.
+
+Each server is either *managed* (we started it and stop it) or *external* (an
+environment variable points at a real one, or it is the machine's RabbitMQ).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from pymongo import MongoClient
+from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
+
+from m8.config import Settings
+
+NAMES = ("rabbitmq", "mongodb", "openbao", "aws")
+STATE_FILE = "services.json"
+
+
+class ServiceError(RuntimeError):
+    """A server could not be reached or started; the message says what to do."""
+
+
+@dataclass
+class ServiceInfo:
+    """How to reach one running server, and whether we own its process."""
+
+    name: str
+    url: str
+    managed: bool
+    pid: int | None = None
+    log: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def tcp_open(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections at host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(check: Callable[[], bool], timeout: float) -> bool:
+    """Polls `check` until it is true or `timeout` seconds pass; returns the last answer."""
+    retrying = Retrying(
+        stop=stop_after_delay(timeout),
+        wait=wait_fixed(0.1),
+        retry=retry_if_result(lambda ok: not ok),
+        retry_error_callback=lambda _state: False,
+    )
+    result: bool = retrying(check)
+    return result
+
+
+def _tool(name: str) -> str:
+    """Path of a console script installed beside this interpreter, or on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise ServiceError(
+            f"`{name}` is not installed. Install the dev extras: pip install -e '.[dev]'"
+        )
+    return found
+
+
+def _tail(path: str | None, lines: int = 15) -> str:
+    if not path or not os.path.exists(path):
+        return ""
+    text = Path(path).read_text(errors="replace").splitlines()[-lines:]
+    return "\n  " + "\n  ".join(text)
+
+
+def _spawn(
+    name: str, argv: list[str], workdir: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    log = workdir / "logs" / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as out:
+        # A session of its own, so that stopping it also stops whatever it forked.
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+    return proc, str(log)
+
+
+def _ready_or_fail(
+    info: ServiceInfo, proc: subprocess.Popen[bytes], check: Callable[[], bool], timeout: float
+) -> ServiceInfo:
+    def alive_and_ready() -> bool:
+        if proc.poll() is not None:
+            return True  # stop polling: it died
+        return check()
+
+    wait_until(alive_and_ready, timeout)
+    if proc.poll() is not None or not check():
+        stop_process(proc.pid)
+        raise ServiceError(
+            f"{info.name} did not become ready within {timeout:.0f}s at {info.url}."
+            f" Its log ({info.log}):{_tail(info.log)}"
+        )
+    return info
+
+
+def stop_process(pid: int, timeout: float = 10.0) -> None:
+    """Stops a process group we started: SIGTERM, then SIGKILL if it lingers."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            return
+        if wait_until(lambda: not _pid_alive(pid), timeout):
+            return
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        if waited == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child (started by an earlier `up`): fall back to a signal probe
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+# --- health checks -----------------------------------------------------------------
+
+
+def mongodb_healthy(uri: str) -> bool:
+    """Whether a MongoDB-wire server answers ping at `uri`."""
+    try:
+        client: MongoClient[dict[str, Any]]
+        with MongoClient(uri, serverSelectionTimeoutMS=500, connectTimeoutMS=500) as client:
+            client.admin.command("ping")
+        return True
+    except Exception:
+        return False
+
+
+def http_ok(url: str) -> bool:
+    """Whether `url` answers a GET with a 2xx status."""
+    try:
+        return httpx.get(url, timeout=1.0).is_success
+    except httpx.HTTPError:
+        return False
+
+
+def openbao_healthy(addr: str) -> bool:
+    """Whether OpenBao/Vault is initialised, unsealed and active."""
+    return http_ok(f"{addr}/v1/sys/health")
+
+
+def rabbitmq_healthy(url: str) -> bool:
+    """Whether the AMQP port of `url` accepts connections."""
+    parts = urlsplit(url)
+    return tcp_open(parts.hostname or "127.0.0.1", parts.port or 5672)
+
+
+# --- the four servers --------------------------------------------------------------
+
+
+def start_mongodb(settings: Settings, workdir: Path, ephemeral: bool) -> ServiceInfo:
+    """The MongoDB at M8_MONGODB_URI, or a SecantusDB server of our own."""
+    if settings.mongodb_uri:
+        if not mongodb_healthy(settings.mongodb_uri):
+            raise ServiceError("M8_MONGODB_URI is set but no MongoDB answers there.")
+        return ServiceInfo("mongodb", settings.mongodb_uri, managed=False)
+    port = free_port()
+    storage = ":memory:" if ephemeral else str(workdir / "secantus-data")
+    argv = [
+        _tool("secantusd-py"),
+        "--host", "127.0.0.1", "--port", str(port),
+        "--storage-path", storage, "--log-level", "WARNING",
+    ]  # fmt: skip
+    proc, log = _spawn("mongodb", argv, workdir)
+    uri = f"mongodb://127.0.0.1:{port}/"
+    info = ServiceInfo("mongodb", uri, managed=True, pid=proc.pid, log=log)
+    return _ready_or_fail(info, proc, lambda: mongodb_healthy(uri), timeout=60)
+
+
+def start_openbao(settings: Settings, workdir: Path) -> ServiceInfo:
+    """The Vault at VAULT_ADDR, or an OpenBao dev server of our own with KV v2 at secret/."""
+    if settings.vault_addr:
+        token = settings.vault_token.get_secret_value() if settings.vault_token else ""
+        if not openbao_healthy(settings.vault_addr):
+            raise ServiceError(f"VAULT_ADDR={settings.vault_addr} does not answer as healthy.")
+        return ServiceInfo("openbao", settings.vault_addr, managed=False, extra={"token": token})
+    port = free_port()
+    addr = f"http://127.0.0.1:{port}"
+    token = "dev-" + secrets.token_urlsafe(16)
+    argv = [_tool("bao"), "server", "-dev", f"-dev-listen-address=127.0.0.1:{port}"]
+    # The root token goes by environment, never on the command line where `ps` shows it.
+    env = {"BAO_DEV_ROOT_TOKEN_ID": token, "VAULT_DEV_ROOT_TOKEN_ID": token}
+    proc, log = _spawn("openbao", argv, workdir, env)
+    info = ServiceInfo("openbao", addr, managed=True, pid=proc.pid, log=log)
+    info.extra["token"] = token
+    return _ready_or_fail(info, proc, lambda: openbao_healthy(addr), timeout=60)
+
+
+def start_aws(settings: Settings, workdir: Path) -> ServiceInfo:
+    """The AWS endpoint at AWS_ENDPOINT_URL, or moto's server of our own."""
+    if settings.aws_endpoint_url:
+        return ServiceInfo("aws", settings.aws_endpoint_url, managed=False)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc, log = _spawn("aws", [_tool("moto_server"), "-H", "127.0.0.1", "-p", str(port)], workdir)
+    info = ServiceInfo("aws", url, managed=True, pid=proc.pid, log=log)
+    return _ready_or_fail(info, proc, lambda: http_ok(f"{url}/moto-api/"), timeout=60)
+
+
+def start_rabbitmq(settings: Settings, workdir: Path) -> ServiceInfo:
+    """The RabbitMQ at M8_AMQP_URL; if none answers and one is installed, start it."""
+    url = settings.amqp_url
+    extra = {"management_url": settings.amqp_management_url}
+    if rabbitmq_healthy(url):
+        return ServiceInfo("rabbitmq", url, managed=False, extra=extra)
+    server = shutil.which("rabbitmq-server")
+    if server is None:
+        raise ServiceError(
+            f"No RabbitMQ answers at {url} and rabbitmq-server is not installed. "
+            "Install it (apt-get install rabbitmq-server) or point M8_AMQP_URL at one."
+        )
+    log = str(workdir / "logs" / "rabbitmq.log")
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as out:
+        subprocess.run([server, "-detached"], stdout=out, stderr=subprocess.STDOUT, check=False)
+    if not wait_until(lambda: rabbitmq_healthy(url), 90):
+        raise ServiceError(f"Started rabbitmq-server, but {url} still refuses connections.")
+    # The broker is the machine's service: it stays up after `down`, like any other.
+    return ServiceInfo("rabbitmq", url, managed=False, log=log, extra={**extra, "started": "1"})
+
+
+# --- the set -----------------------------------------------------------------------
+
+
+@dataclass
+class Services:
+    """The four servers, as a dict-like set with a state file for `up`/`down`."""
+
+    workdir: Path
+    infos: dict[str, ServiceInfo] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> ServiceInfo:
+        return self.infos[name]
+
+    def __iter__(self) -> Iterator[ServiceInfo]:
+        return iter(self.infos.values())
+
+    def start(self, settings: Settings, ephemeral: bool = False) -> Services:
+        """Starts (or finds) every server; on any failure stops what it started."""
+        try:
+            self.infos["rabbitmq"] = start_rabbitmq(settings, self.workdir)
+            self.infos["mongodb"] = start_mongodb(settings, self.workdir, ephemeral)
+            self.infos["openbao"] = start_openbao(settings, self.workdir)
+            self.infos["aws"] = start_aws(settings, self.workdir)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stops every server we own."""
+        for info in self.infos.values():
+            if info.managed and info.pid:
+                stop_process(info.pid)
+        self.infos.clear()
+
+    def health(self) -> dict[str, bool]:
+        """Each server's readiness, checked now."""
+        checks: dict[str, Callable[[ServiceInfo], bool]] = {
+            "rabbitmq": lambda i: rabbitmq_healthy(i.url),
+            "mongodb": lambda i: mongodb_healthy(i.url),
+            "openbao": lambda i: openbao_healthy(i.url),
+            "aws": lambda i: http_ok(f"{i.url}/moto-api/") if i.managed else True,
+        }
+        return {info.name: checks[info.name](info) for info in self}
+
+    def environment(self) -> dict[str, str]:
+        """Environment variables that point m8 (and its tools) at these servers."""
+        env = {
+            "M8_AMQP_URL": self["rabbitmq"].url,
+            "M8_MONGODB_URI": self["mongodb"].url,
+            "VAULT_ADDR": self["openbao"].url,
+            "AWS_ENDPOINT_URL": self["aws"].url,
+        }
+        if token := self["openbao"].extra.get("token"):
+            env["VAULT_TOKEN"] = token
+        return env
+
+    def save(self) -> None:
+        """Writes the state file that `status` and `down` read (0600: it holds a token)."""
+        path = self.workdir / STATE_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump({n: asdict(i) for n, i in self.infos.items()}, out, indent=2)
+
+    @classmethod
+    def load(cls, workdir: Path) -> Services:
+        """The set recorded by an earlier `up` (empty if there is none)."""
+        path = workdir / STATE_FILE
+        services = cls(workdir)
+        if path.exists():
+            for name, raw in json.loads(path.read_text()).items():
+                services.infos[name] = ServiceInfo(**raw)
+        return services
+
+    def forget(self) -> None:
+        """Removes the state file."""
+        (self.workdir / STATE_FILE).unlink(missing_ok=True)
+
+
+def local_services(settings: Settings, workdir: Path, ephemeral: bool = False) -> Services:
+    """Starts the servers m8 needs: as containers if asked and Docker is there, else local."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    if settings.services == "containers":
+        from m8.devservices.containers import container_services
+
+        return container_services(workdir)
+    return Services(workdir).start(settings, ephemeral=ephemeral)
