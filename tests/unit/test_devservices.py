@@ -13,7 +13,7 @@ from m8.devservices import ServiceError, manager
 def test_missing_rabbitmq_names_how_to_get_one(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(manager.shutil, "which", lambda _name: None)
+    monkeypatch.setattr("shutil.which", lambda _name: None)
     port = manager.free_port()  # nobody listens there
     settings = Settings(amqp_url=f"amqp://guest:guest@127.0.0.1:{port}/")
     with pytest.raises(ServiceError, match="apt-get install rabbitmq-server"):
