@@ -1,0 +1,143 @@
+"""m8.crypto: the cryptography of m8's upload protocol (DESIGN section 2), on PyNaCl only.
+
+Bytes in every public dict form are standard base64 with padding; times are ISO-8601 UTC
+(``2025-01-31T12:00:00.000000Z``). Every error is a :class:`CryptoError` and its message
+never holds key material or plaintext.
+"""
+
+from m8.crypto.encoding import canonical_json, format_utc
+from m8.crypto.envelope import (
+    ENVELOPE_VERSION,
+    MAX_VALUE_BYTES,
+    Binding,
+    EncryptedUpload,
+    OpenedEnvelope,
+    check_binding,
+    new_upload_id,
+    open_envelope,
+    seal_envelope,
+)
+from m8.crypto.errors import (
+    BadSignature,
+    BindingMismatch,
+    CryptoError,
+    DecryptionFailed,
+    DuplicateKeyId,
+    InsecureKeyFile,
+    InvalidInput,
+    KeyFileError,
+    KeyFileExists,
+    KeyIdMismatch,
+    MalformedEnvelope,
+    MalformedStatement,
+    PathMismatch,
+    SecretWiped,
+    StatementExpired,
+    StoreMismatch,
+    UnknownKek,
+    UnknownSigningKey,
+    UploadIdMismatch,
+)
+from m8.crypto.fingerprint import (
+    FINGERPRINT_PREFIX,
+    FingerprintKey,
+    fingerprint,
+    fingerprints_equal,
+)
+from m8.crypto.kek import Kek, KekPublicKey, KekRing
+from m8.crypto.keyfiles import (
+    dumps_key,
+    loads_fingerprint_key,
+    loads_kek,
+    loads_kek_public,
+    loads_signing_key,
+    read_fingerprint_key_file,
+    read_kek_file,
+    read_kek_public_file,
+    read_signing_key_file,
+    write_key_file,
+)
+from m8.crypto.secretbytes import SecretBytes
+from m8.crypto.signing import (
+    RotatorSigningKey,
+    decode_verify_key,
+    encode_verify_key,
+    verify_key_fingerprint,
+)
+from m8.crypto.statements import (
+    STATEMENT_CONTEXT,
+    SignedStatement,
+    UploadKeyStatement,
+    sign_statement,
+    verify_statement,
+)
+from m8.crypto.upload_keys import (
+    SealedUploadKey,
+    UploadKeyPair,
+    seal_upload_key,
+    unseal_upload_key,
+)
+
+__all__ = [
+    "ENVELOPE_VERSION",
+    "FINGERPRINT_PREFIX",
+    "MAX_VALUE_BYTES",
+    "STATEMENT_CONTEXT",
+    "BadSignature",
+    "Binding",
+    "BindingMismatch",
+    "CryptoError",
+    "DecryptionFailed",
+    "DuplicateKeyId",
+    "EncryptedUpload",
+    "FingerprintKey",
+    "InsecureKeyFile",
+    "InvalidInput",
+    "Kek",
+    "KekPublicKey",
+    "KekRing",
+    "KeyFileError",
+    "KeyFileExists",
+    "KeyIdMismatch",
+    "MalformedEnvelope",
+    "MalformedStatement",
+    "OpenedEnvelope",
+    "PathMismatch",
+    "RotatorSigningKey",
+    "SealedUploadKey",
+    "SecretBytes",
+    "SecretWiped",
+    "SignedStatement",
+    "StatementExpired",
+    "StoreMismatch",
+    "UnknownKek",
+    "UnknownSigningKey",
+    "UploadIdMismatch",
+    "UploadKeyPair",
+    "UploadKeyStatement",
+    "canonical_json",
+    "check_binding",
+    "decode_verify_key",
+    "dumps_key",
+    "encode_verify_key",
+    "fingerprint",
+    "fingerprints_equal",
+    "format_utc",
+    "loads_fingerprint_key",
+    "loads_kek",
+    "loads_kek_public",
+    "loads_signing_key",
+    "new_upload_id",
+    "open_envelope",
+    "read_fingerprint_key_file",
+    "read_kek_file",
+    "read_kek_public_file",
+    "read_signing_key_file",
+    "seal_envelope",
+    "seal_upload_key",
+    "sign_statement",
+    "unseal_upload_key",
+    "verify_key_fingerprint",
+    "verify_statement",
+    "write_key_file",
+]
