@@ -81,7 +81,9 @@ def broker(services: Services) -> Iterator[Broker]:
 @pytest.fixture
 async def mongo(services: Services) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]]:
     """A client of the real MongoDB-wire server, closed after the test."""
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(services["mongodb"].url)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        services["mongodb"].url, tz_aware=True
+    )
     yield client
     await client.close()
 

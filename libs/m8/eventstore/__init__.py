@@ -1,0 +1,15 @@
+"""The MongoDB event store, its transactional outbox relay and projections."""
+
+from m8.eventstore.inbox import MongoInbox
+from m8.eventstore.mongo import MongoEventRecorder, connect_database
+from m8.eventstore.outbox import OutboxRelay
+from m8.eventstore.projections import Projection, ProjectionRunner
+
+__all__ = [
+    "MongoEventRecorder",
+    "MongoInbox",
+    "OutboxRelay",
+    "Projection",
+    "ProjectionRunner",
+    "connect_database",
+]

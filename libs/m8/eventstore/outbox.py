@@ -1,0 +1,109 @@
+"""The outbox relay: publishes stored events that the broker has not confirmed yet.
+
+Appending marks each event `published: false` in the same write; the relay publishes
+those with publisher confirms and then marks them published. A crash between the two
+republishes with the same message id, which consumers absorb. One relay at a time holds
+a lease, so that several processes running relays do not all publish every event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from m8.eventstore.mongo import MongoEventRecorder
+from m8.messaging import Broker
+
+log = logging.getLogger(__name__)
+
+LEASE_ID = "outbox"
+
+
+class OutboxRelay:
+    """Publishes unpublished events in id order, in batches, while holding the lease."""
+
+    def __init__(
+        self,
+        recorder: MongoEventRecorder,
+        broker: Broker,
+        *,
+        owner: str,
+        batch: int = 200,
+        poll_interval: float = 0.2,
+        lease_seconds: float = 10.0,
+        confirm_timeout: float = 10.0,
+    ) -> None:
+        self.recorder = recorder
+        self.broker = broker
+        self.owner = owner
+        self.batch = batch
+        self.poll_interval = poll_interval
+        self.lease = timedelta(seconds=lease_seconds)
+        self.confirm_timeout = confirm_timeout
+        self._leases = recorder.db["outbox_lease"]
+        self._lease_until: datetime | None = None
+        self._wakeup = asyncio.Event()
+
+    def notify(self) -> None:
+        """Wakes the relay now (called after an append in this process)."""
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """Relays until cancelled; survives broker and database outages."""
+        while True:
+            try:
+                if await self._hold_lease() and await self.publish_pending() >= self.batch:
+                    continue  # more are waiting
+            except (PyMongoError, OSError) as exc:
+                log.warning("outbox relay pass failed, retrying: %s", exc)
+            self._wakeup.clear()
+            try:
+                async with asyncio.timeout(self.poll_interval):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                pass
+
+    async def publish_pending(self) -> int:
+        """One pass: publishes up to `batch` events; returns how many were confirmed."""
+        events = await self.recorder.unpublished(self.batch)
+        if not events:
+            return 0
+        outcomes = await asyncio.gather(
+            *(self.broker.publish_event(event, self.confirm_timeout) for event in events),
+            return_exceptions=True,
+        )
+        confirmed = [e.event_id for e, outcome in zip(events, outcomes, strict=True) if not outcome]
+        if confirmed:
+            await self.recorder.mark_published(confirmed)
+        if len(confirmed) < len(events):
+            failure = next(o for o in outcomes if isinstance(o, BaseException))
+            log.warning(
+                "broker did not confirm %d of %d events: %s",
+                len(events) - len(confirmed),
+                len(events),
+                f"{type(failure).__name__}: {failure}",
+            )
+            await asyncio.sleep(self.poll_interval)
+        return len(confirmed)
+
+    async def _hold_lease(self) -> bool:
+        now = datetime.now(UTC)
+        # Renewing at half time keeps lease writes rare.
+        if self._lease_until is not None and now < self._lease_until - self.lease / 2:
+            return True
+        try:
+            doc = await self._leases.find_one_and_update(
+                {"_id": LEASE_ID, "$or": [{"owner": self.owner}, {"until": {"$lt": now}}]},
+                {"$set": {"owner": self.owner, "until": now + self.lease}},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:  # another relay holds it
+            self._lease_until = None
+            return False
+        self._lease_until = doc["until"] if doc else None
+        return doc is not None

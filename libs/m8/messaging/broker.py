@@ -1,0 +1,89 @@
+"""A robust connection to RabbitMQ and confirmed publishing of events.
+
+aio-pika restores channels, queues and consumers after a reconnect only while they are
+still referenced, so `Broker` keeps them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+
+from m8.eventsourcing import StoredEvent
+from m8.messaging.topology import declare_exchanges
+
+DEFAULT_CONFIRM_TIMEOUT = 10.0
+
+
+def event_message(event: StoredEvent) -> aio_pika.Message:
+    """The AMQP message of an event: persistent JSON, its id as message id."""
+    headers: dict[str, Any] = {
+        "event_type": event.event_type,
+        "aggregate_id": event.aggregate_id,
+        "correlation_id": event.metadata.correlation_id,
+    }
+    if event.routing_suffix:
+        headers["store_type"] = event.routing_suffix
+    return aio_pika.Message(
+        body=json.dumps(event.to_json(), separators=(",", ":")).encode(),
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=event.event_id,
+        correlation_id=event.metadata.correlation_id,
+        type=event.event_type,
+        headers=headers,
+    )
+
+
+class Broker:
+    """One robust connection, with a confirming channel for publishing events."""
+
+    def __init__(
+        self,
+        connection: AbstractRobustConnection,
+        channel: AbstractChannel,
+        events: AbstractExchange,
+    ) -> None:
+        self.connection = connection
+        self._channel = channel
+        self._events = events
+        self._kept: list[object] = []
+
+    @classmethod
+    async def connect(cls, url: str, name: str) -> Broker:
+        """Connects (retrying in the background after losses) and declares the exchanges."""
+        connection = await aio_pika.connect_robust(
+            url, client_properties={"connection_name": name}, reconnect_interval=1
+        )
+        channel = await connection.channel(publisher_confirms=True)
+        events = await declare_exchanges(channel)
+        return cls(connection, channel, events)
+
+    async def channel(self, prefetch: int | None = None) -> AbstractChannel:
+        """A new channel that the broker keeps (so it is restored after a reconnect)."""
+        channel = await self.connection.channel()
+        if prefetch is not None:
+            await channel.set_qos(prefetch_count=prefetch)
+        self._kept.append(channel)
+        return channel
+
+    def keep(self, thing: object) -> None:
+        """Keeps a reference, so aio-pika restores `thing` after a reconnect."""
+        self._kept.append(thing)
+
+    async def publish_event(
+        self, event: StoredEvent, timeout: float = DEFAULT_CONFIRM_TIMEOUT
+    ) -> None:
+        """Publishes to `m8.events` and waits for the broker's confirm (or raises)."""
+        async with asyncio.timeout(timeout):
+            await self._events.publish(
+                event_message(event), routing_key=event.routing_key, mandatory=False
+            )
+
+    async def close(self) -> None:
+        """Closes the connection and every channel on it."""
+        await self.connection.close()

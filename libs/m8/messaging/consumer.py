@@ -1,0 +1,143 @@
+"""Runs a handler for each event of a queue: at least once in, effectively once out.
+
+The runner acks a message only after the handler returned (the handler stores its
+outcome first). A redelivered event whose id the inbox already holds is acked without
+running the handler again. Undecodable messages and `PoisonMessage` go to the dead-letter
+queue at once; `TransientError` is retried with backoff in place, then the message is
+requeued, and the queue's delivery limit dead-letters it in the end. A handler that is
+idempotent by construction (a projection) may go without an inbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+from aio_pika.exceptions import AMQPError
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from m8.eventsourcing import StoredEvent
+from m8.messaging.broker import Broker
+from m8.messaging.errors import PoisonMessage, TransientError
+from m8.messaging.topology import QueueSpec, declare_queue
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[StoredEvent], Awaitable[None]]
+
+
+class Inbox(Protocol):
+    """Remembers which events a consumer has handled."""
+
+    async def seen(self, consumer: str, event_id: str) -> bool:
+        """Whether `consumer` already handled `event_id`."""
+        ...
+
+    async def remember(self, consumer: str, event_id: str) -> None:
+        """Notes that `consumer` handled `event_id`."""
+        ...
+
+
+class EventConsumer:
+    """Consumes one queue with bounded concurrency."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        spec: QueueSpec,
+        handler: Handler,
+        inbox: Inbox | None,
+        *,
+        concurrency: int = 4,
+        attempts: int = 4,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self.broker = broker
+        self.spec = spec
+        self.handler = handler
+        self.inbox = inbox
+        self.concurrency = concurrency
+        self.attempts = attempts
+        self.max_backoff = max_backoff
+        self._queue: AbstractQueue | None = None
+        self._tag: str | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Declares the queue and starts consuming."""
+        # Prefetch equals concurrency: the broker never hands us more than we work on.
+        channel = await self.broker.channel(prefetch=self.concurrency)
+        self._queue = await declare_queue(channel, self.spec)
+        self.broker.keep(self._queue)
+        self._tag = await self._queue.consume(self._on_message)
+
+    async def stop(self) -> None:
+        """Stops taking messages and waits for those in hand."""
+        if self._queue is not None and self._tag is not None:
+            with contextlib.suppress(AMQPError):  # connection already gone: nothing to cancel
+                await self._queue.cancel(self._tag)
+        if self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._in_flight.add(task)
+        try:
+            await self._handle(message)
+        finally:
+            if task is not None:
+                self._in_flight.discard(task)
+
+    async def _handle(self, message: AbstractIncomingMessage) -> None:
+        try:
+            event = StoredEvent.from_json(json.loads(message.body))
+        except (ValueError, KeyError, TypeError):
+            log.error(
+                "undecodable message dead-lettered",
+                extra={"queue": self.spec.name, "message_id": message.message_id},
+            )
+            await _settle(message.reject(requeue=False))
+            return
+        if self.inbox is not None and await self.inbox.seen(self.spec.name, event.event_id):
+            await _settle(message.ack())
+            return
+        fields = {"queue": self.spec.name, "event_id": event.event_id, "event": event.event_type}
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(TransientError),
+                stop=stop_after_attempt(self.attempts),
+                wait=wait_exponential(multiplier=0.2, max=self.max_backoff),
+                reraise=True,
+            ):
+                with attempt:
+                    await self.handler(event)
+        except PoisonMessage as exc:
+            log.error("poison event dead-lettered: %s", exc, extra=fields)
+            await _settle(message.reject(requeue=False))
+        except Exception as exc:
+            # Requeued: the delivery limit dead-letters it if this keeps happening.
+            log.warning("event handling failed, requeued: %s", _describe(exc), extra=fields)
+            await _settle(message.nack(requeue=True))
+        else:
+            if self.inbox is not None:
+                await self.inbox.remember(self.spec.name, event.event_id)
+            await _settle(message.ack())
+
+
+async def _settle(outcome: Awaitable[None]) -> None:
+    # The channel may have died since delivery; the broker then redelivers the message
+    # and the inbox (or the handler's own idempotency) absorbs the repeat.
+    try:
+        await outcome
+    except (AMQPError, RuntimeError) as exc:
+        log.warning("could not settle message: %s", exc)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"

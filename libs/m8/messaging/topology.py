@@ -1,0 +1,84 @@
+"""Every exchange and queue of m8, declared in one place (DESIGN section 4).
+
+Consumer queues are durable quorum queues with a delivery limit; a message nacked past
+the limit, or rejected as poison, moves to `m8.dead.<queue>` through `m8.dlx`, where
+operators see and re-drive it in the management UI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+from aiormq.abc import FieldTable
+
+EVENTS_EXCHANGE = "m8.events"
+RPC_EXCHANGE = "m8.rpc"
+DEAD_LETTER_EXCHANGE = "m8.dlx"
+DEFAULT_DELIVERY_LIMIT = 5
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """A consumer's queue: its name and the routing keys it binds on `m8.events`."""
+
+    name: str
+    bindings: tuple[str, ...]
+    delivery_limit: int = DEFAULT_DELIVERY_LIMIT
+
+    @property
+    def dead_letter_queue(self) -> str:
+        """Where messages go that this queue's consumer could not handle."""
+        return f"m8.dead.{self.name.removeprefix('m8.')}"
+
+    def arguments(self) -> FieldTable:
+        """Queue arguments: quorum, delivery limit, at-least-once dead-lettering."""
+        return {
+            "x-queue-type": "quorum",
+            "x-delivery-limit": self.delivery_limit,
+            "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+            "x-dead-letter-routing-key": self.name,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+
+
+def reactor_queue(store_type: str) -> QueueSpec:
+    """The queue of the reactors for one upstream type (`vault`, `aws`)."""
+    return QueueSpec(f"m8.reactor.{store_type}", (f"secret.secret_upload_requested.{store_type}",))
+
+
+KEYROTATOR_QUEUE = QueueSpec(
+    "m8.keyrotator",
+    (
+        "secret.secret_stored.#",
+        "secret.secret_upload_rejected.#",
+        "secret.secret_store_failed.#",
+    ),
+)
+API_PROJECTIONS_QUEUE = QueueSpec("m8.api.projections", ("#",))
+RPC_KEYROTATOR_QUEUE = "m8.rpc.keyrotator"
+
+
+async def declare_exchanges(channel: AbstractChannel) -> AbstractExchange:
+    """Declares m8's exchanges; returns `m8.events`."""
+    await channel.declare_exchange(DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True)
+    await channel.declare_exchange(RPC_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True)
+    return await channel.declare_exchange(
+        EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+
+
+async def declare_queue(channel: AbstractChannel, spec: QueueSpec) -> AbstractQueue:
+    """Declares a consumer queue, its bindings and its dead-letter queue."""
+    events = await declare_exchanges(channel)
+    dlx = await channel.get_exchange(DEAD_LETTER_EXCHANGE)
+    dead = await channel.declare_queue(
+        spec.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    await dead.bind(dlx, routing_key=spec.name)
+    queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments())
+    for key in spec.bindings:
+        await queue.bind(events, routing_key=key)
+    return queue

@@ -1,0 +1,91 @@
+"""RabbitMQ goes away while events flow: nothing is lost, nobody needs a hand."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from m8.eventstore import MongoEventRecorder, MongoInbox, OutboxRelay
+from m8.messaging import Broker as AmqpBroker
+from m8.messaging import EventConsumer, QueueSpec
+from tests.servers import Broker
+from tests.support.events import METADATA, Received, SampleHappened, eventually
+
+SPEC = QueueSpec("m8.test.chaos", ("test.#",))
+EVENTS = 150
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
+
+
+@pytest.fixture
+async def flowing(
+    recorder: MongoEventRecorder, inbox: MongoInbox, amqp: AmqpBroker
+) -> AsyncIterator[tuple[Received, Callable[[], asyncio.Task[list[str]]]]]:
+    """A consumer and a relay running; the test starts the appender when it likes."""
+    received = Received()
+    consumer = EventConsumer(amqp, SPEC, received.handler, inbox, concurrency=8)
+    await consumer.start()
+    relay = OutboxRelay(recorder, amqp, owner="chaos", batch=20)
+    relay_task = asyncio.create_task(relay.run())
+
+    async def append_slowly() -> list[str]:
+        ids = []
+        for n in range(EVENTS):
+            [event] = await recorder.append("test", f"c{n}", 0, [SampleHappened(n)], METADATA)
+            ids.append(event.event_id)
+            relay.notify()
+            await asyncio.sleep(0.02)
+        return ids
+
+    yield received, lambda: asyncio.create_task(append_slowly())
+    relay_task.cancel()
+    await consumer.stop()
+
+
+async def _all_arrive(
+    recorder: MongoEventRecorder, received: Received, appender: asyncio.Task[list[str]]
+) -> None:
+    ids = await appender
+    await received.wait_for(len(ids), timeout=120)
+    assert set(received.ids) == set(ids)
+    assert received.duplicates() == []
+    await eventually(lambda: _none_unpublished(recorder), timeout=60)
+
+
+async def _none_unpublished(recorder: MongoEventRecorder) -> bool:
+    return await recorder.events.count_documents({"published": False}) == 0
+
+
+async def test_connections_closed_by_the_broker_lose_no_event(
+    recorder: MongoEventRecorder,
+    broker: Broker,
+    flowing: tuple[Received, Callable[[], asyncio.Task[list[str]]]],
+) -> None:
+    received, start = flowing
+    appender = start()
+    for _ in range(2):
+        await received.wait_for(len(set(received.ids)) + 20)
+        await asyncio.to_thread(
+            rabbitmqctl, "close_all_connections", "--vhost", broker.vhost, "chaos test"
+        )
+    await _all_arrive(recorder, received, appender)
+
+
+async def test_broker_restart_loses_no_event(
+    recorder: MongoEventRecorder,
+    flowing: tuple[Received, Callable[[], asyncio.Task[list[str]]]],
+) -> None:
+    received, start = flowing
+    appender = start()
+    await received.wait_for(30)
+    try:
+        await asyncio.to_thread(rabbitmqctl, "stop_app")
+        await asyncio.sleep(2)  # events keep being stored while the broker is down
+    finally:
+        await asyncio.to_thread(rabbitmqctl, "start_app")
+    await _all_arrive(recorder, received, appender)

@@ -1,0 +1,101 @@
+"""The outbox relay: every stored event reaches consumers, even across relay crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+
+import pytest
+
+from m8.devservices import Services
+from m8.eventstore import MongoEventRecorder, MongoInbox, OutboxRelay
+from m8.messaging import Broker as AmqpBroker
+from m8.messaging import EventConsumer, QueueSpec
+from tests.servers import Broker
+from tests.support.events import METADATA, Received, SampleHappened, eventually
+
+SPEC = QueueSpec("m8.test.outbox", ("test.#",))
+
+
+@pytest.fixture
+async def received(amqp: AmqpBroker, inbox: MongoInbox) -> AsyncIterator[Received]:
+    seen = Received()
+    consumer = EventConsumer(amqp, SPEC, seen.handler, inbox, concurrency=8)
+    await consumer.start()
+    yield seen
+    await consumer.stop()
+
+
+async def _append(recorder: MongoEventRecorder, count: int, prefix: str = "agg") -> list[str]:
+    ids = []
+    for n in range(count):
+        ids += [
+            e.event_id
+            for e in await recorder.append("test", f"{prefix}{n}", 0, [SampleHappened(n)], METADATA)
+        ]
+    return ids
+
+
+async def test_relay_publishes_every_event_and_marks_it(
+    recorder: MongoEventRecorder, amqp: AmqpBroker, received: Received
+) -> None:
+    ids = await _append(recorder, 30)
+    relay = OutboxRelay(recorder, amqp, owner="relay-1", batch=7)
+    task = asyncio.create_task(relay.run())
+    try:
+        await received.wait_for(30)
+        await eventually(lambda: _published_at_least(recorder, 30))
+    finally:
+        task.cancel()
+    assert set(received.ids) == set(ids)
+
+
+async def test_killed_relay_loses_nothing_and_consumers_see_each_event_once(
+    recorder: MongoEventRecorder,
+    amqp: AmqpBroker,
+    received: Received,
+    broker: Broker,
+    services: Services,
+    mongo_db_name: str,
+) -> None:
+    ids = await _append(recorder, 120)
+    env = {
+        **os.environ,
+        "M8_AMQP_URL": broker.url,
+        "M8_MONGODB_URI": services["mongodb"].url,
+        "M8_MONGODB_DATABASE": mongo_db_name,
+    }
+    relay_process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.support.relay_process", env=env
+    )
+    # Kill it hard once it is part-way through: some events published, some not.
+    await eventually(lambda: _published_at_least(recorder, 20))
+    relay_process.send_signal(signal.SIGKILL)
+    await relay_process.wait()
+    assert await recorder.events.count_documents({"published": False}) > 0
+
+    relay = OutboxRelay(recorder, amqp, owner="relay-after-crash", lease_seconds=1)
+    task = asyncio.create_task(relay.run())
+    try:
+        await received.wait_for(len(ids))
+        await eventually(lambda: _published_at_least(recorder, len(ids)))
+    finally:
+        task.cancel()
+    assert set(received.ids) == set(ids)
+    assert received.duplicates() == []  # the inbox absorbed any republished event
+
+
+async def test_only_the_lease_holder_publishes(
+    recorder: MongoEventRecorder, amqp: AmqpBroker, received: Received
+) -> None:
+    first = OutboxRelay(recorder, amqp, owner="first")
+    second = OutboxRelay(recorder, amqp, owner="second")
+    assert await first._hold_lease()
+    assert not await second._hold_lease()
+
+
+async def _published_at_least(recorder: MongoEventRecorder, count: int) -> bool:
+    return await recorder.events.count_documents({"published": True}) >= count
