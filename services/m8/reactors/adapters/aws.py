@@ -1,0 +1,386 @@
+"""AWS Secrets Manager as an upstream store.
+
+Idempotency is AWS's own: every write carries ClientRequestToken = the upload id, and the
+same token again gives back the same version (its id is the token) instead of a second
+one; the same token with another value is refused. A secret's name is name_prefix + path.
+
+Tags mark what m8 manages: managed-by=m8, and m8-fingerprint and m8-upload-id of the
+latest m8 write. Tags are set after the value, by a second request; a redelivery that
+finds its version current sets them again, so a crash between the two heals with the
+redelivery. Until then `current` reports the fingerprint as unknown rather than wrong.
+
+The store's credentials come from boto3's usual chain (environment, role) and need, on
+the secrets ``<name_prefix>*``: secretsmanager:DescribeSecret, CreateSecret,
+PutSecretValue and TagResource (kms:GenerateDataKey with a customer KMS key);
+GetSecretValue only for `read_value`, which tests and operators use and m8 never does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    CredentialRetrievalError,
+    HTTPClientError,
+    SSLError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from m8.reactors.adapters.base import (
+    MANAGED_BY_KEY,
+    MANAGED_BY_VALUE,
+    NotManagedByM8,
+    PermanentUpstreamError,
+    ThreadPool,
+    TransientUpstreamError,
+    UpstreamError,
+    UpstreamSecret,
+    UpstreamVersion,
+    check_request,
+    label,
+    utf8_or_none,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+    from mypy_boto3_secretsmanager.type_defs import TagTypeDef
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+FINGERPRINT_TAG = "m8-fingerprint"
+UPLOAD_ID_TAG = "m8-upload-id"
+CURRENT = "AWSCURRENT"
+READINESS_PROBE = "m8-readiness-probe"
+
+THROTTLED = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "SlowDown",
+        "PriorRequestNotComplete",
+    }
+)
+UNAVAILABLE = frozenset(
+    {
+        "InternalServiceError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        # Role credentials expire and the provider chain fetches new ones.
+        "ExpiredToken",
+        "ExpiredTokenException",
+    }
+)
+# Codes whose AWS message may quote the offending request field, which can be the value.
+QUOTING = frozenset({"ValidationException", "InvalidParameterException"})
+
+
+@dataclass(frozen=True)
+class AwsSecretsManagerConfig:
+    """Where an AWS Secrets Manager store lives and how hard m8 may write to it."""
+
+    name: str
+    region: str
+    name_prefix: str = ""
+    kms_key_id: str | None = None
+    endpoint_url: str | None = None
+    adopt_unmanaged: bool = False
+    # AWS allows 50 writes a second per account and region; leave room for others.
+    max_writes_per_second: float = 40.0
+    timeout: float = 10.0
+    max_workers: int = 8
+
+
+class WriteRateLimiter:
+    """Spaces the calls of all tasks at least 1/rate seconds apart."""
+
+    def __init__(self, per_second: float) -> None:
+        if per_second <= 0:
+            raise ValueError("per_second must be positive")
+        self._interval = 1.0 / per_second
+        self._next = 0.0
+
+    async def acquire(self) -> None:
+        """Waits for this call's turn; turns are handed out in call order."""
+        now = time.monotonic()
+        turn = max(now, self._next)
+        self._next = turn + self._interval
+        if turn > now:
+            await asyncio.sleep(turn - now)
+
+
+@dataclass(frozen=True)
+class _Described:
+    """What DescribeSecret tells m8: tags and labelled versions, never the value."""
+
+    tags: Mapping[str, str]
+    stages: Mapping[str, list[str]]  # version id -> staging labels
+
+    @property
+    def current(self) -> str | None:
+        return next((v for v, labels in self.stages.items() if CURRENT in labels), None)
+
+    @property
+    def managed(self) -> bool:
+        return self.tags.get(MANAGED_BY_KEY) == MANAGED_BY_VALUE
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", "Unknown"))
+
+
+def classify_aws_error(
+    exc: BaseException, *, store: str, action: str, path: str | None
+) -> UpstreamError | None:
+    """The UpstreamError for a botocore exception; None for anything else.
+
+    botocore's own texts are left out where they may quote request fields (parameter
+    validation, AWS's validation errors), so no secret value gets into a message.
+    """
+    where = f"{store}: cannot {action}" + (f" {path!r}" if path else "")
+
+    def transient(detail: str) -> UpstreamError:
+        return TransientUpstreamError(f"{where}: {detail}", store=store, path=path)
+
+    def permanent(detail: str) -> UpstreamError:
+        return PermanentUpstreamError(f"{where}: {detail}", store=store, path=path)
+
+    if isinstance(exc, ClientError):
+        code = _code(exc)
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        message = str(exc.response.get("Error", {}).get("Message", ""))[:300]
+        if code in THROTTLED:
+            return transient(f"AWS is throttling m8 ({code})")
+        if code in UNAVAILABLE or status >= 500:
+            return transient(f"AWS is unavailable ({code}, HTTP {status})")
+        if exc.operation_name == "PutSecretValue" and (
+            code == "ResourceExistsException"
+            or (code == "InvalidRequestException" and "ClientRequestToken" in message)
+        ):
+            return permanent(
+                f"this idempotency key was already used for a different value ({code})"
+            )
+        if code in QUOTING:
+            return permanent(
+                f"AWS refused the request as invalid ({code}); usual causes are a value "
+                "over 64 KiB, a name AWS does not accept, or a bad KMS key"
+            )
+        if code.startswith("AccessDenied"):
+            return permanent(f"access denied ({code}): {message}")
+        return permanent(f"{code}: {message}")
+    if isinstance(exc, SSLError):
+        return permanent("the TLS handshake with AWS failed (check endpoint_url and CA)")
+    if isinstance(exc, BotoConnectionError | HTTPClientError | CredentialRetrievalError):
+        return transient(f"AWS is unreachable or did not answer in time ({type(exc).__name__})")
+    if isinstance(exc, BotoCoreError):
+        return permanent(f"the AWS client refused the request ({type(exc).__name__})")
+    return None
+
+
+class AwsSecretsManagerStore:
+    """Secrets Manager in one AWS account and region."""
+
+    store_type: ClassVar[str] = "aws"
+
+    def __init__(self, config: AwsSecretsManagerConfig) -> None:
+        self.config = config
+        self._label = label(self.store_type, config.name)
+        self._pool = ThreadPool(config.max_workers, name=f"m8-aws-{config.name}")
+        self._limiter = WriteRateLimiter(config.max_writes_per_second)
+        session = boto3.session.Session(region_name=config.region)
+        self._client: SecretsManagerClient = session.client(
+            "secretsmanager",
+            endpoint_url=config.endpoint_url,
+            config=Config(
+                # One attempt per call: retrying, with backoff, is the reactor's decision.
+                retries={"total_max_attempts": 1, "mode": "standard"},
+                connect_timeout=config.timeout,
+                read_timeout=config.timeout,
+                max_pool_connections=config.max_workers,
+            ),
+        )
+        self._closed = False
+
+    @property
+    def name(self) -> str:
+        """The store's name in m8."""
+        return self.config.name
+
+    async def put(
+        self, path: str, value: bytes, idempotency_key: str, fingerprint: str
+    ) -> UpstreamVersion:
+        """Writes `value` as a new version of `path`, once per idempotency key."""
+        check_request(self._label, path, idempotency_key)
+        found = await self._call("describe", path, self._describe_sync, path)
+        if found is None:
+            await self._limiter.acquire()
+            created = await self._call(
+                "create", path, self._create_sync, path, value, idempotency_key, fingerprint
+            )
+            if created is not None:
+                return UpstreamVersion(created, created=True)
+            # Someone created it meanwhile: carry on as with any existing secret.
+            found = await self._call("describe", path, self._describe_sync, path)
+            if found is None:
+                raise TransientUpstreamError(
+                    f"{self._label}: cannot write {path!r}: it was created and deleted "
+                    "meanwhile; retry",
+                    store=self._label,
+                    path=path,
+                )
+        if idempotency_key in found.stages:
+            if found.current == idempotency_key:
+                await self._mark(path, found, idempotency_key, fingerprint)
+            return UpstreamVersion(idempotency_key, created=False)
+        if not found.managed and not self.config.adopt_unmanaged:
+            raise NotManagedByM8(store=self._label, path=path)
+        await self._limiter.acquire()
+        version, current = await self._call(
+            "write", path, self._put_sync, path, value, idempotency_key
+        )
+        if not current:
+            # An old version of this upload, no longer labelled: AWS ignored the repeat.
+            return UpstreamVersion(version, created=False)
+        await self._mark(path, found, version, fingerprint)
+        return UpstreamVersion(version, created=True)
+
+    async def current(self, path: str) -> UpstreamSecret | None:
+        """The current version and m8's marks on it, or None when `path` has no value."""
+        found = await self._call("describe", path, self._describe_sync, path)
+        version = found.current if found else None
+        if found is None or version is None:
+            return None
+        ours = found.tags.get(UPLOAD_ID_TAG) == version
+        return UpstreamSecret(
+            version=version,
+            managed=found.managed,
+            upload_id=version if ours else None,
+            fingerprint=found.tags.get(FINGERPRINT_TAG) if ours else None,
+        )
+
+    async def read_value(self, path: str) -> bytes | None:
+        """The current value of `path`; for tests and operators only, never m8's flow."""
+        return await self._call("read", path, self._value_sync, path)
+
+    async def check(self) -> None:
+        """Raises an UpstreamError unless m8 can reach AWS and describe under the prefix."""
+        await self._call("describe under the prefix", None, self._describe_sync, None)
+
+    async def close(self) -> None:
+        """Releases the threads and HTTP connections."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._pool.close()
+        self._client.close()
+
+    async def _mark(self, path: str, found: _Described, upload_id: str, fingerprint: str) -> None:
+        """Tags the secret as m8's, with the fingerprint of `upload_id`, unless it is."""
+        wanted = {
+            MANAGED_BY_KEY: MANAGED_BY_VALUE,
+            FINGERPRINT_TAG: fingerprint,
+            UPLOAD_ID_TAG: upload_id,
+        }
+        if all(found.tags.get(k) == v for k, v in wanted.items()):
+            return
+        await self._limiter.acquire()
+        await self._call("tag", path, self._tag_sync, path, wanted)
+
+    async def _call(
+        self,
+        action: str,
+        path: str | None,
+        fn: Callable[P, T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Runs a blocking boto3 call in the pool; its failure becomes an UpstreamError."""
+        try:
+            return await self._pool.run(fn, *args, **kwargs)
+        except UpstreamError:
+            raise
+        except Exception as exc:
+            error = classify_aws_error(exc, store=self._label, action=action, path=path)
+            if error is None:
+                raise
+            # botocore's exception stays out of the chain: m8 decides what a log may show.
+            raise error from None
+
+    def _name(self, path: str | None) -> str:
+        return self.config.name_prefix + (READINESS_PROBE if path is None else path)
+
+    def _describe_sync(self, path: str | None) -> _Described | None:
+        try:
+            answer = self._client.describe_secret(SecretId=self._name(path))
+        except ClientError as exc:
+            if _code(exc) == "ResourceNotFoundException":
+                return None
+            raise
+        tags = {t["Key"]: t["Value"] for t in answer.get("Tags", []) if "Key" in t}
+        return _Described(tags=tags, stages=dict(answer.get("VersionIdsToStages", {})))
+
+    def _create_sync(self, path: str, value: bytes, token: str, fingerprint: str) -> str | None:
+        """The new version id, or None when a secret of that name exists already."""
+        tags: list[TagTypeDef] = [
+            {"Key": MANAGED_BY_KEY, "Value": MANAGED_BY_VALUE},
+            {"Key": FINGERPRINT_TAG, "Value": fingerprint},
+            {"Key": UPLOAD_ID_TAG, "Value": token},
+        ]
+        extra = _payload(value)
+        if self.config.kms_key_id:
+            extra["KmsKeyId"] = self.config.kms_key_id
+        try:
+            answer = self._client.create_secret(
+                Name=self._name(path), ClientRequestToken=token, Tags=tags, **extra
+            )
+        except ClientError as exc:
+            if _code(exc) == "ResourceExistsException":
+                return None
+            raise
+        return answer["VersionId"]
+
+    def _put_sync(self, path: str, value: bytes, token: str) -> tuple[str, bool]:
+        """The version id, and whether it is the current version now."""
+        answer = self._client.put_secret_value(
+            SecretId=self._name(path), ClientRequestToken=token, **_payload(value)
+        )
+        return answer["VersionId"], CURRENT in answer.get("VersionStages", [])
+
+    def _tag_sync(self, path: str, tags: Mapping[str, str]) -> None:
+        self._client.tag_resource(
+            SecretId=self._name(path), Tags=[{"Key": k, "Value": v} for k, v in tags.items()]
+        )
+
+    def _value_sync(self, path: str) -> bytes | None:
+        try:
+            answer = self._client.get_secret_value(SecretId=self._name(path))
+        except ClientError as exc:
+            if _code(exc) == "ResourceNotFoundException":
+                return None
+            raise
+        # The stubs say both fields are always there; AWS sends exactly one of them.
+        fields: Mapping[str, Any] = answer
+        if fields.get("SecretBinary") is not None:
+            return bytes(fields["SecretBinary"])
+        return str(fields.get("SecretString", "")).encode("utf-8")
+
+
+def _payload(value: bytes) -> dict[str, Any]:
+    """SecretString when the value is UTF-8 text, else SecretBinary."""
+    text = utf8_or_none(value)
+    return {"SecretString": text} if text is not None else {"SecretBinary": value}
