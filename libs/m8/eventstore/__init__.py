@@ -4,6 +4,7 @@ from m8.eventstore.inbox import MongoInbox
 from m8.eventstore.mongo import MongoEventRecorder, connect_database
 from m8.eventstore.outbox import OutboxRelay
 from m8.eventstore.projections import Projection, ProjectionRunner
+from m8.eventstore.repository import Repository
 
 __all__ = [
     "MongoEventRecorder",
@@ -11,5 +12,6 @@ __all__ = [
     "OutboxRelay",
     "Projection",
     "ProjectionRunner",
+    "Repository",
     "connect_database",
 ]

@@ -1,0 +1,119 @@
+"""What every m8 service process shares: connections, the outbox relay, clean shutdown.
+
+Services build one `Runtime` in their bootstrap, start their own consumers on it, and
+`serve()` until SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from m8.config import Settings
+from m8.eventstore import MongoEventRecorder, MongoInbox, OutboxRelay, Repository
+from m8.eventstore.mongo import Document, connect_database
+from m8.logs import configure_logging
+from m8.messaging import Broker, EventConsumer
+
+log = logging.getLogger(__name__)
+
+
+class ConfigurationError(RuntimeError):
+    """The process cannot start as configured; the message says what to set."""
+
+
+@dataclass
+class Runtime:
+    """Connections and shared machinery of one service process."""
+
+    name: str
+    settings: Settings
+    db: AsyncDatabase[Document]
+    broker: Broker
+    recorder: MongoEventRecorder
+    inbox: MongoInbox
+    relay: OutboxRelay
+    repository: Repository
+    consumers: list[EventConsumer] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    async def start(cls, name: str, settings: Settings) -> Runtime:
+        """Connects to MongoDB and RabbitMQ, creates indexes, starts the outbox relay."""
+        if not settings.mongodb_uri:
+            raise ConfigurationError("M8_MONGODB_URI is not set: where is MongoDB?")
+        db = await connect_database(settings.mongodb_uri, settings.mongodb_database)
+        recorder = MongoEventRecorder(db)
+        inbox = MongoInbox(db)
+        await recorder.create_indexes()
+        await inbox.create_indexes()
+        broker = await Broker.connect(settings.amqp_url, name=f"m8-{name}")
+        owner = f"{name}@{socket.gethostname()}:{os.getpid()}"
+        relay = OutboxRelay(recorder, broker, owner=owner)
+        runtime = cls(
+            name=name,
+            settings=settings,
+            db=db,
+            broker=broker,
+            recorder=recorder,
+            inbox=inbox,
+            relay=relay,
+            repository=Repository(recorder, on_append=relay.notify),
+        )
+        runtime.spawn(relay.run())
+        return runtime
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Runs a background loop that lives as long as the process."""
+        task = asyncio.create_task(coro)
+        self.tasks.append(task)
+        return task
+
+    async def consume(self, consumer: EventConsumer) -> None:
+        """Starts a consumer that stops with the runtime."""
+        await consumer.start()
+        self.consumers.append(consumer)
+
+    async def close(self) -> None:
+        """Stops consumers (letting work in hand finish), loops, then connections."""
+        for consumer in self.consumers:
+            await consumer.stop()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        # One last relay pass, so that nothing this process stored waits for another.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.relay.publish_pending(), timeout=5)
+        await self.broker.close()
+        await self.db.client.close()
+
+
+async def wait_for_signal() -> None:
+    """Returns on SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+@contextlib.asynccontextmanager
+async def service(name: str, settings: Settings) -> AsyncIterator[Runtime]:
+    """Sets up logging and a Runtime, and closes it however the block ends."""
+    configure_logging(settings.log_level, settings.log_format)
+    runtime = await Runtime.start(name, settings)
+    log.info("service started", extra={"service": name})
+    try:
+        yield runtime
+    finally:
+        await runtime.close()
+        log.info("service stopped", extra={"service": name})
