@@ -1,0 +1,119 @@
+"""A small synchronous client of m8's HTTP API (DESIGN section 5)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from m8.client.errors import ApiError, Unreachable
+
+Json = dict[str, Any]
+
+
+class M8Client:
+    """One API server, one bearer token."""
+
+    def __init__(self, server: str, token: str, timeout: float = 30.0) -> None:
+        self.server = server.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.server,
+            headers={"Authorization": f"Bearer {token}", "User-Agent": "m8ctl"},
+            timeout=timeout,
+        )
+
+    def close(self) -> None:
+        """Closes the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> M8Client:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, url: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, url, **kwargs)
+        except httpx.TransportError as exc:
+            raise Unreachable(
+                f"cannot reach the m8 API at {self.server} ({type(exc).__name__}); "
+                "check the URL and that the server runs"
+            ) from None
+        if response.is_success:
+            return response.json() if response.content else {}
+        try:
+            problem = response.json()
+            title = str(problem.get("title") or response.reason_phrase)
+            detail = str(problem.get("detail") or "")
+        except ValueError:
+            title, detail = response.reason_phrase, ""
+        raise ApiError(response.status_code, title, detail)
+
+    # --- keys -----------------------------------------------------------------------
+
+    def rotator_keys(self) -> list[Json]:
+        """The rotator's live verify keys."""
+        keys: list[Json] = self._call("GET", "/v1/keys/rotator")["keys"]
+        return keys
+
+    def upload_key(self, path: str, store: str | None) -> Json:
+        """A signed one-time upload key for `path` in `store` (or the default store)."""
+        result: Json = self._call("POST", "/v1/upload-keys", json={"store": store, "path": path})
+        return result
+
+    # --- uploads --------------------------------------------------------------------
+
+    def submit(self, body: Json) -> Json:
+        """Sends an encrypted upload (202: pending)."""
+        result: Json = self._call("POST", "/v1/secrets", json=body)
+        return result
+
+    def upload(self, upload_id: str, wait: float = 0) -> Json:
+        """An upload's status; with `wait`, the server holds the answer until it is final."""
+        params = {"wait": f"{wait:g}"} if wait else None
+        timeout = httpx.Timeout(wait + 30.0)
+        result: Json = self._call(
+            "GET", f"/v1/uploads/{quote(upload_id, safe='')}", params=params, timeout=timeout
+        )
+        return result
+
+    # --- secrets --------------------------------------------------------------------
+
+    def secrets(self, store: str | None = None, prefix: str | None = None) -> Json:
+        """Secrets m8 has stored (fingerprints, never values)."""
+        params = {k: v for k, v in {"store": store, "prefix": prefix}.items() if v}
+        result: Json = self._call("GET", "/v1/secrets", params=params)
+        return result
+
+    def secret(self, store: str, path: str) -> Json:
+        """One secret's current fingerprint and upstream version."""
+        result: Json = self._call("GET", f"/v1/secrets/{_seg(store)}/{quote(path)}")
+        return result
+
+    def history(self, store: str, path: str) -> Json:
+        """Every upload to one secret: who, when, outcome, fingerprint."""
+        result: Json = self._call("GET", f"/v1/secrets/{_seg(store)}/{quote(path)}/history")
+        return result
+
+    # --- stores ---------------------------------------------------------------------
+
+    def stores(self) -> Json:
+        """The stores this user may target, and the default."""
+        result: Json = self._call("GET", "/v1/stores")
+        return result
+
+    def add_store(self, body: Json) -> Json:
+        """Registers a store (admin)."""
+        result: Json = self._call("POST", "/v1/stores", json=body)
+        return result
+
+    def store_action(self, name: str, action: str) -> Json:
+        """activate | deactivate | default (admin)."""
+        result: Json = self._call("POST", f"/v1/stores/{_seg(name)}/{action}")
+        return result
+
+
+def _seg(text: str) -> str:
+    return quote(text, safe="")
