@@ -25,7 +25,7 @@ test: $(STAMP) lint
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy libs services tests
+	$(BIN)/mypy libs services tests bench
 
 clean:
 	rm -rf $(VENV) .m8 .mypy_cache .pytest_cache .ruff_cache
