@@ -14,6 +14,7 @@ from m8.devservices import Services
 from m8.eventstore import MongoEventRecorder, MongoInbox, OutboxRelay
 from m8.messaging import Broker as AmqpBroker
 from m8.messaging import EventConsumer, QueueSpec
+from m8.messaging.topology import API_PROJECTIONS_QUEUE
 from tests.servers import Broker
 from tests.support.events import METADATA, Received, SampleHappened, eventually
 
@@ -99,3 +100,29 @@ async def test_only_the_lease_holder_publishes(
 
 async def _published_at_least(recorder: MongoEventRecorder, count: int) -> bool:
     return await recorder.events.count_documents({"published": True}) >= count
+
+
+async def test_event_stored_before_its_consumer_ever_ran_waits_in_the_queue(
+    recorder: MongoEventRecorder, amqp: AmqpBroker, inbox: MongoInbox
+) -> None:
+    [event] = await recorder.append("test", "early", 0, [SampleHappened(1)], METADATA)
+    relay = OutboxRelay(recorder, amqp, owner="early")
+    assert await relay.publish_pending() == 1
+
+    received = Received()
+    consumer = EventConsumer(amqp, API_PROJECTIONS_QUEUE, received.handler, inbox)
+    await consumer.start()  # starts only now, after the event was published
+    await received.wait_for(1)
+    await consumer.stop()
+    assert received.ids == [event.event_id]
+
+
+async def test_event_no_queue_takes_stays_unpublished(
+    recorder: MongoEventRecorder, amqp: AmqpBroker
+) -> None:
+    channel = await amqp.channel()
+    await channel.queue_delete(API_PROJECTIONS_QUEUE.name)  # nobody binds "#" any more
+    [event] = await recorder.append("nobody", "x", 0, [SampleHappened(1)], METADATA)
+    relay = OutboxRelay(recorder, amqp, owner="unroutable", poll_interval=0.01)
+    assert await relay.publish_pending() == 0
+    assert [e.event_id for e in await recorder.unpublished(10)] == [event.event_id]

@@ -14,7 +14,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 
 from m8.eventsourcing import StoredEvent
-from m8.messaging.topology import declare_exchanges
+from m8.messaging.topology import declare_topology
 
 DEFAULT_CONFIRM_TIMEOUT = 10.0
 
@@ -59,8 +59,9 @@ class Broker:
         connection = await aio_pika.connect_robust(
             url, client_properties={"connection_name": name}, reconnect_interval=1
         )
-        channel = await connection.channel(publisher_confirms=True)
-        events = await declare_exchanges(channel)
+        # A message no queue takes comes back as an error, so the outbox keeps it.
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        events = await declare_topology(channel)
         return cls(connection, channel, events)
 
     async def channel(self, prefetch: int | None = None) -> AbstractChannel:
@@ -78,10 +79,11 @@ class Broker:
     async def publish_event(
         self, event: StoredEvent, timeout: float = DEFAULT_CONFIRM_TIMEOUT
     ) -> None:
-        """Publishes to `m8.events` and waits for the broker's confirm (or raises)."""
+        """Publishes to `m8.events` and waits for the broker's confirm; raises if the broker
+        refused it or no queue took it."""
         async with asyncio.timeout(timeout):
             await self._events.publish(
-                event_message(event), routing_key=event.routing_key, mandatory=False
+                event_message(event), routing_key=event.routing_key, mandatory=True
             )
 
     async def close(self) -> None:

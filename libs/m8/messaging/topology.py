@@ -61,6 +61,22 @@ API_PROJECTIONS_QUEUE = QueueSpec("m8.api.projections", ("#",))
 RPC_KEYROTATOR_QUEUE = "m8.rpc.keyrotator"
 
 
+def consumer_queues() -> tuple[QueueSpec, ...]:
+    """Every consumer queue of m8."""
+    return (reactor_queue("vault"), reactor_queue("aws"), KEYROTATOR_QUEUE, API_PROJECTIONS_QUEUE)
+
+
+async def declare_topology(channel: AbstractChannel) -> AbstractExchange:
+    """Declares every exchange and consumer queue; returns `m8.events`.
+
+    Every process does this at start, so an event published before its consumer first
+    ran still has a queue to wait in.
+    """
+    for spec in consumer_queues():
+        await declare_queue(channel, spec)
+    return await channel.get_exchange(EVENTS_EXCHANGE)
+
+
 async def declare_exchanges(channel: AbstractChannel) -> AbstractExchange:
     """Declares m8's exchanges; returns `m8.events`."""
     await channel.declare_exchange(DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True)
