@@ -12,12 +12,12 @@ from nacl.public import PrivateKey
 
 from m8.client.errors import ClientError, UntrustedKey
 from m8.client.profile import PinnedKey, Profile
-from m8.client.upload import ENDORSEMENT_CONTEXT, pin_endorsed_keys, put_secret, read_value
+from m8.client.upload import pin_endorsed_keys, put_secret, read_value
 from m8.crypto import (
     RotatorSigningKey,
     UploadKeyStatement,
-    canonical_json,
     encode_verify_key,
+    endorse,
     sign_statement,
     verify_key_fingerprint,
 )
@@ -33,8 +33,7 @@ def published(key: RotatorSigningKey, endorser: RotatorSigningKey | None = None)
         "verify_key": encode_verify_key(key.verify_key),
     }
     if endorser is not None:
-        message = ENDORSEMENT_CONTEXT + canonical_json(dict(entry))
-        signature = endorser.signing_key.sign(message).signature
+        signature = endorse(endorser, key.signing_key_id, key.verify_key)
         entry |= {
             "endorsed_by": endorser.signing_key_id,
             "endorsement": base64.b64encode(signature).decode(),

@@ -10,7 +10,6 @@ import base64
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import nacl.exceptions
 from nacl.signing import VerifyKey
 
 from m8.client.errors import ClientError, UntrustedKey
@@ -23,15 +22,13 @@ from m8.crypto import (
     SecretBytes,
     SignedStatement,
     UnknownSigningKey,
-    canonical_json,
     decode_verify_key,
+    endorsement_valid,
     new_upload_id,
     seal_envelope,
     verify_key_fingerprint,
     verify_statement,
 )
-
-ENDORSEMENT_CONTEXT = b"m8-rotator-key-endorsement-v1\x00"
 
 
 def pinned_keys(profile: Profile) -> dict[str, VerifyKey]:
@@ -66,14 +63,12 @@ def _endorsed(entry: Mapping[str, Any], trusted: Mapping[str, VerifyKey]) -> boo
     endorser = trusted.get(str(entry.get("endorsed_by")))
     if endorser is None or not entry.get("endorsement"):
         return False
-    message = ENDORSEMENT_CONTEXT + canonical_json(
-        {"signing_key_id": entry["signing_key_id"], "verify_key": entry["verify_key"]}
-    )
     try:
-        endorser.verify(message, base64.b64decode(str(entry["endorsement"]), validate=True))
-    except (nacl.exceptions.CryptoError, ValueError):
+        signature = base64.b64decode(str(entry["endorsement"]), validate=True)
+        verify_key = decode_verify_key(entry["verify_key"])
+    except (CryptoError, ValueError):
         return False
-    return True
+    return endorsement_valid(endorser, str(entry["signing_key_id"]), verify_key, signature)
 
 
 def put_secret(

@@ -62,6 +62,8 @@ from m8.crypto.signing import (
     RotatorSigningKey,
     decode_verify_key,
     encode_verify_key,
+    endorse,
+    endorsement_valid,
     verify_key_fingerprint,
 )
 from m8.crypto.statements import (
@@ -120,6 +122,8 @@ __all__ = [
     "decode_verify_key",
     "dumps_key",
     "encode_verify_key",
+    "endorse",
+    "endorsement_valid",
     "fingerprint",
     "fingerprints_equal",
     "format_utc",

@@ -9,7 +9,7 @@ import nacl.hash
 from nacl.encoding import RawEncoder
 from nacl.signing import SigningKey, VerifyKey
 
-from m8.crypto.encoding import b64decode, b64encode, check_text
+from m8.crypto.encoding import b64decode, b64encode, canonical_json, check_text
 from m8.crypto.errors import InvalidInput
 
 VERIFY_KEY_FINGERPRINT_PREFIX = "ed25519:"
@@ -64,3 +64,28 @@ def verify_key_fingerprint(verify_key: VerifyKey) -> str:
     ).hex()
     groups = [digest[i : i + 4] for i in range(0, len(digest), 4)]
     return VERIFY_KEY_FINGERPRINT_PREFIX + "-".join(groups)
+
+
+ENDORSEMENT_CONTEXT = b"m8-rotator-key-endorsement-v1\x00"
+
+
+def _endorsement_message(signing_key_id: str, verify_key: VerifyKey) -> bytes:
+    body = {"signing_key_id": signing_key_id, "verify_key": encode_verify_key(verify_key)}
+    return ENDORSEMENT_CONTEXT + canonical_json(body)
+
+
+def endorse(endorser: RotatorSigningKey, signing_key_id: str, verify_key: VerifyKey) -> bytes:
+    """The endorser's signature over a successor key, so that clients which pinned the
+    endorser can follow a scheduled rotation without trusting anything new on first use."""
+    return endorser.signing_key.sign(_endorsement_message(signing_key_id, verify_key)).signature
+
+
+def endorsement_valid(
+    endorser: VerifyKey, signing_key_id: str, verify_key: VerifyKey, signature: bytes
+) -> bool:
+    """Whether `signature` is the endorser's endorsement of this key."""
+    try:
+        endorser.verify(_endorsement_message(signing_key_id, verify_key), signature)
+    except nacl.exceptions.CryptoError:
+        return False
+    return True

@@ -1,0 +1,78 @@
+"""Wiring of the key rotator: its keys, stores, RPC server, consumer and loops."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from m8.domain import CATALOG_ID, StoreCatalog
+from m8.keyrotator.keks import KekPublicKeys
+from m8.keyrotator.master_key import MasterKey
+from m8.keyrotator.rpc import RotatorRpc
+from m8.keyrotator.service import KeyRotator, every
+from m8.keyrotator.settings import KeyRotatorSettings
+from m8.keyrotator.signing_keys import SigningKeys
+from m8.keyrotator.upload_keys import UploadKeyStore
+from m8.messaging import EventConsumer, RpcServer
+from m8.messaging.topology import KEYROTATOR_QUEUE, RPC_KEYROTATOR_QUEUE
+from m8.runtime import Runtime, service, wait_for_signal
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RotatorKeys:
+    """The keys the rotator needs from its operator, read before anything connects."""
+
+    keks: KekPublicKeys
+    master: MasterKey
+
+    @classmethod
+    def load(cls, settings: KeyRotatorSettings) -> RotatorKeys:
+        """Reads them; ConfigurationError says what to set."""
+        return cls(
+            KekPublicKeys.load(settings.keyrotator_kek_files), MasterKey.from_settings(settings)
+        )
+
+
+async def start(runtime: Runtime, settings: KeyRotatorSettings, keys: RotatorKeys) -> KeyRotator:
+    """Starts the rotator on `runtime`; it stops when the runtime closes."""
+    upload_keys = UploadKeyStore(runtime.db)
+    await upload_keys.create_indexes()
+    lifetime = settings.keyrotator_upload_key_lifetime
+    signing = SigningKeys(
+        runtime.db,
+        keys.master,
+        period=settings.keyrotator_signing_key_period,
+        retention=lifetime + settings.keyrotator_signing_key_overlap,
+    )
+    await signing.create_indexes()
+    await signing.current()  # fails now, not at the first request, if the master key is wrong
+    rotator = KeyRotator(runtime.repository, upload_keys, signing, keys.keks, lifetime)
+    await _warn_of_missing_keks(rotator)
+    await RpcServer(runtime.broker, RPC_KEYROTATOR_QUEUE, RotatorRpc(rotator).procedures()).start()
+    await runtime.consume(
+        EventConsumer(runtime.broker, KEYROTATOR_QUEUE, rotator.on_outcome, runtime.inbox)
+    )
+    interval = settings.keyrotator_sweep_interval
+    runtime.spawn(every(interval, rotator.sweep, "upload key sweep"))
+    runtime.spawn(every(interval, signing.maintain, "signing key rotation"))
+    return rotator
+
+
+async def run(settings: KeyRotatorSettings) -> None:
+    """`m8 keyrotator`: serves until SIGTERM or SIGINT."""
+    keys = RotatorKeys.load(settings)
+    async with service("keyrotator", settings) as runtime:
+        await start(runtime, settings, keys)
+        await wait_for_signal()
+
+
+async def _warn_of_missing_keks(rotator: KeyRotator) -> None:
+    catalog = await rotator.repository.load(StoreCatalog, CATALOG_ID)
+    missing = {s.store_type for s in catalog.stores.values()} - rotator.keks.store_types
+    if missing:
+        log.warning(
+            "no KEK for some registered store types: uploads to them are refused",
+            extra={"store_types": sorted(missing)},
+        )

@@ -1,0 +1,187 @@
+"""The key rotator's handlers: issue upload keys, destroy them when their upload ends or they
+expire, and the loop that keeps the sweep and the signing key rotation going.
+
+Restart safety: a key is stored with its UploadKeyIssued event in one MongoDB transaction,
+and its statement leaves only after the commit. A rotator that dies mid-request either
+committed (the key exists unused, and the sweep destroys it at expiry) or did not (nothing
+exists); the caller got no answer, times out and asks again, and gets a new key id. So
+every statement a client holds has its key, and no key id is issued twice (uuid4, and the
+UploadKey aggregate's version index would refuse a second issue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+from pymongo.errors import PyMongoError
+
+from m8.crypto import (
+    SignedStatement,
+    UploadKeyPair,
+    UploadKeyStatement,
+    format_utc,
+    seal_upload_key,
+    sign_statement,
+)
+from m8.domain import CATALOG_ID, Secret, StoreCatalog, UploadKey, check_path
+from m8.domain.errors import UnknownUpload
+from m8.domain.events import SecretStored, SecretUploadRejected, UploadKeyIssued
+from m8.eventsourcing import ConcurrencyConflict, Metadata, StoredEvent, UnknownEventType
+from m8.eventstore import Repository
+from m8.keyrotator import clock
+from m8.keyrotator.keks import KekPublicKeys
+from m8.keyrotator.signing_keys import SigningKeys
+from m8.keyrotator.upload_keys import UploadKeyStore
+from m8.messaging import PoisonMessage, TransientError
+
+log = logging.getLogger(__name__)
+
+ACTOR = "keyrotator"
+_ATTEMPTS = 5
+
+
+class KeyRotator:
+    """Issues one-time upload keys and destroys them; thin handlers over the aggregates."""
+
+    def __init__(
+        self,
+        repository: Repository,
+        upload_keys: UploadKeyStore,
+        signing: SigningKeys,
+        keks: KekPublicKeys,
+        lifetime: timedelta,
+    ) -> None:
+        self.repository = repository
+        self.upload_keys = upload_keys
+        self.signing = signing
+        self.keks = keks
+        self.lifetime = lifetime
+
+    async def issue(self, store_name: str | None, path: str, metadata: Metadata) -> SignedStatement:
+        """A new upload key for `path` in `store_name` (None: the default store), signed.
+
+        Raises InvalidPath, UnknownStore, StoreInactive, NoDefaultStore or MissingKek.
+        """
+        check_path(path)
+        catalog = await self.repository.load(StoreCatalog, CATALOG_ID)
+        store = catalog.target(store_name)
+        kek = self.keks.newest(store.store_type)
+        signer = await self.signing.current()
+        created_at = clock.now()
+        expires_at = clock.to_ms(created_at + self.lifetime)
+        pair = UploadKeyPair.generate()
+        sealed = seal_upload_key(pair, kek)
+        signed = sign_statement(
+            UploadKeyStatement(
+                pair.key_id, pair.public_key_bytes, store.name, path, expires_at, kek.kek_id
+            ),
+            signer,
+        )
+        key = UploadKey(pair.key_id)
+        key.issue(
+            UploadKeyIssued(
+                key_id=pair.key_id,
+                store=store.name,
+                store_type=store.store_type,
+                path=path,
+                kek_id=kek.kek_id,
+                signing_key_id=signer.signing_key_id,
+                expires_at=format_utc(expires_at),
+            )
+        )
+        async with self.repository.recorder.transaction() as session:
+            await self.upload_keys.insert(sealed, store, path, created_at, expires_at, session)
+            await self.repository.save(key, metadata, session=session)
+        self._wake_relay()
+        log.info(
+            "upload key issued",
+            extra={
+                "key_id": pair.key_id,
+                "store": store.name,
+                "path": path,
+                "kek_id": kek.kek_id,
+                "signing_key_id": signer.signing_key_id,
+            },
+        )
+        return signed
+
+    async def destroy(self, key_id: str, reason: str, metadata: Metadata) -> bool:
+        """Deletes the sealed key and records UploadKeyDestroyed, once; True if this call did."""
+        for attempt in range(1, _ATTEMPTS + 1):
+            key = await self.repository.load(UploadKey, key_id)
+            if not key.destroy(reason):
+                await self.upload_keys.delete(key_id)  # never issued or destroyed already
+                return False
+            try:
+                async with self.repository.recorder.transaction() as session:
+                    await self.upload_keys.delete(key_id, session)
+                    await self.repository.save(key, metadata, session=session)
+            except (ConcurrencyConflict, PyMongoError) as exc:
+                # Another rotator destroyed it meanwhile: the next look finds it destroyed.
+                if attempt == _ATTEMPTS or not _conflict(exc):
+                    raise
+                continue
+            self._wake_relay()
+            log.info("upload key destroyed", extra={"key_id": key_id, "reason": reason})
+            return True
+        raise AssertionError("unreachable")
+
+    async def on_outcome(self, stored: StoredEvent) -> None:
+        """Destroys the key of an upload that ended (consumer of `m8.keyrotator`)."""
+        try:
+            event = stored.decode()
+        except (UnknownEventType, TypeError) as exc:
+            raise PoisonMessage(f"undecodable {stored.event_type}: {exc}") from None
+        match event:
+            case SecretStored(upload_id=upload_id):
+                reason = "used"
+            case SecretUploadRejected(upload_id=upload_id):
+                reason = "rejected"
+            case _:
+                # SecretStoreFailed keeps the key: its message waits in the dead-letter
+                # queue for a re-drive, which needs it. The sweep destroys it at expiry.
+                return
+        try:
+            secret = await self.repository.load(Secret, stored.aggregate_id)
+            key_id = secret.upload(upload_id).key_id
+            await self.destroy(key_id, reason, stored.metadata.caused_by(stored, ACTOR))
+        except UnknownUpload as exc:
+            raise PoisonMessage(exc.detail) from None
+        except (PyMongoError, ConcurrencyConflict) as exc:
+            raise TransientError(f"could not destroy the upload key: {exc}") from exc
+
+    async def sweep(self, batch: int = 100) -> int:
+        """Destroys every key past its expiry with reason `expired`; returns how many."""
+        metadata = Metadata(ACTOR, f"sweep-{uuid.uuid4().hex}")
+        destroyed = 0
+        while ids := await self.upload_keys.expired(clock.now(), batch):
+            for key_id in ids:
+                destroyed += await self.destroy(key_id, "expired", metadata)
+            if len(ids) < batch:
+                break
+        return destroyed
+
+    def _wake_relay(self) -> None:
+        # Appends inside a transaction do not wake the relay themselves (the commit may fail).
+        if self.repository.on_append is not None:
+            self.repository.on_append()
+
+
+async def every(interval: timedelta, work: Callable[[], Awaitable[object]], what: str) -> None:
+    """Runs `work` every `interval` until cancelled; a failed pass is logged and retried."""
+    while True:
+        try:
+            await work()
+        except Exception:
+            log.exception("%s failed; retrying in %gs", what, interval.total_seconds())
+        await asyncio.sleep(interval.total_seconds())
+
+
+def _conflict(exc: Exception) -> bool:
+    if isinstance(exc, PyMongoError):
+        return exc.has_error_label("TransientTransactionError")
+    return True

@@ -1,0 +1,75 @@
+"""The `upload_keys` collection: the sealed private halves of issued upload keys.
+
+One document per key, as docs/contracts.md pins it (reactors read it). Deleting the
+document destroys the key. The rotator destroys keys itself, recording UploadKeyDestroyed
+in the same transaction, when an upload ends or the key expires (the sweep). The TTL index
+is only the backstop for when no rotator has run for a long while: it deletes a key
+`BACKSTOP` after its expiry, so the decryption window closes even then, but it records no
+event. That is why it fires long after expiry: had it raced the sweep, keys would vanish
+without their `expired` record.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+
+from m8.crypto import SealedUploadKey
+from m8.domain import Store
+from m8.eventstore.mongo import Document
+
+COLLECTION = "upload_keys"
+BACKSTOP = timedelta(hours=1)
+
+
+class UploadKeyStore:
+    """Sealed upload keys by key id, with their expiry."""
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self.keys = db[COLLECTION]
+
+    async def create_indexes(self) -> None:
+        """The expiry index the sweep scans, which is also the TTL backstop."""
+        await self.keys.create_index(
+            "expires_at", expireAfterSeconds=int(BACKSTOP.total_seconds()), name="expiry"
+        )
+
+    async def insert(
+        self,
+        sealed: SealedUploadKey,
+        store: Store,
+        path: str,
+        created_at: datetime,
+        expires_at: datetime,
+        session: AsyncClientSession,
+    ) -> None:
+        """Stores a newly issued key (inside the transaction that records its issue)."""
+        fields = sealed.to_dict()
+        await self.keys.insert_one(
+            {
+                "_id": fields["key_id"],
+                "store": store.name,
+                "store_type": store.store_type,
+                "path": path,
+                "kek_id": fields["kek_id"],
+                "sealed_private_key": fields["sealed_private_key"],
+                "expires_at": expires_at,
+                "created_at": created_at,
+            },
+            session=session,
+        )
+
+    async def delete(self, key_id: str, session: AsyncClientSession | None = None) -> None:
+        """Destroys the key (nothing happens if it is gone already)."""
+        await self.keys.delete_one({"_id": key_id}, session=session)
+
+    async def expired(self, now: datetime, limit: int) -> list[str]:
+        """Ids of keys past their expiry, oldest first."""
+        cursor = (
+            self.keys.find({"expires_at": {"$lte": now}}, {"_id": 1})
+            .sort("expires_at", 1)
+            .limit(limit)
+        )
+        return [doc["_id"] async for doc in cursor]
