@@ -5,6 +5,12 @@ from __future__ import annotations
 import typer
 
 from m8.devservices.cli import dev
+from m8.keyrotator.cli import app as keyrotator
+from m8.keyrotator.cli import keys_app
+from m8.reactors.cli import app as reactor
 
 app = typer.Typer(help="m8 secrets: server-side commands.", no_args_is_help=True)
+app.add_typer(keyrotator, name="keyrotator")
+app.add_typer(reactor, name="reactor")
+app.add_typer(keys_app, name="keys")
 app.add_typer(dev, name="dev")

@@ -1,0 +1,41 @@
+"""`m8 reactor vault|aws`: runs the reactor of one upstream store type."""
+
+from __future__ import annotations
+
+import asyncio
+
+import typer
+from pydantic import ValidationError
+
+from m8.reactors.bootstrap import run
+from m8.reactors.settings import ReactorSettings
+from m8.runtime import ConfigurationError
+
+app = typer.Typer(
+    help="Reactors: write uploads into upstream stores (configured by M8_REACTOR_* variables).",
+    no_args_is_help=True,
+)
+
+
+@app.command()
+def vault() -> None:
+    """Writes uploads into HashiCorp Vault / OpenBao KV v2 stores."""
+    _run("vault")
+
+
+@app.command()
+def aws() -> None:
+    """Writes uploads into AWS Secrets Manager stores."""
+    _run("aws")
+
+
+def _run(store_type: str) -> None:
+    try:
+        asyncio.run(run(ReactorSettings(), store_type))
+    except (ConfigurationError, ValidationError) as exc:
+        typer.echo(f"m8 reactor {store_type}: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+if __name__ == "__main__":
+    app()

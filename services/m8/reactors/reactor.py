@@ -1,0 +1,360 @@
+"""The reactor's handler: a SecretUploadRequested in, exactly one outcome event out.
+
+For each request (DESIGN section 2, steps 4 and 5): an upload whose outcome is final is
+done already; otherwise the store must be known and active, the upload key issued for
+this store and path, claimed by this upload, live and not destroyed; its sealed private
+half must open with a KEK and the envelope with it, bound to the same upload, key, store
+and path. Any "no" is a SecretUploadRejected and nothing goes upstream. Then the value is
+fingerprinted and written upstream idempotently (the upload id is the idempotency key),
+retrying transient errors; SecretStored follows. When upstream stays away or refuses,
+SecretStoreFailed is recorded and the message is dead-lettered for an operator to
+re-drive; the re-driven copy is handled again (the outcome "failed" is not final).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+
+from pymongo.errors import PyMongoError
+from tenacity import RetryCallState
+
+from m8.crypto import (
+    Binding,
+    BindingMismatch,
+    CryptoError,
+    DecryptionFailed,
+    EncryptedUpload,
+    FingerprintKey,
+    KekRing,
+    OpenedEnvelope,
+    SealedUploadKey,
+    SecretBytes,
+    UnknownKek,
+    fingerprint,
+    open_envelope,
+    unseal_upload_key,
+)
+from m8.domain import CATALOG_ID, Secret, StoreCatalog, UploadKey
+from m8.domain.events import (
+    SecretStored,
+    SecretStoreFailed,
+    SecretUploadRejected,
+    SecretUploadRequested,
+)
+from m8.domain.secrets import FINAL
+from m8.eventsourcing import StoredEvent, UnknownEventType
+from m8.eventstore import Repository
+from m8.messaging import PoisonMessage, TransientError
+from m8.reactors.adapters import (
+    NotManagedByM8,
+    PermanentUpstreamError,
+    TransientUpstreamError,
+    UpstreamError,
+    UpstreamStore,
+    UpstreamVersion,
+)
+from m8.reactors.metrics import IN_FLIGHT, UPLOADS, UPSTREAM_RETRIES, UPSTREAM_SECONDS
+from m8.reactors.retry import RetryPolicy
+from m8.reactors.sealed_keys import SealedUploadKeys
+from m8.reactors.stores import StoreAdapters, StoreConfigError
+
+log = logging.getLogger(__name__)
+
+Outcome = SecretStored | SecretUploadRejected | SecretStoreFailed
+
+
+class Refusal(Exception):
+    """Why an upload is not stored: `reason` is a fixed code, `detail` says more."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class Rejected(Refusal):
+    """The upload can never be stored."""
+
+
+class StoreFailed(Refusal):
+    """Storing failed for now; an operator re-drives the message once the cause is fixed."""
+
+
+def rejection(exc: CryptoError) -> Rejected:
+    """The rejection for a sealed key or envelope that does not open or does not match."""
+    if isinstance(exc, BindingMismatch):
+        return Rejected("binding_mismatch", str(exc))
+    if isinstance(exc, DecryptionFailed):
+        return Rejected("bad_mac", str(exc))
+    return Rejected("malformed_envelope", str(exc))
+
+
+class Reactor:
+    """Writes the uploads of one store type upstream and records their outcomes."""
+
+    def __init__(
+        self,
+        store_type: str,
+        repository: Repository,
+        sealed_keys: SealedUploadKeys,
+        stores: StoreAdapters,
+        keks: KekRing,
+        fingerprint_key: FingerprintKey,
+        retry: RetryPolicy,
+    ) -> None:
+        self.store_type = store_type
+        self.repository = repository
+        self.sealed_keys = sealed_keys
+        self.stores = stores
+        self.keks = keks
+        self.fingerprint_key = fingerprint_key
+        self.retry = retry
+        self.actor = f"reactor:{store_type}"
+
+    async def handle(self, message: StoredEvent) -> None:
+        """Handles one delivery; returns once its outcome is stored, so it may be acked."""
+        with IN_FLIGHT.labels(self.store_type).track_inprogress():
+            try:
+                await self._handle(message)
+            except PyMongoError as exc:
+                # The runner tries again, then requeues; the upstream write is idempotent.
+                raise TransientError(f"MongoDB failed ({type(exc).__name__})") from exc
+
+    async def _handle(self, message: StoredEvent) -> None:
+        secret, request = await self._request(message)
+        settled = secret.upload(request.upload_id)
+        if settled.status in FINAL:
+            log.info("upload already settled", extra=_fields(request))
+            self._count(request, "duplicate", settled.reason or "")
+            return
+        try:
+            adapter = await self._adapter(request)
+            sealed = await self._sealed_key(request)
+            with self._open(request, sealed) as opened:
+                value_fingerprint = fingerprint(opened.value, self.fingerprint_key)
+                version = await self._put(adapter, request, opened.value, value_fingerprint)
+        except StoreFailed as failed:
+            await self._settle(message, request, _failed(request, failed))
+            raise PoisonMessage(str(failed)) from None
+        except Rejected as refused:
+            await self._settle(message, request, _rejected(request, refused))
+            return
+        stored = SecretStored(
+            upload_id=request.upload_id,
+            store=request.store,
+            store_type=request.store_type,
+            path=request.path,
+            upstream_version=version.version,
+            fingerprint=value_fingerprint,
+        )
+        await self._settle(message, request, stored)
+
+    async def _request(self, message: StoredEvent) -> tuple[Secret, SecretUploadRequested]:
+        """The Secret aggregate and the request, as the event store has them."""
+        if message.aggregate_type != Secret.aggregate_type:
+            raise PoisonMessage(f"a {message.aggregate_type} event is not an upload request")
+        events = await self.repository.recorder.load(Secret.aggregate_type, message.aggregate_id)
+        # The event store, not the message, says what was requested: whoever can publish
+        # to the broker must not get m8 to act on an upload that the API never accepted.
+        stored = next((e for e in events if e.event_id == message.event_id), None)
+        if stored is None:
+            raise PoisonMessage(f"event {message.event_id} is not in the event store")
+        try:
+            request = stored.decode()
+            secret = Secret.replay(message.aggregate_id, (e.decode() for e in events))
+        except (UnknownEventType, TypeError, KeyError) as exc:
+            raise PoisonMessage(f"the events of {message.aggregate_id!r} do not decode") from exc
+        if not isinstance(request, SecretUploadRequested):
+            raise PoisonMessage(f"a {stored.event_type} event is not an upload request")
+        if request.store_type != self.store_type:
+            raise PoisonMessage(
+                f"a {request.store_type} upload reached the {self.store_type} reactor"
+            )
+        return secret, request
+
+    async def _adapter(self, request: SecretUploadRequested) -> UpstreamStore:
+        """The adapter of the target store, which must be a known, active store of ours."""
+        catalog = await self.repository.load(StoreCatalog, CATALOG_ID)
+        store = catalog.stores.get(request.store)
+        if store is None or store.store_type != self.store_type:
+            raise Rejected(
+                "unknown_store", f"there is no {self.store_type} store named {request.store!r}"
+            )
+        if not store.active:
+            raise Rejected("store_inactive", f"store {store.name!r} is inactive")
+        try:
+            return self.stores.get(store)
+        except StoreConfigError as exc:
+            raise StoreFailed("store_misconfigured", str(exc)) from None
+
+    async def _sealed_key(self, request: SecretUploadRequested) -> SealedUploadKey:
+        """The sealed private key, if the upload key may serve this upload now."""
+        key = await self.repository.load(UploadKey, request.key_id)
+        if key.issued is None:
+            raise Rejected("key_destroyed", "the upload key was never issued")
+        if key.destroyed == "expired":
+            raise Rejected("key_expired", "the upload key expired and was destroyed")
+        if key.destroyed is not None:
+            raise Rejected("key_destroyed", f"the upload key was destroyed ({key.destroyed})")
+        if key.claimed_by != request.upload_id:
+            raise Rejected("key_used", "the upload key is claimed by another upload")
+        if (key.issued.store, key.issued.path) != (request.store, request.path):
+            raise Rejected(
+                "binding_mismatch", "the upload key was issued for another store or path"
+            )
+        if datetime.now(UTC) >= key.expires_at:
+            raise Rejected("key_expired", f"the upload key expired at {key.issued.expires_at}")
+        try:
+            sealed = await self.sealed_keys.get(request.key_id)
+        except CryptoError as exc:
+            raise rejection(exc) from None
+        if sealed is None:
+            raise Rejected("key_destroyed", "the sealed upload key is gone")
+        return sealed
+
+    def _open(self, request: SecretUploadRequested, sealed: SealedUploadKey) -> OpenedEnvelope:
+        """The decrypted envelope, its binding checked against the request."""
+        if request.ciphertext is None:
+            raise Rejected("key_destroyed", "the ciphertext was redacted after its key was gone")
+        try:
+            expected = Binding(request.upload_id, request.key_id, request.store, request.path)
+            encrypted = EncryptedUpload.from_dict(
+                {
+                    "client_public_key": request.client_public_key,
+                    "nonce": request.nonce,
+                    "ciphertext": request.ciphertext,
+                }
+            )
+            with unseal_upload_key(sealed, self.keks) as private_key:
+                return open_envelope(encrypted, private_key, expected)
+        except UnknownKek as exc:
+            # Not the upload's fault: this reactor lacks a live KEK. Once an operator adds
+            # it, a re-drive stores the upload (if its key has not expired meanwhile).
+            raise StoreFailed("unknown_kek", str(exc)) from None
+        except CryptoError as exc:
+            raise rejection(exc) from None
+
+    async def _put(
+        self,
+        adapter: UpstreamStore,
+        request: SecretUploadRequested,
+        value: SecretBytes,
+        value_fingerprint: str,
+    ) -> UpstreamVersion:
+        """Writes upstream, retrying transient errors within the retry policy."""
+
+        def before_retry(state: RetryCallState) -> None:
+            UPSTREAM_RETRIES.labels(self.store_type, adapter.name).inc()
+            error = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "upstream write failed, retrying: %s",
+                error,
+                extra={**_fields(request), "attempt": state.attempt_number},
+            )
+
+        # The adapters take bytes: this copy cannot be wiped (see SecretBytes).
+        plaintext = value.reveal()
+        try:
+            async for attempt in self.retry.retrying(before_retry):
+                with attempt:
+                    return await self._put_once(adapter, request, plaintext, value_fingerprint)
+        except TransientUpstreamError as exc:
+            raise StoreFailed("upstream_unavailable", str(exc)) from None
+        except NotManagedByM8 as exc:
+            raise StoreFailed("not_managed_by_m8", str(exc)) from None
+        except PermanentUpstreamError as exc:
+            raise StoreFailed("upstream_refused", str(exc)) from None
+        raise AssertionError("unreachable: tenacity returns or raises")
+
+    async def _put_once(
+        self,
+        adapter: UpstreamStore,
+        request: SecretUploadRequested,
+        plaintext: bytes,
+        value_fingerprint: str,
+    ) -> UpstreamVersion:
+        started, result = time.perf_counter(), "ok"
+        try:
+            return await adapter.put(request.path, plaintext, request.upload_id, value_fingerprint)
+        except TransientUpstreamError:
+            result = "transient"
+            raise
+        except UpstreamError:
+            result = "permanent"
+            raise
+        finally:
+            UPSTREAM_SECONDS.labels(self.store_type, adapter.name, result).observe(
+                time.perf_counter() - started
+            )
+
+    async def _settle(
+        self, message: StoredEvent, request: SecretUploadRequested, outcome: Outcome
+    ) -> None:
+        """Appends the outcome to the Secret, unless a twin delivery settled it first."""
+
+        def record(secret: Secret) -> bool:
+            match outcome:
+                case SecretStored():
+                    return secret.record_stored(outcome)
+                case SecretUploadRejected():
+                    return secret.record_rejected(outcome)
+                case SecretStoreFailed():
+                    return secret.record_failed(outcome)
+
+        metadata = message.metadata.caused_by(message, actor=self.actor)
+        _, recorded = await self.repository.update(Secret, message.aggregate_id, record, metadata)
+        kind, reason = _kind(outcome)
+        fields = {**_fields(request), "outcome": kind, "reason": reason}
+        if not recorded:
+            kind = "duplicate"
+            log.info("upload settled meanwhile by another delivery", extra=fields)
+        elif isinstance(outcome, SecretStored):
+            fields["upstream_version"] = outcome.upstream_version
+            log.info("upload stored", extra=fields)
+        else:
+            log.warning("upload %s: %s", kind, outcome.detail, extra=fields)
+        self._count(request, kind, reason)
+
+    def _count(self, request: SecretUploadRequested, outcome: str, reason: str) -> None:
+        # An unknown store's name came from the request: keep it out of the labels.
+        store = "unknown" if reason == "unknown_store" else request.store
+        UPLOADS.labels(self.store_type, store, outcome, reason).inc()
+
+
+def _fields(request: SecretUploadRequested) -> dict[str, str]:
+    """What a log line may say about an upload (no path: ids and the store suffice)."""
+    return {"upload_id": request.upload_id, "store": request.store}
+
+
+def _kind(outcome: Outcome) -> tuple[str, str]:
+    match outcome:
+        case SecretStored():
+            return "stored", ""
+        case SecretUploadRejected(reason=reason):
+            return "rejected", reason
+        case SecretStoreFailed(reason=reason):
+            return "failed", reason
+
+
+def _rejected(request: SecretUploadRequested, refused: Rejected) -> SecretUploadRejected:
+    return SecretUploadRejected(
+        upload_id=request.upload_id,
+        store=request.store,
+        store_type=request.store_type,
+        path=request.path,
+        reason=refused.reason,
+        detail=refused.detail,
+    )
+
+
+def _failed(request: SecretUploadRequested, failed: StoreFailed) -> SecretStoreFailed:
+    return SecretStoreFailed(
+        upload_id=request.upload_id,
+        store=request.store,
+        store_type=request.store_type,
+        path=request.path,
+        reason=failed.reason,
+        detail=failed.detail,
+    )
