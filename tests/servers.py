@@ -10,17 +10,18 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
 
-import httpx
 import pytest
 from pymongo import AsyncMongoClient
 
 from m8.config import Settings
-from m8.devservices import Services, local_services
+from m8.devservices import ServiceError, Services, local_services
+from m8.devservices.vhosts import VirtualHost
+from m8.devservices.vhosts import virtual_host as make_virtual_host
 
 # moto accepts any credentials; boto3 insists that some exist.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
@@ -41,41 +42,25 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     running.stop()
 
 
-@dataclass(frozen=True)
-class Broker:
-    """A RabbitMQ virtual host of one test's own."""
+Broker = VirtualHost
 
-    url: str
-    vhost: str
-    management_url: str
-    auth: tuple[str, str]
+
+@contextmanager
+def virtual_host(services: Services) -> Iterator[Broker]:
+    """A fresh virtual host on the real RabbitMQ, deleted afterwards; fails the test if the
+    management API is missing."""
+    try:
+        with make_virtual_host(services["rabbitmq"], prefix="m8-test-") as vhost:
+            yield vhost
+    except ServiceError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture
 def broker(services: Services) -> Iterator[Broker]:
-    """A fresh virtual host on the real RabbitMQ, deleted after the test."""
-    info = services["rabbitmq"]
-    parts = urlsplit(info.url)
-    auth = (parts.username or "guest", parts.password or "guest")
-    api = info.extra["management_url"] + "/api"
-    vhost = unique("m8-test-")
-    try:
-        httpx.put(f"{api}/vhosts/{vhost}", auth=auth, timeout=10).raise_for_status()
-    except httpx.HTTPError as exc:
-        pytest.fail(
-            f"RabbitMQ management API at {api} is not usable ({exc}). "
-            "Enable it: rabbitmq-plugins enable rabbitmq_management",
-            pytrace=False,
-        )
-    httpx.put(
-        f"{api}/permissions/{vhost}/{quote(auth[0])}",
-        json={"configure": ".*", "write": ".*", "read": ".*"},
-        auth=auth,
-        timeout=10,
-    ).raise_for_status()
-    url = urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
-    yield Broker(url=url, vhost=vhost, management_url=info.extra["management_url"], auth=auth)
-    httpx.delete(f"{api}/vhosts/{vhost}", auth=auth, timeout=30)
+    """A virtual host of this test's own."""
+    with virtual_host(services) as vhost:
+        yield vhost
 
 
 @pytest.fixture

@@ -30,6 +30,8 @@ class RefuseSecretFields(logging.Filter):
         ]
         for name in refused:
             setattr(record, name, REFUSED)
+        # uvicorn adds a copy of the message with terminal colour codes: noise in JSON.
+        record.__dict__.pop("color_message", None)
         if refused:
             record.refused_fields = sorted(refused)
         return True

@@ -71,7 +71,7 @@ async def test_connections_closed_by_the_broker_lose_no_event(
     for _ in range(2):
         await received.wait_for(len(set(received.ids)) + 20)
         await asyncio.to_thread(
-            rabbitmqctl, "close_all_connections", "--vhost", broker.vhost, "chaos test"
+            rabbitmqctl, "close_all_connections", "--vhost", broker.name, "chaos test"
         )
     await _all_arrive(recorder, received, appender)
 

@@ -61,3 +61,18 @@ async def test_read_all_continues_after_a_position(recorder: MongoEventRecorder)
         written += await recorder.append("test", f"agg{n}", 0, [SampleHappened(n)], METADATA)
     after_second = [e.event_id async for e in recorder.read_all(after=written[1].event_id)]
     assert after_second == [e.event_id for e in written[2:]]
+
+
+async def test_racing_multi_event_appends_one_wins_one_conflicts(
+    recorder: MongoEventRecorder,
+) -> None:
+    outcomes = await asyncio.gather(
+        *(
+            recorder.append("test", "race", 0, [SampleHappened(n), SampleHappened(n)], METADATA)
+            for n in range(4)
+        ),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(o, list) for o in outcomes) == 1
+    assert all(isinstance(o, (list, ConcurrencyConflict)) for o in outcomes), outcomes
+    assert len(await recorder.load("test", "race")) == 2

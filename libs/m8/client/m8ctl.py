@@ -214,11 +214,12 @@ def secret_list(
         data = client.secrets(store, prefix)
 
     def render() -> None:
-        table = Table("store", "path", "fingerprint", "version", "updated")
-        for item in data.get("items", []):
+        table = Table("store", "path", "fingerprint", "version", "stored", "by")
+        for item in data.get("secrets", []):
             table.add_row(
                 item["store"], item["path"], item.get("fingerprint") or "",
-                str(item.get("upstream_version") or ""), str(item.get("updated_at") or ""),
+                str(item.get("upstream_version") or ""), str(item.get("stored_at") or ""),
+                str(item.get("stored_by") or ""),
             )  # fmt: skip
         out.print(table)
 
@@ -247,7 +248,7 @@ def secret_history(
 
     def render() -> None:
         table = Table("requested", "by", "status", "fingerprint", "version", "upload")
-        for item in data.get("items", []):
+        for item in data.get("history", []):
             table.add_row(
                 str(item.get("requested_at") or ""), str(item.get("requested_by") or ""),
                 item["status"], item.get("fingerprint") or "",
@@ -284,7 +285,7 @@ def stores_list(as_json: JsonOpt = False) -> None:
 
     def render() -> None:
         table = Table("name", "type", "active", "default")
-        for item in data.get("items", []):
+        for item in data.get("stores", []):
             table.add_row(
                 item["name"], item["type"], "yes" if item.get("active") else "no",
                 "*" if item.get("default") else "",

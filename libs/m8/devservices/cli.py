@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import signal
 import threading
 from pathlib import Path
@@ -10,8 +11,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from m8.client.errors import ClientError
+from m8.client.profile import PinnedKey, Profile
+from m8.client.sdk import M8Client
+from m8.client.upload import put_secret
 from m8.config import get_settings
+from m8.crypto import SecretBytes, decode_verify_key, verify_key_fingerprint
 from m8.devservices.manager import ServiceError, Services, local_services
+from m8.devservices.system import AWS_STORE, VAULT_STORE, System, m8ctl_login
 
 console = Console()
 dev = typer.Typer(help="Run m8 on this machine with real local servers.", no_args_is_help=False)
@@ -79,26 +86,76 @@ def services_down() -> None:
 
 @dev.callback(invoke_without_command=True)
 def run_locally(ctx: typer.Context) -> None:
-    """Start everything in the foreground; Ctrl-C stops it all."""
+    """Run the whole system in the foreground; Ctrl-C stops it all."""
     if ctx.invoked_subcommand is not None:
         return
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    system = System(_workdir())
     try:
         services = _up()
     except ServiceError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from None
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
+        with console.status("Starting api, keyrotator and the vault and aws reactors…"):
+            system.start(services)
         _print(services)
-        console.print("\nm8 is up. Environment for tools:")
-        for key, value in services.environment().items():
-            console.print(f"  export {key}={value}", markup=False)
-        console.print("\nPress Ctrl-C to stop.")
+        config = system.workdir / "m8ctl.json"
+        m8ctl_login(system, config)
+        console.print(f"\nm8 is up: API at {system.api_url}", highlight=False)
+        console.print(f"Stores: {VAULT_STORE} (default, OpenBao) and {AWS_STORE} (moto).")
+        console.print("Use m8ctl as the dev admin:", highlight=False)
+        console.print(f"  export M8CTL_CONFIG={config}", markup=False)
+        console.print("  printf 's3cr3t' | m8ctl secret put team/db/password", markup=False)
+        console.print(
+            f"  m8ctl secret put team/db/password --store {AWS_STORE} < file", markup=False
+        )
+        console.print(
+            "  m8 dev demo    # one value into both stores, equal fingerprints", markup=False
+        )
+        console.print(f"Logs: {system.workdir / 'logs'}. Press Ctrl-C to stop.", highlight=False)
         stop.wait()
     except KeyboardInterrupt:
         pass
+    except ServiceError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
     finally:
-        services.stop()
-        services.forget()
+        with console.status("Stopping…"):
+            system.stop()
+            services.stop()
+            services.forget()
         console.print("Stopped.")
+
+
+@dev.command("demo")
+def demo() -> None:
+    """Put one random value into both dev stores and show the two equal fingerprints."""
+    try:
+        system = System.load(_workdir())
+        token = system.admin_token_file.read_text().strip()
+        value = secrets.token_bytes(24)  # random and never shown: only fingerprints are
+        fingerprints = {}
+        with M8Client(system.api_url, token) as client:
+            profile = Profile(system.api_url, token)
+            for entry in client.rotator_keys():
+                verify_key = decode_verify_key(entry["verify_key"])
+                profile.pinned[entry["signing_key_id"]] = PinnedKey(
+                    entry["verify_key"], verify_key_fingerprint(verify_key)
+                )
+            for store in (VAULT_STORE, AWS_STORE):
+                with SecretBytes(value) as secret:
+                    accepted = put_secret(client, profile, "demo/value", store, secret)
+                status = client.upload(accepted["upload_id"], wait=30)
+                fingerprints[store] = status.get("fingerprint")
+                console.print(
+                    f"{store:10} {status['status']:8} {status.get('fingerprint')}", highlight=False
+                )
+    except (ServiceError, ClientError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    same = len(set(fingerprints.values())) == 1 and None not in fingerprints.values()
+    console.print("Equal fingerprints in both stores." if same else "[red]Fingerprints differ![/]")
+    if not same:
+        raise typer.Exit(1)

@@ -76,7 +76,7 @@ def wait_until(check: Callable[[], bool], timeout: float) -> bool:
     return result
 
 
-def _tool(name: str) -> str:
+def tool(name: str) -> str:
     """Path of a console script installed beside this interpreter, or on PATH."""
     beside = Path(sys.executable).parent / name
     if beside.exists():
@@ -89,16 +89,18 @@ def _tool(name: str) -> str:
     return found
 
 
-def _tail(path: str | None, lines: int = 15) -> str:
+def log_tail(path: str | None, lines: int = 15) -> str:
+    """The last lines of a log file, indented for an error message."""
     if not path or not os.path.exists(path):
         return ""
     text = Path(path).read_text(errors="replace").splitlines()[-lines:]
     return "\n  " + "\n  ".join(text)
 
 
-def _spawn(
+def spawn(
     name: str, argv: list[str], workdir: Path, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
+    """Starts `argv` in a session of its own, logging to `workdir/logs/<name>.log`."""
     log = workdir / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:
@@ -128,7 +130,7 @@ def _ready_or_fail(
         stop_process(proc.pid)
         raise ServiceError(
             f"{info.name} did not become ready within {timeout:.0f}s at {info.url}."
-            f" Its log ({info.log}):{_tail(info.log)}"
+            f" Its log ({info.log}):{log_tail(info.log)}"
         )
     return info
 
@@ -205,11 +207,11 @@ def start_mongodb(settings: Settings, workdir: Path, ephemeral: bool) -> Service
     port = free_port()
     storage = ":memory:" if ephemeral else str(workdir / "secantus-data")
     argv = [
-        _tool("secantusd-py"),
+        tool("secantusd-py"),
         "--host", "127.0.0.1", "--port", str(port),
         "--storage-path", storage, "--log-level", "WARNING",
     ]  # fmt: skip
-    proc, log = _spawn("mongodb", argv, workdir)
+    proc, log = spawn("mongodb", argv, workdir)
     uri = f"mongodb://127.0.0.1:{port}/"
     info = ServiceInfo("mongodb", uri, managed=True, pid=proc.pid, log=log)
     return _ready_or_fail(info, proc, lambda: mongodb_healthy(uri), timeout=60)
@@ -225,10 +227,10 @@ def start_openbao(settings: Settings, workdir: Path) -> ServiceInfo:
     port = free_port()
     addr = f"http://127.0.0.1:{port}"
     token = "dev-" + secrets.token_urlsafe(16)
-    argv = [_tool("bao"), "server", "-dev", f"-dev-listen-address=127.0.0.1:{port}"]
+    argv = [tool("bao"), "server", "-dev", f"-dev-listen-address=127.0.0.1:{port}"]
     # The root token goes by environment, never on the command line where `ps` shows it.
     env = {"BAO_DEV_ROOT_TOKEN_ID": token, "VAULT_DEV_ROOT_TOKEN_ID": token}
-    proc, log = _spawn("openbao", argv, workdir, env)
+    proc, log = spawn("openbao", argv, workdir, env)
     info = ServiceInfo("openbao", addr, managed=True, pid=proc.pid, log=log)
     info.extra["token"] = token
     return _ready_or_fail(info, proc, lambda: openbao_healthy(addr), timeout=60)
@@ -240,7 +242,7 @@ def start_aws(settings: Settings, workdir: Path) -> ServiceInfo:
         return ServiceInfo("aws", settings.aws_endpoint_url, managed=False)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc, log = _spawn("aws", [_tool("moto_server"), "-H", "127.0.0.1", "-p", str(port)], workdir)
+    proc, log = spawn("aws", [tool("moto_server"), "-H", "127.0.0.1", "-p", str(port)], workdir)
     info = ServiceInfo("aws", url, managed=True, pid=proc.pid, log=log)
     return _ready_or_fail(info, proc, lambda: http_ok(f"{url}/moto-api/"), timeout=60)
 

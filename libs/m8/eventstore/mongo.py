@@ -17,12 +17,13 @@ from bson import ObjectId
 from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from m8.eventsourcing import ConcurrencyConflict, DomainEvent, Metadata, StoredEvent
 
 Document = dict[str, Any]
 DUPLICATE_KEY = 11000
+WRITE_CONFLICT = 112
 
 
 async def connect_database(uri: str, name: str) -> AsyncDatabase[Document]:
@@ -112,6 +113,11 @@ class MongoEventRecorder:
                     await self.events.insert_many(docs, ordered=True, session=txn)
         except (DuplicateKeyError, BulkWriteError) as exc:
             if _is_duplicate(exc):
+                raise ConcurrencyConflict(aggregate_type, aggregate_id, expected_version) from None
+            raise
+        except OperationFailure as exc:
+            # Inside a transaction a rival's insert shows as a write conflict instead.
+            if exc.code == WRITE_CONFLICT:
                 raise ConcurrencyConflict(aggregate_type, aggregate_id, expected_version) from None
             raise
         return stored

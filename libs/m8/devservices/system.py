@@ -1,0 +1,215 @@
+"""The whole of m8 on one machine: local servers, keys, the four services, two stores.
+
+`m8 dev` runs this in the foreground; `m8 dev demo` uses the state it leaves in
+`.m8/system.json` to put one value into both stores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from m8.crypto import FingerprintKey, Kek, write_key_file
+from m8.devservices.manager import (
+    ServiceError,
+    Services,
+    free_port,
+    http_ok,
+    log_tail,
+    spawn,
+    stop_process,
+    tool,
+    wait_until,
+)
+
+SYSTEM_FILE = "system.json"
+VAULT_STORE = "vault-dev"
+AWS_STORE = "aws-dev"
+
+
+@dataclass
+class DevKeys:
+    """Key files of a local system, made once under `.m8/keys`."""
+
+    directory: Path
+
+    def kek(self, store_type: str) -> tuple[Path, Path]:
+        return (
+            self.directory / f"{store_type}-dev.kek.json",
+            self.directory / f"{store_type}-dev.pub.json",
+        )
+
+    @property
+    def master(self) -> Path:
+        return self.directory / "rotator-master.key.json"
+
+    @property
+    def fingerprint(self) -> Path:
+        return self.directory / "fingerprint.key.json"
+
+    def ensure(self) -> None:
+        """Writes every key file that is missing (0600 for private halves)."""
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for store_type in ("vault", "aws"):
+            private, public = self.kek(store_type)
+            if not private.exists():
+                kek = Kek.generate(f"{store_type}-dev")
+                write_key_file(private, kek)
+                write_key_file(public, kek.public, overwrite=True)
+        if not self.master.exists():
+            write_key_file(self.master, Kek.generate("rotator-master-dev"))
+        if not self.fingerprint.exists():
+            write_key_file(self.fingerprint, FingerprintKey.generate())
+
+
+def write_private(path: Path, text: str) -> None:
+    """Writes a file readable by its owner only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
+@dataclass
+class System:
+    """The running services of a local m8, and how to reach them."""
+
+    workdir: Path
+    api_url: str = ""
+    pids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def admin_token_file(self) -> Path:
+        return self.workdir / "admin.token"
+
+    def environment(self, services: Services, keys: DevKeys) -> dict[str, str]:
+        """What the four services read: servers, key files, tokens, credentials."""
+        token_file = self.workdir / "tokens.json"
+        admin = secrets.token_urlsafe(32)
+        write_private(self.admin_token_file, admin + "\n")
+        digest = hashlib.sha256(admin.encode()).hexdigest()
+        entry = {"sha256": digest, "subject": "dev-admin", "roles": ["admin"]}
+        write_private(token_file, json.dumps({"tokens": [entry]}, indent=2))
+        return {
+            **services.environment(),
+            "M8_LOG_FORMAT": "json",
+            "M8_API_TOKEN_FILE": str(token_file),
+            "M8_KEYROTATOR_MASTER_KEY_FILE": str(keys.master),
+            "M8_KEYROTATOR_KEK_FILES": json.dumps(
+                {t: [str(keys.kek(t)[1])] for t in ("vault", "aws")}
+            ),
+            "M8_REACTOR_FINGERPRINT_KEY_FILE": str(keys.fingerprint),
+            # moto takes any credentials; a real AWS uses the usual credential chain.
+            "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "dev"),
+            "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "dev"),
+        }
+
+    def start(self, services: Services, overrides: dict[str, str] | None = None) -> None:
+        """Starts api, keyrotator and both reactors, and waits until the API is ready.
+
+        `overrides` replace environment variables of all four (tests give each run a
+        RabbitMQ virtual host and a database of its own this way).
+        """
+        keys = DevKeys(self.workdir / "keys")
+        keys.ensure()
+        env = {**self.environment(services, keys), **(overrides or {})}
+        port = free_port()
+        self.api_url = f"http://127.0.0.1:{port}"
+        m8 = tool("m8")
+        commands = {
+            "api": [m8, "api", "--port", str(port)],
+            "keyrotator": [m8, "keyrotator"],
+            "reactor-vault": [m8, "reactor", "vault"],
+            "reactor-aws": [m8, "reactor", "aws"],
+        }
+        for name, argv in commands.items():
+            extra = {"M8_REACTOR_KEK_FILES": str(keys.kek(name.split("-")[-1])[0])}
+            proc, _log = spawn(name, argv, self.workdir, {**env, **extra})
+            self.pids[name] = proc.pid
+        if not wait_until(lambda: self._all_alive() and http_ok(f"{self.api_url}/readyz"), 90):
+            logs = "".join(
+                f"\n{name}:{log_tail(str(self.workdir / 'logs' / f'{name}.log'))}"
+                for name in commands
+            )
+            self.stop()
+            raise ServiceError(f"m8 did not come up; the services' logs:{logs}")
+        self.register_stores(services)
+        self.save()
+
+    def _all_alive(self) -> bool:
+        for pid in self.pids.values():
+            try:
+                waited, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                continue
+            if waited == pid:
+                return False
+        return True
+
+    def register_stores(self, services: Services) -> None:
+        """One Vault store and one AWS store, each on the local server (idempotent)."""
+        bodies = [
+            {
+                "type": "vault",
+                "name": VAULT_STORE,
+                "address": services["openbao"].url,
+                "mount": "secret",
+                "path_prefix": "m8/",
+            },
+            {
+                "type": "aws",
+                "name": AWS_STORE,
+                "region": "us-east-1",
+                "name_prefix": "m8/",
+                "endpoint_url": services["aws"].url,
+            },
+        ]
+        token = self.admin_token_file.read_text().strip()
+        with httpx.Client(base_url=self.api_url, timeout=30) as http:
+            known = {
+                s["name"] for s in http.get("/v1/stores", headers=_auth(token)).json()["stores"]
+            }
+            for body in bodies:
+                if body["name"] not in known:
+                    http.post("/v1/stores", json=body, headers=_auth(token)).raise_for_status()
+
+    def stop(self) -> None:
+        """Stops the services (SIGTERM, then SIGKILL after a grace period)."""
+        for pid in self.pids.values():
+            stop_process(pid, timeout=20)
+        self.pids.clear()
+        (self.workdir / SYSTEM_FILE).unlink(missing_ok=True)
+
+    def save(self) -> None:
+        (self.workdir / SYSTEM_FILE).write_text(
+            json.dumps({"api_url": self.api_url, "pids": self.pids})
+        )
+
+    @classmethod
+    def load(cls, workdir: Path) -> System:
+        """The system `m8 dev` runs now, or ServiceError."""
+        try:
+            raw = json.loads((workdir / SYSTEM_FILE).read_text())
+        except FileNotFoundError:
+            raise ServiceError("m8 is not running here: start it with `make run`") from None
+        return cls(workdir, raw["api_url"], raw["pids"])
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def m8ctl_login(system: System, config: Path) -> None:
+    """Logs a dev m8ctl profile in as the dev admin (token by file, never by argument)."""
+    subprocess.run(
+        [tool("m8ctl"), "login", system.api_url, "--token-file", str(system.admin_token_file)],
+        env={**os.environ, "M8CTL_CONFIG": str(config)},
+        check=True,
+        capture_output=True,
+    )

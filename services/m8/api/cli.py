@@ -1,0 +1,38 @@
+"""`m8 api`: serves the HTTP API with uvicorn until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from m8.api.app import create_app
+from m8.api.settings import ApiSettings
+from m8.logs import configure_logging
+from m8.runtime import ConfigurationError
+
+app = typer.Typer(help="The HTTP API (settings from M8_* variables).")
+
+
+@app.callback(invoke_without_command=True)
+def serve(
+    host: Annotated[str | None, typer.Option(help="address to listen on [M8_API_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="port to listen on [M8_API_PORT]")] = None,
+) -> None:
+    """Serves the API."""
+    settings = ApiSettings()
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        api = create_app(settings)
+    except ConfigurationError as exc:
+        typer.echo(f"m8 api: {exc}", err=True)
+        raise typer.Exit(2) from None
+    uvicorn.run(
+        api,
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        log_config=None,  # keep m8's JSON logging
+        access_log=False,  # paths name secrets; metrics count requests by route instead
+        proxy_headers=False,
+    )

@@ -1,0 +1,141 @@
+"""The API's commands: load the aggregate, call its method, save what it recorded."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from m8.domain import CATALOG_ID, Secret, StoreCatalog, UploadKey, secret_id
+from m8.domain.errors import UnknownUploadKey, UploadAlreadyRequested
+from m8.domain.events import SecretUploadRequested
+from m8.eventsourcing import ConcurrencyConflict, Metadata
+from m8.runtime import Runtime
+
+# Write-side record of every accepted upload id (written in the same transaction as its
+# events): what makes a retried request idempotent and a reused upload id a conflict.
+UPLOAD_REQUESTS = "upload_requests"
+ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class UploadCommand:
+    """An encrypted upload as checked at the edge (bytes still base64, as they are stored)."""
+
+    upload_id: str
+    key_id: str
+    client_public_key: str
+    nonce: str
+    ciphertext: str
+    store: str | None
+    path: str
+    requested_by: str
+
+    @property
+    def ciphertext_sha256(self) -> str:
+        return hashlib.sha256(base64.b64decode(self.ciphertext)).hexdigest()
+
+    def digest(self) -> str:
+        """Identifies the request, so that only its exact repetition counts as a retry."""
+        fields = {**asdict(self), "ciphertext": self.ciphertext_sha256}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+class Commands:
+    """Every change the API makes."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.repository = runtime.repository
+        self.recorder = runtime.recorder
+        self.notify_relay = runtime.relay.notify
+        self.upload_requests = runtime.db[UPLOAD_REQUESTS]
+
+    async def change_catalog(
+        self, change: Callable[[StoreCatalog], None], metadata: Metadata
+    ) -> StoreCatalog:
+        """Applies `change` to the store catalog (again on a concurrent change)."""
+        catalog, _ = await self.repository.update(StoreCatalog, CATALOG_ID, change, metadata)
+        return catalog
+
+    async def request_upload(self, command: UploadCommand, metadata: Metadata) -> None:
+        """Claims the upload key and records the upload, both or neither.
+
+        The exact same request again changes nothing; the same upload id with anything
+        else is UploadAlreadyRequested.
+        """
+        for attempt in range(1, ATTEMPTS + 1):
+            if await self._already_requested(command):
+                return
+            try:
+                await self._record_upload(command, metadata)
+            except (ConcurrencyConflict, UploadAlreadyRequested):
+                if attempt == ATTEMPTS:
+                    raise
+            except PyMongoError as exc:
+                # A rival request with this upload id went first (a duplicate id, or a
+                # write conflict inside the transaction): look again.
+                rival = isinstance(exc, DuplicateKeyError) or exc.has_error_label(
+                    "TransientTransactionError"
+                )
+                if not rival or attempt == ATTEMPTS:
+                    raise
+            else:
+                self.notify_relay()
+                return
+
+    async def _already_requested(self, command: UploadCommand) -> bool:
+        existing = await self.upload_requests.find_one({"_id": command.upload_id})
+        if existing is None:
+            return False
+        if hmac.compare_digest(str(existing["digest"]), command.digest()):
+            return True
+        raise UploadAlreadyRequested(
+            f"upload {command.upload_id} was requested already with other content; "
+            "make a new upload id for a new upload"
+        )
+
+    async def _record_upload(self, command: UploadCommand, metadata: Metadata) -> None:
+        catalog = await self.repository.load(StoreCatalog, CATALOG_ID)
+        store = catalog.target(command.store)
+        key = await self.repository.load(UploadKey, command.key_id)
+        if not key.exists:
+            raise UnknownUploadKey(
+                f"there is no upload key {command.key_id!r}; ask for one with POST /v1/upload-keys"
+            )
+        key.claim(command.upload_id, store.name, command.path)
+        secret = await self.repository.load(Secret, secret_id(store.name, command.path))
+        secret.request_upload(
+            SecretUploadRequested(
+                upload_id=command.upload_id,
+                store=store.name,
+                store_type=store.store_type,
+                path=command.path,
+                key_id=command.key_id,
+                client_public_key=command.client_public_key,
+                nonce=command.nonce,
+                ciphertext=command.ciphertext,
+                ciphertext_sha256=command.ciphertext_sha256,
+                requested_by=command.requested_by,
+            )
+        )
+        async with self.recorder.transaction() as session:
+            await self.upload_requests.insert_one(
+                {
+                    "_id": command.upload_id,
+                    "digest": command.digest(),
+                    "store": store.name,
+                    "path": command.path,
+                    "key_id": command.key_id,
+                    "requested_by": command.requested_by,
+                    "requested_at": datetime.now(UTC),
+                },
+                session=session,
+            )
+            await self.repository.save(key, metadata, session=session)
+            await self.repository.save(secret, metadata, session=session)

@@ -1,0 +1,274 @@
+"""What goes over HTTP: request and response bodies (pydantic, at the edge only)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import cache
+from typing import Annotated, Literal
+
+from nacl.bindings.crypto_box import crypto_box_MACBYTES
+from nacl.public import PrivateKey
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from m8.crypto import Binding, MalformedEnvelope, seal_envelope
+from m8.crypto.encoding import b64decode
+from m8.crypto.envelope import MAX_VALUE_BYTES, NONCE_BYTES, PUBLIC_KEY_BYTES
+from m8.domain import check_path
+from m8.domain.errors import InvalidPath
+from m8.domain.paths import MAX_PATH_LENGTH, STORE_NAME
+
+UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+STORE_PATTERN = f"^{STORE_NAME.pattern}$"
+KEY_ID_MAX = 64
+KEY_ID_PATTERN = rf"^[A-Za-z0-9._-]{{1,{KEY_ID_MAX}}}$"
+PATH_PATTERN = r"^[A-Za-z0-9_.+=@-]+(/[A-Za-z0-9_.+=@-]+)*$"
+UploadStatus = Literal["pending", "stored", "rejected", "failed", "expired"]
+
+
+@cache
+def max_ciphertext_bytes() -> int:
+    """The largest ciphertext m8ctl can make: a maximal value in a maximal envelope.
+
+    Measured by sealing one, so it follows the envelope format in m8.crypto.envelope.
+    """
+    binding = Binding(
+        upload_id="0" * 36, key_id="k" * KEY_ID_MAX, store_id="s" * 63, path="p" * MAX_PATH_LENGTH
+    )
+    sealed = seal_envelope(bytes(MAX_VALUE_BYTES), binding, PrivateKey.generate().public_key)
+    return len(sealed.ciphertext)
+
+
+def _base64_length(size: int) -> int:
+    return 4 * ((size + 2) // 3)
+
+
+def _secret_path(path: str) -> str:
+    try:
+        return check_path(path)
+    except InvalidPath as exc:
+        raise ValueError(exc.detail) from None
+
+
+StoreName = Annotated[str, Field(pattern=STORE_PATTERN, examples=["prod-vault"])]
+SecretPath = Annotated[
+    str,
+    Field(max_length=MAX_PATH_LENGTH, pattern=PATH_PATTERN, examples=["team-a/db/password"]),
+    AfterValidator(_secret_path),
+]
+
+
+class Strict(BaseModel):
+    """A request body: unknown fields are refused, so nothing unexpected slips through."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- stores ----------------------------------------------------------------------
+
+
+class VaultStoreIn(Strict):
+    """A HashiCorp Vault / OpenBao KV v2 store. Credentials go to the reactors, not here."""
+
+    type: Literal["vault"]
+    name: StoreName
+    # No '@' is allowed: a URL must not carry credentials.
+    address: str = Field(
+        max_length=2048,
+        pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$",
+        examples=["https://vault.example.com:8200"],
+    )
+    mount: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,128}$", examples=["secret"])
+    path_prefix: str = Field(max_length=256, pattern=r"^([A-Za-z0-9_.+=@-]+/)*$", examples=["m8/"])
+
+
+class AwsStoreIn(Strict):
+    """An AWS Secrets Manager store. Credentials come from the reactors' environment."""
+
+    type: Literal["aws"]
+    name: StoreName
+    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$", examples=["eu-west-1"])
+    name_prefix: str = Field(max_length=256, pattern=r"^[A-Za-z0-9/_+=.@-]*$", examples=["m8/"])
+    kms_key_id: str | None = Field(default=None, max_length=2048, pattern=r"^[A-Za-z0-9:/_-]+$")
+    endpoint_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$",
+    )
+
+
+StoreIn = Annotated[VaultStoreIn | AwsStoreIn, Field(discriminator="type")]
+
+
+class StoreView(BaseModel):
+    name: str
+    type: str
+    active: bool
+    default: bool
+    config: dict[str, str | None]
+
+
+class StoreList(BaseModel):
+    stores: list[StoreView]
+    default: str | None
+
+
+# --- upload keys ---------------------------------------------------------------------
+
+
+class UploadKeyRequest(Strict):
+    """Ask for a one-time upload key for `path` in `store` (the default store if omitted)."""
+
+    store: StoreName | None = None
+    path: SecretPath
+
+
+class Statement(BaseModel):
+    key_id: str
+    public_key: str
+    store_id: str
+    path: str
+    expires_at: str
+    kek_id: str
+
+
+class SignedStatementView(BaseModel):
+    """The rotator's signed statement, exactly as signed: verify it before using the key."""
+
+    statement: Statement
+    signing_key_id: str
+    signature: str
+
+
+class VerifyKey(BaseModel):
+    signing_key_id: str
+    verify_key: str
+    fingerprint: str
+    created_at: str
+    retires_at: str | None = None
+    endorsed_by: str | None = Field(
+        default=None, description="the key that vouches for this one after a rotation"
+    )
+    endorsement: str | None = Field(default=None, description="its signature, base64")
+
+
+class VerifyKeys(BaseModel):
+    keys: list[VerifyKey]
+
+
+# --- uploads -----------------------------------------------------------------------
+
+
+def _decoded(text: str, field: str) -> bytes:
+    try:
+        return b64decode(text, field=field, error=MalformedEnvelope)
+    except MalformedEnvelope as exc:
+        raise ValueError(str(exc)) from None
+
+
+class UploadIn(Strict):
+    """An encrypted upload (DESIGN 2, step 3); bytes are standard base64 with padding."""
+
+    upload_id: str = Field(pattern=UUID_PATTERN, description="made by the client (uuid4)")
+    key_id: str = Field(pattern=KEY_ID_PATTERN)
+    client_public_key: str = Field(max_length=_base64_length(PUBLIC_KEY_BYTES))
+    nonce: str = Field(max_length=_base64_length(NONCE_BYTES))
+    ciphertext: str = Field(max_length=_base64_length(max_ciphertext_bytes()))
+    store: StoreName | None = None
+    path: SecretPath
+
+    @field_validator("client_public_key")
+    @classmethod
+    def _public_key(cls, value: str) -> str:
+        if len(_decoded(value, "client_public_key")) != PUBLIC_KEY_BYTES:
+            raise ValueError(f"client_public_key must be {PUBLIC_KEY_BYTES} bytes")
+        return value
+
+    @field_validator("nonce")
+    @classmethod
+    def _nonce(cls, value: str) -> str:
+        if len(_decoded(value, "nonce")) != NONCE_BYTES:
+            raise ValueError(f"nonce must be {NONCE_BYTES} bytes")
+        return value
+
+    @field_validator("ciphertext")
+    @classmethod
+    def _ciphertext(cls, value: str) -> str:
+        size = len(_decoded(value, "ciphertext"))
+        if not crypto_box_MACBYTES < size <= max_ciphertext_bytes():
+            raise ValueError(
+                f"ciphertext must be {crypto_box_MACBYTES + 1} to {max_ciphertext_bytes()} "
+                f"bytes (a value of at most {MAX_VALUE_BYTES} bytes in its envelope)"
+            )
+        return value
+
+
+class UploadAccepted(BaseModel):
+    upload_id: str
+    status: Literal["pending"] = "pending"
+    status_url: str
+
+
+class UploadView(BaseModel):
+    """Where an upload stands. `failed` waits for an operator to re-drive it."""
+
+    upload_id: str
+    status: UploadStatus
+    store: str
+    path: str
+    requested_by: str
+    requested_at: datetime
+    updated_at: datetime
+    fingerprint: str | None = None
+    upstream_version: str | None = None
+    reason: str | None = None
+    detail: str | None = None
+
+
+# --- secrets (metadata only: never a value or a ciphertext) ----------------------------
+
+
+class SecretView(BaseModel):
+    """A secret as m8 knows it: where it is and the fingerprint of its current value."""
+
+    store: str
+    path: str
+    fingerprint: str | None
+    upstream_version: str | None
+    stored_at: datetime | None
+    stored_by: str | None
+    updated_at: datetime
+
+
+class SecretList(BaseModel):
+    secrets: list[SecretView]
+    next_after: str | None = Field(
+        description="pass as `after` for the next page; null on the last page"
+    )
+
+
+class HistoryEntry(BaseModel):
+    upload_id: str
+    status: Literal["pending", "stored", "rejected", "failed"]
+    fingerprint: str | None
+    upstream_version: str | None
+    requested_by: str
+    requested_at: datetime
+    completed_at: datetime | None
+
+
+class SecretHistory(BaseModel):
+    store: str
+    path: str
+    history: list[HistoryEntry]
+
+
+# --- operations ------------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"] = "ready"
+    checks: dict[str, Literal["ok"]]

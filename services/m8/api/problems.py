@@ -1,0 +1,238 @@
+"""Every error the API answers with, as RFC 9457 problem details, mapped in this one place.
+
+A problem never quotes submitted values: validation errors name the fields, not what was
+in them, so a ciphertext (or a value pasted by mistake) is never reflected.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+from pymongo.errors import PyMongoError
+from starlette.exceptions import HTTPException
+
+from m8.domain import errors as domain
+from m8.eventsourcing import ConcurrencyConflict
+from m8.messaging import RpcError, RpcTimeout
+
+log = logging.getLogger(__name__)
+
+MEDIA_TYPE = "application/problem+json"
+
+
+class FieldError(BaseModel):
+    """One invalid field: where it is and what is wrong (never its value)."""
+
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | None = None
+
+
+class ApiError(Exception):
+    """An error the API answers with `status`; `detail` tells the caller what to do."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, detail: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = dict(headers or {})
+
+
+class Unauthorized(ApiError):
+    status = 401
+    code = "unauthorized"
+
+    def __init__(self, detail: str, *, token_given: bool = True) -> None:
+        # RFC 6750: an error code only when a token was sent and is not valid.
+        challenge = (
+            'Bearer realm="m8", error="invalid_token"' if token_given else 'Bearer realm="m8"'
+        )
+        super().__init__(detail, {"WWW-Authenticate": challenge})
+
+
+class Forbidden(ApiError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(ApiError):
+    status = 404
+    code = "not_found"
+
+
+class Unavailable(ApiError):
+    status = 503
+    code = "unavailable"
+
+    def __init__(self, detail: str, retry_after: int = 5) -> None:
+        super().__init__(detail, {"Retry-After": str(retry_after)})
+
+
+class BadGateway(ApiError):
+    status = 502
+    code = "bad_gateway"
+
+
+_DOMAIN_STATUS: dict[type[domain.DomainError], int] = {
+    domain.InvalidPath: 422,
+    domain.UnknownStore: 404,
+    domain.UnknownUpload: 404,
+    domain.UnknownUploadKey: 404,
+    domain.UploadKeyMismatch: 422,
+}
+# What the key rotator's RPC error codes mean for the caller (docs/contracts.md).
+_RPC_STATUS = {
+    "unknown_store": 404,
+    "store_inactive": 409,
+    "no_default_store": 409,
+    "no_kek": 409,
+    "invalid_path": 422,
+    "bad_request": 422,
+}
+
+
+def problem_response(
+    status: int,
+    code: str,
+    detail: str,
+    headers: Mapping[str, str] | None = None,
+    errors: list[FieldError] | None = None,
+) -> JSONResponse:
+    """The problem+json response for one error."""
+    problem = Problem(
+        type=f"urn:m8:problem:{code}",
+        title=HTTPStatus(status).phrase,
+        status=status,
+        detail=detail,
+        errors=errors,
+    )
+    return JSONResponse(
+        problem.model_dump(exclude_none=True),
+        status_code=status,
+        media_type=MEDIA_TYPE,
+        headers=dict(headers or {}),
+    )
+
+
+def install(app: FastAPI, retry_after: int) -> None:
+    """Maps every exception the API can meet to its problem response."""
+
+    async def api_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        return problem_response(exc.status, exc.code, exc.detail, exc.headers)
+
+    async def domain_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, domain.DomainError)
+        status = next((s for c, s in _DOMAIN_STATUS.items() if isinstance(exc, c)), 409)
+        return problem_response(status, exc.code, exc.detail)
+
+    async def rpc_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RpcError)
+        if isinstance(exc, RpcTimeout) or exc.code == "unavailable":
+            return problem_response(
+                503,
+                "rotator_unavailable",
+                "the key rotator did not answer in time; try again shortly"
+                if isinstance(exc, RpcTimeout)
+                else exc.detail,
+                {"Retry-After": str(retry_after)},
+            )
+        status = _RPC_STATUS.get(exc.code)
+        if status is None:
+            log.error("key rotator failed", extra={"rpc_code": exc.code})
+            return problem_response(502, "rotator_failed", "the key rotator failed; try again")
+        return problem_response(status, exc.code, exc.detail)
+
+    async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = [_field_error(error) for error in exc.errors()]
+        fields = ", ".join(dict.fromkeys(e.field for e in errors))
+        return problem_response(
+            422, "validation_error", f"fix these fields of the request: {fields}", errors=errors
+        )
+
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        detail = exc.detail
+        if exc.status_code == 404 and detail == HTTPStatus.NOT_FOUND.phrase:
+            detail = "there is no such resource; see /docs for the endpoints of this API"
+        elif exc.status_code == 400:
+            detail = "the request body cannot be read as JSON in UTF-8"
+        elif exc.status_code == 405:
+            detail = "this endpoint does not take that method; see /docs"
+        code = HTTPStatus(exc.status_code).name.lower()
+        return problem_response(exc.status_code, code, str(detail), exc.headers)
+
+    async def conflict(_: Request, exc: Exception) -> JSONResponse:
+        return problem_response(
+            409, "conflict", "the resource changed while this request ran; send it again"
+        )
+
+    async def database_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, PyMongoError)
+        if exc.has_error_label("TransientTransactionError"):
+            detail = "the resource changed while this request ran; send it again"
+        else:
+            log.warning("database unavailable: %s", type(exc).__name__)
+            detail = "the database is unavailable; try again shortly"
+        return problem_response(503, "unavailable", detail, {"Retry-After": str(retry_after)})
+
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.error("unexpected error", exc_info=exc)
+        return problem_response(500, "internal", "the API failed unexpectedly; it is logged")
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(domain.DomainError, domain_error)
+    app.add_exception_handler(RpcError, rpc_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(ConcurrencyConflict, conflict)
+    app.add_exception_handler(PyMongoError, database_error)
+    app.add_exception_handler(Exception, unexpected)
+
+
+def _field_error(error: Mapping[str, Any]) -> FieldError:
+    # Only `loc` and `msg`: pydantic's `input` and `ctx` may hold what was submitted.
+    field = ".".join(str(part) for part in error.get("loc", ())) or "request"
+    if error.get("type") == "union_tag_invalid":  # its message quotes the submitted tag
+        expected = error.get("ctx", {}).get("expected_tags", "")
+        return FieldError(field=field, message=f"must be one of {expected}")
+    message = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
+    return FieldError(field=field, message=message)
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI documentation of the problem responses an operation may give."""
+    ref = {"$ref": "#/components/schemas/Problem"}
+    return {
+        status: {"description": HTTPStatus(status).phrase, "content": {MEDIA_TYPE: {"schema": ref}}}
+        for status in statuses
+    }
+
+
+def add_schemas(openapi: dict[str, Any]) -> dict[str, Any]:
+    """Adds the Problem schema, which `responses` refers to, to an OpenAPI document."""
+    _, schema = models_json_schema(
+        [(Problem, "serialization")], ref_template="#/components/schemas/{model}"
+    )
+    openapi.setdefault("components", {}).setdefault("schemas", {}).update(schema["$defs"])
+    return openapi

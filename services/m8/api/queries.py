@@ -1,0 +1,112 @@
+"""The API's reads: from the read models, plus the write side where it must be current."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from pydantic import BaseModel
+from pymongo import ASCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+
+from m8.api.handlers import UPLOAD_REQUESTS
+from m8.api.models import (
+    HistoryEntry,
+    SecretHistory,
+    SecretList,
+    SecretView,
+    UploadStatus,
+    UploadView,
+)
+from m8.api.projections import SECRETS, UPLOAD_KEYS, UPLOADS
+from m8.domain import secret_id
+from m8.eventstore.mongo import Document
+
+# An upload waiting for any of these has nothing more to wait for. `failed` is not final
+# for the domain (an operator may re-drive it), but a client cannot wait that long.
+SETTLED: frozenset[UploadStatus] = frozenset({"stored", "rejected", "failed", "expired"})
+_FIRST_POLL = 0.05
+_MAX_POLL = 1.0
+
+
+class Queries:
+    """Read models by the questions callers ask."""
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self.uploads = db[UPLOADS]
+        self.secrets = db[SECRETS]
+        self.upload_keys = db[UPLOAD_KEYS]
+        self.upload_requests = db[UPLOAD_REQUESTS]
+
+    async def create_indexes(self) -> None:
+        await self.secrets.create_index([("store", ASCENDING), ("path", ASCENDING)])
+
+    async def upload(self, upload_id: str, wait: float = 0) -> UploadView | None:
+        """The upload's state; with `wait`, polls with backoff until it settles or time is up."""
+        deadline = time.monotonic() + wait
+        pause = _FIRST_POLL
+        while True:
+            view = await self._upload(upload_id)
+            remaining = deadline - time.monotonic()
+            if view is None or view.status in SETTLED or remaining <= 0:
+                return view
+            await asyncio.sleep(min(pause, remaining))
+            pause = min(pause * 2, _MAX_POLL)
+
+    async def _upload(self, upload_id: str) -> UploadView | None:
+        doc = await self.uploads.find_one({"_id": upload_id})
+        if doc is None:
+            # Accepted but not projected yet: the write side knows it is pending.
+            request = await self.upload_requests.find_one({"_id": upload_id})
+            if request is None:
+                return None
+            doc = {
+                **request,
+                "status": "pending",
+                "updated_at": request["requested_at"],
+            }
+        if doc["status"] == "pending":
+            key = await self.upload_keys.find_one({"_id": doc["key_id"]})
+            if key is not None and key.get("destroyed") == "expired":
+                doc["status"] = "expired"
+        return UploadView(upload_id=upload_id, **_fields(doc, UploadView))
+
+    async def secrets_page(
+        self, store: str | None, prefix: str | None, limit: int, after: str | None
+    ) -> SecretList:
+        """Secrets in (store, path) order, `limit` at a time, after the id `after`."""
+        query: dict[str, Any] = {}
+        if store is not None:
+            query["store"] = store
+        if prefix:
+            # A range, not a regex: it uses the index and needs no escaping.
+            query["path"] = {"$gte": prefix, "$lt": prefix + "\U0010ffff"}
+        if after is not None:
+            query["_id"] = {"$gt": after}
+        cursor = self.secrets.find(query, {"history": 0}).sort("_id", ASCENDING).limit(limit + 1)
+        docs = await cursor.to_list()
+        page = docs[:limit]
+        return SecretList(
+            secrets=[SecretView(**_fields(doc, SecretView)) for doc in page],
+            next_after=page[-1]["_id"] if len(docs) > limit else None,
+        )
+
+    async def secret(self, store: str, path: str) -> SecretView | None:
+        doc = await self.secrets.find_one({"_id": secret_id(store, path)}, {"history": 0})
+        return SecretView(**_fields(doc, SecretView)) if doc else None
+
+    async def history(self, store: str, path: str) -> SecretHistory | None:
+        doc = await self.secrets.find_one({"_id": secret_id(store, path)})
+        if doc is None:
+            return None
+        return SecretHistory(
+            store=store,
+            path=path,
+            history=[HistoryEntry(**_fields(entry, HistoryEntry)) for entry in doc["history"]],
+        )
+
+
+def _fields(doc: Document, model: type[BaseModel]) -> dict[str, Any]:
+    # Read-model documents carry bookkeeping (_id, versions, key ids) a view does not show.
+    return {name: doc.get(name) for name in model.model_fields if name in doc}

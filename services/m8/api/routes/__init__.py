@@ -1,0 +1,1 @@
+"""HTTP routes: translate between HTTP and the handlers and queries, nothing more."""

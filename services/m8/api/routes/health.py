@@ -1,0 +1,47 @@
+"""Liveness, readiness and metrics for operators and orchestrators."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pymongo.errors import PyMongoError
+
+from m8.api.deps import Api
+from m8.api.models import Health, Readiness
+from m8.api.problems import Unavailable, responses
+
+router = APIRouter(tags=["operations"])
+READY_TIMEOUT = 2.0
+
+
+@router.get("/healthz")
+async def healthz() -> Health:
+    """The process is up."""
+    return Health()
+
+
+@router.get("/readyz", responses=responses(503))
+async def readyz(api: Api) -> Readiness:
+    """MongoDB answers and the broker connection is open."""
+    try:
+        async with asyncio.timeout(READY_TIMEOUT):
+            await api.runtime.db.command("ping")
+    except (PyMongoError, TimeoutError):
+        raise Unavailable("MongoDB does not answer") from None
+    # A robust connection clears `connected` while it reconnects.
+    if not api.runtime.broker.connection.connected.is_set():
+        raise Unavailable("the connection to RabbitMQ is down")
+    return Readiness(checks={"mongodb": "ok", "broker": "ok"})
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
+async def metrics(api: Api) -> Response:
+    """Prometheus metrics."""
+    registry = api.metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,51 @@
+"""Uploads: send an encrypted value, then follow it until it is stored (or not)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from m8.api.deps import Api, Caller, metadata_of
+from m8.api.handlers import UploadCommand
+from m8.api.models import UUID_PATTERN, UploadAccepted, UploadIn, UploadView
+from m8.api.problems import NotFound, responses
+
+router = APIRouter(prefix="/v1", tags=["uploads"])
+MAX_WAIT = 30.0
+
+
+@router.post(
+    "/secrets", status_code=202, responses=responses(400, 401, 403, 404, 409, 413, 422, 503)
+)
+async def upload_secret(body: UploadIn, api: Api, principal: Caller) -> UploadAccepted:
+    """Accepts an encrypted upload; the same request again gives the same answer."""
+    principal.require_write(body.path)
+    command = UploadCommand(
+        upload_id=body.upload_id,
+        key_id=body.key_id,
+        client_public_key=body.client_public_key,
+        nonce=body.nonce,
+        ciphertext=body.ciphertext,
+        store=body.store,
+        path=body.path,
+        requested_by=principal.subject,
+    )
+    await api.commands.request_upload(command, metadata_of(principal))
+    return UploadAccepted(upload_id=body.upload_id, status_url=f"/v1/uploads/{body.upload_id}")
+
+
+@router.get("/uploads/{upload_id}", responses=responses(401, 403, 404, 422))
+async def upload_status(
+    upload_id: Annotated[str, Path(pattern=UUID_PATTERN)],
+    api: Api,
+    _: Caller,
+    wait: Annotated[
+        float, Query(ge=0, le=MAX_WAIT, description="seconds to wait for the outcome")
+    ] = 0,
+) -> UploadView:
+    """Where the upload stands: pending, stored, rejected, failed or expired."""
+    view = await api.queries.upload(upload_id, min(wait, api.settings.api_max_wait_seconds))
+    if view is None:
+        raise NotFound(f"there is no upload {upload_id}")
+    return view

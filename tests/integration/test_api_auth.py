@@ -1,0 +1,196 @@
+"""Who may call the API: tokens from a token file, and OIDC JWTs checked against a JWKS."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+
+from m8.devservices import Services
+from tests.servers import Broker
+from tests.support.api import (
+    AWS_STORE,
+    TOKENS,
+    RunningApi,
+    api_settings,
+    auth,
+    running_api,
+)
+
+ISSUER = "https://id.example.com/realms/m8"
+AUDIENCE = "m8-api"
+
+
+@dataclass(frozen=True)
+class IdentityProvider:
+    """A signing key whose public half a real HTTP server publishes as a JWKS."""
+
+    key: rsa.RSAPrivateKey
+    jwks_url: str
+
+    def token(self, key: rsa.RSAPrivateKey | None = None, **claims: Any) -> str:
+        now = int(time.time())
+        payload = {"iss": ISSUER, "aud": AUDIENCE, "sub": "carol", "iat": now, "exp": now + 300}
+        payload.update(claims)
+        return jwt.encode(payload, key or self.key, algorithm="RS256", headers={"kid": "k1"})
+
+
+@pytest.fixture(scope="module")
+def identity_provider() -> Iterator[IdentityProvider]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+    body = json.dumps({"keys": [{**jwk, "kid": "k1", "use": "sig", "alg": "RS256"}]}).encode()
+
+    class Jwks(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Jwks)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield IdentityProvider(key, f"http://127.0.0.1:{server.server_port}/jwks")
+    server.shutdown()
+
+
+@pytest.fixture
+async def api(
+    broker: Broker,
+    services: Services,
+    mongo_db_name: str,
+    tmp_path: Path,
+    identity_provider: IdentityProvider,
+) -> AsyncIterator[RunningApi]:
+    settings = api_settings(
+        broker,
+        services,
+        mongo_db_name,
+        tmp_path,
+        oidc_jwks_url=identity_provider.jwks_url,
+        oidc_issuer=ISSUER,
+        oidc_audience=AUDIENCE,
+        oidc_roles_claim="realm_access.roles",
+    )
+    async with running_api(settings) as running:
+        yield running
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_a_request_without_a_valid_token_is_unauthorized(api: RunningApi) -> None:
+    missing = await api.client.get("/v1/stores")
+    wrong = await api.client.get("/v1/stores", headers=bearer("not-a-known-token"))
+    basic = await api.client.get("/v1/stores", headers={"Authorization": "Basic YTpi"})
+
+    for response in (missing, wrong, basic):
+        assert response.status_code == 401
+        assert response.headers["content-type"] == "application/problem+json"
+    assert missing.headers["www-authenticate"] == 'Bearer realm="m8"'
+    assert wrong.headers["www-authenticate"] == 'Bearer realm="m8", error="invalid_token"'
+    assert "not-a-known-token" not in wrong.text
+
+
+async def test_a_caller_without_a_role_is_forbidden(api: RunningApi) -> None:
+    response = await api.client.get("/v1/stores", headers=auth("nobody"))
+
+    assert response.status_code == 403
+    assert "nobody" in response.json()["detail"]
+
+
+async def test_a_user_may_ask_for_keys_only_under_its_prefixes(api: RunningApi) -> None:
+    response = await api.call(
+        "POST", "/v1/upload-keys", who="alice", json={"store": "vault-a", "path": "team-b/x"}
+    )
+
+    assert response.status_code == 403
+    assert "team-a/" in response.json()["detail"]
+
+
+async def test_a_toml_token_file_works_like_a_json_one(
+    broker: Broker, services: Services, mongo_db_name: str, tmp_path: Path
+) -> None:
+    digest = hashlib.sha256(TOKENS["admin"].encode()).hexdigest()
+    toml = tmp_path / "tokens.toml"
+    toml.write_text(f'[[tokens]]\nsha256 = "{digest}"\nsubject = "root"\nroles = ["admin"]\n')
+    settings = api_settings(broker, services, mongo_db_name, tmp_path, api_token_file=toml)
+
+    async with running_api(settings) as api:
+        response = await api.call("POST", "/v1/stores", json=AWS_STORE)
+
+    assert response.status_code == 201
+
+
+async def test_an_oidc_admin_may_change_the_catalog_and_its_name_is_recorded(
+    api: RunningApi, identity_provider: IdentityProvider
+) -> None:
+    token = identity_provider.token(realm_access={"roles": ["admin", "offline_access"]})
+
+    response = await api.client.post("/v1/stores", headers=bearer(token), json=AWS_STORE)
+
+    assert response.status_code == 201
+    [registered, *_] = await api.recorder.load("secret_store", "catalog")
+    assert registered.metadata.actor == "carol"
+
+
+async def test_an_oidc_user_is_held_to_its_role_and_prefixes(
+    api: RunningApi, identity_provider: IdentityProvider
+) -> None:
+    token = identity_provider.token(realm_access={"roles": ["user"]}, m8_prefixes=["team-c"])
+
+    listed = await api.client.get("/v1/stores", headers=bearer(token))
+    register = await api.client.post("/v1/stores", headers=bearer(token), json=AWS_STORE)
+    outside = await api.client.post(
+        "/v1/upload-keys", headers=bearer(token), json={"path": "team-cc/x"}
+    )
+
+    assert listed.status_code == 200
+    assert register.status_code == 403
+    assert outside.status_code == 403
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"exp": int(time.time()) - 60},
+        {"aud": "another-api"},
+        {"iss": "https://evil.example.com"},
+    ],
+    ids=["expired", "wrong-audience", "wrong-issuer"],
+)
+async def test_an_oidc_token_that_is_not_for_us_is_unauthorized(
+    api: RunningApi, identity_provider: IdentityProvider, claims: dict[str, Any]
+) -> None:
+    token = identity_provider.token(realm_access={"roles": ["admin"]}, **claims)
+
+    response = await api.client.get("/v1/stores", headers=bearer(token))
+
+    assert response.status_code == 401
+
+
+async def test_an_oidc_token_signed_by_another_key_is_unauthorized(
+    api: RunningApi, identity_provider: IdentityProvider
+) -> None:
+    forger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    token = identity_provider.token(key=forger, realm_access={"roles": ["admin"]})
+
+    response = await api.client.get("/v1/stores", headers=bearer(token))
+
+    assert response.status_code == 401

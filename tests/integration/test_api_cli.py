@@ -1,0 +1,70 @@
+"""`m8 api` serves the API in its own process and stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import httpx
+
+from m8.devservices import Services
+from tests.servers import Broker
+from tests.support.api import auth, write_token_file
+
+SERVE = "from m8.api.cli import app; app(prog_name='m8 api')"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_the_api_process_answers_and_stops_on_sigterm(
+    broker: Broker, services: Services, mongo_db_name: str, tmp_path: Path
+) -> None:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "M8_AMQP_URL": broker.url,
+        "M8_MONGODB_URI": services["mongodb"].url,
+        "M8_MONGODB_DATABASE": mongo_db_name,
+        "M8_API_TOKEN_FILE": str(write_token_file(tmp_path)),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SERVE, "--port", str(port), env=env, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            async with asyncio.timeout(30):
+                while True:
+                    try:
+                        ready = await client.get("/readyz")
+                        break
+                    except httpx.TransportError:
+                        await asyncio.sleep(0.1)
+            stores = await client.get("/v1/stores", headers=auth("bob"))
+        assert ready.status_code == 200
+        assert stores.json() == {"stores": [], "default": None}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            _, stderr = await process.communicate()
+    # uvicorn shuts down, then ends with the signal it got, as a process killed by it would.
+    assert process.returncode in (0, -signal.SIGTERM)
+    assert b"Application shutdown complete" in stderr
+
+
+async def test_the_api_process_says_what_to_set_when_it_cannot_authenticate() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("M8_API", "M8_OIDC"))}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SERVE, env=env, stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await process.communicate()
+
+    assert process.returncode == 2
+    assert b"M8_API_TOKEN_FILE or M8_OIDC_JWKS_URL" in stderr

@@ -1,0 +1,300 @@
+"""POST /v1/secrets: checks, one transaction, idempotency; and following the upload."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from m8.devservices import Services
+from m8.domain import Secret, UploadKey, secret_id
+from m8.domain.events import SecretStored, SecretUploadRejected
+from m8.eventsourcing import Metadata
+from m8.eventstore.mongo import from_document
+from tests.servers import Broker
+from tests.support.api import (
+    AWS_STORE,
+    VAULT_STORE,
+    RunningApi,
+    api_settings,
+    running_api,
+)
+from tests.support.events import eventually
+
+REACTOR = Metadata(actor="reactor", correlation_id="corr-reactor")
+PATH = "team-a/db/password"
+
+
+@pytest.fixture
+async def api(
+    broker: Broker, services: Services, mongo_db_name: str, tmp_path: Path
+) -> AsyncIterator[RunningApi]:
+    async with running_api(api_settings(broker, services, mongo_db_name, tmp_path)) as running:
+        await running.add_store(VAULT_STORE)
+        yield running
+
+
+async def _events(api: RunningApi, aggregate_type: str, aggregate_id: str) -> list[str]:
+    return [e.event_type for e in await api.recorder.load(aggregate_type, aggregate_id)]
+
+
+async def _settle(api: RunningApi, upload_id: str, outcome: SecretStored | None = None) -> None:
+    """Records an outcome as a reactor would, and the key's destruction as the rotator would."""
+    repository = api.context.runtime.repository
+    secret = await repository.load(Secret, secret_id("vault-a", PATH))
+    upload = secret.upload(upload_id)
+    secret.record_stored(
+        outcome or SecretStored(upload_id, "vault-a", "vault", PATH, "7", "fp1:abc")
+    )
+    await repository.save(secret, REACTOR)
+    key = await repository.load(UploadKey, upload.key_id)
+    key.destroy("used")
+    await repository.save(key, REACTOR)
+
+
+async def test_an_upload_is_accepted_once_with_its_key_claimed_in_the_same_write(
+    api: RunningApi,
+) -> None:
+    key = await api.uploads.issue_key("vault-a", PATH)
+    body = api.upload_body(key)
+
+    response = await api.call("POST", "/v1/secrets", who="alice", json=body)
+
+    assert response.status_code == 202
+    upload_id = body["upload_id"]
+    assert response.json() == {
+        "upload_id": upload_id,
+        "status": "pending",
+        "status_url": f"/v1/uploads/{upload_id}",
+    }
+    assert await _events(api, "upload_key", key.key_id) == ["UploadKeyIssued", "UploadKeyClaimed"]
+    [requested] = await api.recorder.load("secret", secret_id("vault-a", PATH))
+    assert requested.data["ciphertext"] == body["ciphertext"]
+    assert requested.data["ciphertext_sha256"] == (
+        hashlib.sha256(base64.b64decode(body["ciphertext"])).hexdigest()
+    )
+    assert requested.data["requested_by"] == "alice"
+    status = await api.call("GET", response.json()["status_url"], who="alice")
+    assert status.status_code == 200
+    assert status.json()["status"] == "pending"
+
+
+async def test_the_default_store_takes_an_upload_that_names_none(api: RunningApi) -> None:
+    key = await api.uploads.issue_key("vault-a", PATH)
+    body = api.upload_body(key)
+    del body["store"]
+
+    response = await api.call("POST", "/v1/secrets", json=body)
+
+    assert response.status_code == 202
+    assert await _events(api, "secret", secret_id("vault-a", PATH)) == ["SecretUploadRequested"]
+
+
+async def test_the_same_request_twice_gives_the_same_answer_and_one_upload(
+    api: RunningApi,
+) -> None:
+    key = await api.uploads.issue_key("vault-a", PATH)
+    body = api.upload_body(key)
+
+    first = await api.call("POST", "/v1/secrets", json=body)
+    again = await api.call("POST", "/v1/secrets", json=body)
+
+    assert first.status_code == again.status_code == 202
+    assert first.json() == again.json()
+    assert await _events(api, "secret", secret_id("vault-a", PATH)) == ["SecretUploadRequested"]
+
+
+async def test_two_identical_requests_racing_make_one_upload(api: RunningApi) -> None:
+    key = await api.uploads.issue_key("vault-a", PATH)
+    body = api.upload_body(key)
+
+    answers = await asyncio.gather(*(api.call("POST", "/v1/secrets", json=body) for _ in range(3)))
+
+    assert [a.status_code for a in answers] == [202, 202, 202]
+    assert len({a.text for a in answers}) == 1
+    assert await _events(api, "secret", secret_id("vault-a", PATH)) == ["SecretUploadRequested"]
+    assert await _events(api, "upload_key", key.key_id) == ["UploadKeyIssued", "UploadKeyClaimed"]
+
+
+async def test_an_upload_id_reused_with_another_body_is_a_conflict(api: RunningApi) -> None:
+    key = await api.uploads.issue_key("vault-a", PATH)
+    body = api.upload_body(key)
+    await api.call("POST", "/v1/secrets", json=body)
+    other = api.upload_body(key, b"another value", upload_id=body["upload_id"])
+
+    response = await api.call("POST", "/v1/secrets", json=other)
+
+    assert response.status_code == 409
+    assert "make a new upload id" in response.json()["detail"]
+    assert await _events(api, "secret", secret_id("vault-a", PATH)) == ["SecretUploadRequested"]
+
+
+async def test_a_used_key_is_refused(api: RunningApi) -> None:
+    key = await api.uploads.issue_key("vault-a", PATH)
+    await api.call("POST", "/v1/secrets", json=api.upload_body(key))
+
+    response = await api.call("POST", "/v1/secrets", json=api.upload_body(key))
+
+    assert response.status_code == 409
+    assert "used already" in response.json()["detail"]
+
+
+async def test_a_key_issued_for_another_path_is_refused(api: RunningApi) -> None:
+    key = await api.uploads.issue_key("vault-a", "team-a/other")
+    body = api.upload_body(key, path=PATH)
+
+    response = await api.call("POST", "/v1/secrets", json=body)
+
+    assert response.status_code == 422
+    assert "another store or path" in response.json()["detail"]
+    assert await _events(api, "secret", secret_id("vault-a", PATH)) == []
+
+
+async def test_an_expired_or_unknown_key_is_refused(api: RunningApi) -> None:
+    expired = await api.uploads.issue_key("vault-a", PATH, lifetime=timedelta(seconds=-1))
+
+    late = await api.call("POST", "/v1/secrets", json=api.upload_body(expired))
+    unknown = await api.call(
+        "POST", "/v1/secrets", json=api.upload_body(expired, key_id="no-such-key")
+    )
+
+    assert late.status_code == 409
+    assert "expired" in late.json()["detail"]
+    assert unknown.status_code == 404
+    assert "POST /v1/upload-keys" in unknown.json()["detail"]
+
+
+async def test_uploads_to_unknown_or_inactive_stores_are_refused(api: RunningApi) -> None:
+    await api.add_store(AWS_STORE)
+    key = await api.uploads.issue_key("aws-b", PATH)
+    await api.call("POST", "/v1/stores/aws-b/deactivate")
+
+    inactive = await api.call("POST", "/v1/secrets", json=api.upload_body(key))
+    unknown = await api.call("POST", "/v1/secrets", json=api.upload_body(key, store="nowhere"))
+
+    assert inactive.status_code == 409
+    assert "inactive" in inactive.json()["detail"]
+    assert unknown.status_code == 404
+
+
+async def test_a_user_may_not_write_outside_its_prefixes(api: RunningApi) -> None:
+    key = await api.uploads.issue_key("vault-a", "team-b/db")
+
+    response = await api.call("POST", "/v1/secrets", who="alice", json=api.upload_body(key))
+
+    assert response.status_code == 403
+    assert "team-a/" in response.json()["detail"]
+    assert await _events(api, "upload_key", key.key_id) == ["UploadKeyIssued"]
+
+
+async def test_malformed_fields_are_named_and_their_values_never_echoed(api: RunningApi) -> None:
+    key = await api.uploads.issue_key("vault-a", PATH)
+    body = api.upload_body(
+        key,
+        nonce=base64.b64encode(b"short").decode(),
+        client_public_key="not base64!",
+        ciphertext="Y2lwaGVydGV4dC1zZWNyZXQ",  # unpadded: not canonical
+        upload_id="not-a-uuid",
+    )
+
+    response = await api.call("POST", "/v1/secrets", json=body)
+
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    fields = {e["field"] for e in response.json()["errors"]}
+    assert fields == {
+        "body.nonce",
+        "body.client_public_key",
+        "body.ciphertext",
+        "body.upload_id",
+    }
+    for value in ("Y2lwaGVydGV4dC1zZWNyZXQ", "not base64!", "not-a-uuid"):
+        assert value not in response.text
+
+
+async def test_a_ciphertext_larger_than_the_largest_envelope_is_refused(api: RunningApi) -> None:
+    key = await api.uploads.issue_key("vault-a", PATH)
+    body = api.upload_body(key, ciphertext=base64.b64encode(bytes(90_000)).decode())
+
+    response = await api.call("POST", "/v1/secrets", json=body)
+
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "body.ciphertext"
+
+
+async def test_a_stored_upload_shows_its_fingerprint_and_loses_its_ciphertext(
+    api: RunningApi,
+) -> None:
+    key = await api.uploads.issue_key("vault-a", PATH)
+    body = api.upload_body(key)
+    await api.call("POST", "/v1/secrets", json=body)
+    upload_id = body["upload_id"]
+
+    await _settle(api, upload_id)
+    status = await api.call("GET", f"/v1/uploads/{upload_id}?wait=20")
+
+    assert status.json()["status"] == "stored"
+    assert status.json()["fingerprint"] == "fp1:abc"
+    assert status.json()["upstream_version"] == "7"
+
+    async def redacted() -> bool:
+        doc = await api.recorder.events.find_one({"type": "SecretUploadRequested"})
+        return doc is not None and from_document(doc).data["ciphertext"] is None
+
+    await eventually(redacted)
+    requested, _stored = await api.recorder.load("secret", secret_id("vault-a", PATH))
+    assert requested.data["ciphertext_sha256"] == (
+        hashlib.sha256(base64.b64decode(body["ciphertext"])).hexdigest()
+    )
+
+
+async def test_waiting_for_an_upload_returns_as_soon_as_it_settles(api: RunningApi) -> None:
+    key = await api.uploads.issue_key("vault-a", PATH)
+    body = api.upload_body(key)
+    await api.call("POST", "/v1/secrets", json=body)
+    upload_id = body["upload_id"]
+
+    waiting = asyncio.create_task(api.call("GET", f"/v1/uploads/{upload_id}?wait=30"))
+    await asyncio.sleep(0.5)
+    assert not waiting.done()
+    repository = api.context.runtime.repository
+    secret = await repository.load(Secret, secret_id("vault-a", PATH))
+    secret.record_rejected(
+        SecretUploadRejected(upload_id, "vault-a", "vault", PATH, "binding", "path mismatch")
+    )
+    await repository.save(secret, REACTOR)
+    async with asyncio.timeout(15):
+        answer = await waiting
+
+    assert answer.json()["status"] == "rejected"
+    assert answer.json()["reason"] == "binding"
+
+
+async def test_an_upload_whose_key_expired_before_any_outcome_is_expired(
+    api: RunningApi,
+) -> None:
+    key = await api.uploads.issue_key("vault-a", PATH)
+    body = api.upload_body(key)
+    await api.call("POST", "/v1/secrets", json=body)
+    repository = api.context.runtime.repository
+    upload_key = await repository.load(UploadKey, key.key_id)
+    upload_key.destroy("expired")
+    await repository.save(upload_key, REACTOR)
+
+    async def expired() -> bool:
+        answer = await api.call("GET", f"/v1/uploads/{body['upload_id']}")
+        return bool(answer.json()["status"] == "expired")
+
+    await eventually(expired)
+
+
+async def test_an_unknown_upload_is_not_found_at_once(api: RunningApi) -> None:
+    response = await api.call("GET", "/v1/uploads/9b2f3c1e-0000-4000-8000-000000000000?wait=30")
+
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"

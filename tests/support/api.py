@@ -1,0 +1,171 @@
+"""Shared by the API's integration tests: the app on real servers, callers and uploads.
+
+(Holds no tests. It belongs in tests/support/; it lives here while the API is built.)
+The app runs in the test's own event loop through httpx's ASGI transport, with its
+lifespan entered by hand (`router.lifespan_context`): the same loop as the fixtures, no
+port, and the lifespan starts the real Runtime on the test's vhost and database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from typer.testing import CliRunner
+
+from m8.api import ApiSettings, create_app
+from m8.api.deps import ApiContext
+from m8.crypto import Kek
+from m8.devservices import Services
+from m8.eventstore import MongoEventRecorder
+from m8.keyrotator import KeyRotatorSettings, RotatorKeys, start
+from m8.keyrotator.cli import keys_app
+from m8.runtime import Runtime
+from tests.servers import Broker
+from tests.support.uploads import IssuedKey, Uploads
+
+TOKENS = {
+    "admin": "admin-token-0123456789",
+    "alice": "alice-token-0123456789",  # user, may write team-a/ only
+    "bob": "bob-token-0123456789",  # user, any path
+    "nobody": "nobody-token-0123456789",  # authenticated, no role
+}
+ENTRIES: list[dict[str, Any]] = [
+    {"subject": "admin", "roles": ["admin"]},
+    {"subject": "alice", "roles": ["user"], "prefixes": ["team-a/"]},
+    {"subject": "bob", "roles": ["user"]},
+    {"subject": "nobody", "roles": []},
+]
+VAULT_STORE = {
+    "type": "vault",
+    "name": "vault-a",
+    "address": "https://vault.example.com:8200",
+    "mount": "secret",
+    "path_prefix": "m8/",
+}
+AWS_STORE = {"type": "aws", "name": "aws-b", "region": "eu-west-1", "name_prefix": "m8/"}
+
+
+def write_token_file(directory: Path) -> Path:
+    """A token file for TOKENS, holding only their hashes."""
+    tokens = [
+        {**entry, "sha256": hashlib.sha256(TOKENS[entry["subject"]].encode()).hexdigest()}
+        for entry in ENTRIES
+    ]
+    path = directory / "tokens.json"
+    path.write_text(json.dumps({"tokens": tokens}))
+    return path
+
+
+def api_settings(
+    broker: Broker, services: Services, database: str, directory: Path, **overrides: Any
+) -> ApiSettings:
+    """Settings of an API on the test's vhost and database."""
+    values: dict[str, Any] = {
+        "amqp_url": broker.url,
+        "mongodb_uri": services["mongodb"].url,
+        "mongodb_database": database,
+        "api_token_file": write_token_file(directory),
+        "api_rpc_timeout": 2.0,
+        **overrides,
+    }
+    return ApiSettings(**values)
+
+
+def auth(who: str) -> dict[str, str]:
+    """The Authorization header of one of TOKENS' callers."""
+    return {"Authorization": f"Bearer {TOKENS[who]}"}
+
+
+@dataclass
+class RunningApi:
+    """The app, a client of it, and what a test needs to set the scene."""
+
+    app: FastAPI
+    client: httpx.AsyncClient
+    uploads: Uploads  # does what the rotator and m8ctl do, on the app's own database
+
+    @property
+    def context(self) -> ApiContext:
+        context: ApiContext = self.app.state.api
+        return context
+
+    @property
+    def recorder(self) -> MongoEventRecorder:
+        return self.context.runtime.recorder
+
+    async def call(
+        self,
+        method: str,
+        url: str,
+        who: str = "admin",
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """A request as `who`."""
+        headers = {**auth(who), **(headers or {})}
+        return await self.client.request(method, url, headers=headers, **kwargs)
+
+    async def add_store(self, body: dict[str, Any]) -> None:
+        response = await self.call("POST", "/v1/stores", json=body)
+        assert response.status_code == 201, response.text
+
+    def upload_body(
+        self, key: IssuedKey, value: bytes = b"s3cr3t-value", **changes: Any
+    ) -> dict[str, Any]:
+        """The body m8ctl sends to POST /v1/secrets for `value` under `key`."""
+        upload_id, encrypted = self.uploads.encrypt(key, value)
+        return {
+            "upload_id": upload_id,
+            "key_id": key.key_id,
+            **encrypted.to_dict(),
+            "store": key.store,
+            "path": key.path,
+            **changes,
+        }
+
+
+@contextlib.asynccontextmanager
+async def running_api(settings: ApiSettings) -> AsyncIterator[RunningApi]:
+    """The API with its lifespan running, and an httpx client of it."""
+    app = create_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://m8") as client,
+    ):
+        context: ApiContext = app.state.api
+        yield RunningApi(app, client, Uploads(context.runtime.recorder, Kek.generate("kek-1")))
+
+
+async def start_rotator(
+    broker: Broker, services: Services, database: str, directory: Path
+) -> Runtime:
+    """The key rotator on the test's vhost and database, with a KEK for vault stores only."""
+    runner = CliRunner()
+    for args in (
+        ["generate-kek", "--store-type", "vault", "--kek-id", "vault-1", "--out", str(directory)],
+        ["generate-master-key", "--out", str(directory / "master.json")],
+    ):
+        made = runner.invoke(keys_app, args)
+        assert made.exit_code == 0, made.output
+    settings = KeyRotatorSettings(
+        amqp_url=broker.url,
+        mongodb_uri=services["mongodb"].url,
+        mongodb_database=database,
+        keyrotator_kek_files={"vault": [directory / "vault-1.pub.json"]},
+        keyrotator_master_key_file=directory / "master.json",
+    )
+    runtime = await Runtime.start("keyrotator", settings)
+    try:
+        await start(runtime, settings, RotatorKeys.load(settings))
+    except BaseException:
+        await runtime.close()
+        raise
+    return runtime
