@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TypeVar
 
-from pydantic import AliasChoices, Field, SecretStr
+import pydantic_settings
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+class SettingsError(ValueError):
+    """The environment holds settings that are not valid; the message names each variable
+    and what is wrong with it, never its value (settings can be secrets)."""
 
 
 class Settings(BaseSettings):
@@ -47,3 +56,26 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, read from the environment on first use."""
     return Settings()
+
+
+def load_settings(cls: type[S]) -> S:
+    """Reads `cls` from the environment; SettingsError lists what is wrong, without values."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        prefix = str(cls.model_config.get("env_prefix") or "")
+        problems = "; ".join(
+            f"{_variable(cls, prefix, error['loc'])}: {error['msg']}"
+            for error in exc.errors(include_url=False, include_input=False)
+        )
+        raise SettingsError(f"invalid settings: {problems}") from None
+    except pydantic_settings.SettingsError as exc:
+        # A value that is not the JSON a structured setting needs; the text names the field.
+        raise SettingsError(f"invalid settings: {exc}") from None
+
+
+def _variable(cls: type[BaseSettings], prefix: str, loc: tuple[int | str, ...]) -> str:
+    # A field's first location is its name, or the first alias of one that has aliases.
+    head, *rest = loc or ("settings",)
+    name = f"{prefix}{head}".upper() if head in cls.model_fields else str(head).upper()
+    return f"{name} at {'.'.join(str(part) for part in rest)}" if rest else name

@@ -98,7 +98,7 @@ async def reactors(
         STORE, "vault", {"address": openbao.addr, "mount": "secret", "path_prefix": "m8/"}
     )
     running = Reactors.create(uploads, keys, broker.url, services["mongodb"].url, mongo_db_name)
-    running.use_credentials({STORE: {"token": openbao.token}})
+    running.use_credentials({STORE: {"address": openbao.addr, "token": openbao.token}})
     yield running
     await running.stop()
 

@@ -194,3 +194,49 @@ async def test_an_oidc_token_signed_by_another_key_is_unauthorized(
     response = await api.client.get("/v1/stores", headers=bearer(token))
 
     assert response.status_code == 401
+
+
+async def test_an_oidc_prefixes_claim_of_one_string_is_one_prefix_not_any_path(
+    api: RunningApi, identity_provider: IdentityProvider
+) -> None:
+    token = identity_provider.token(realm_access={"roles": ["user"]}, m8_prefixes="team-c")
+
+    outside = await api.client.post(
+        "/v1/upload-keys", headers=bearer(token), json={"path": "team-d/x"}
+    )
+
+    assert outside.status_code == 403
+    assert "allowed prefixes: team-c" in outside.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("claims", "named"),
+    [
+        ({"m8_prefixes": 42}, "m8_prefixes"),
+        ({"m8_prefixes": None}, "m8_prefixes"),
+        ({"m8_prefixes": {"team-a/": True}}, "m8_prefixes"),
+        ({"m8_prefixes": ["team-a/", 7]}, "m8_prefixes"),
+        ({"realm_access": {"roles": {"admin": True}}}, "realm_access.roles"),
+        ({"realm_access": {"roles": 1}}, "realm_access.roles"),
+        ({"realm_access": ["admin"]}, "realm_access.roles"),
+    ],
+    ids=[
+        "prefixes-number",
+        "prefixes-null",
+        "prefixes-object",
+        "prefixes-mixed-list",
+        "roles-object",
+        "roles-number",
+        "roles-parent-not-an-object",
+    ],
+)
+async def test_an_oidc_claim_of_the_wrong_type_is_unauthorized_never_any_path(
+    api: RunningApi, identity_provider: IdentityProvider, claims: dict[str, Any], named: str
+) -> None:
+    token = identity_provider.token(**{"realm_access": {"roles": ["user"]}, **claims})
+
+    response = await api.client.get("/v1/secrets", headers=bearer(token))
+
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/problem+json"
+    assert repr(named) in response.json()["detail"]

@@ -68,3 +68,17 @@ async def test_the_api_process_says_what_to_set_when_it_cannot_authenticate() ->
 
     assert process.returncode == 2
     assert b"M8_API_TOKEN_FILE or M8_OIDC_JWKS_URL" in stderr
+
+
+async def test_the_api_process_names_a_bad_setting_without_echoing_its_value() -> None:
+    env = {**os.environ, "M8_API_PORT": "port-s3cr3t-value", "M8_LOG_FORMAT": "xml-s3cr3t"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SERVE, env=env, stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await process.communicate()
+
+    assert process.returncode == 2
+    assert b"M8_API_PORT" in stderr
+    assert b"M8_LOG_FORMAT" in stderr
+    assert b"s3cr3t" not in stderr
+    assert b"Traceback" not in stderr

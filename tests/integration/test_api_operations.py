@@ -18,13 +18,21 @@ from tests.support.api import (
 )
 
 LIMIT = 4096
+RETRY_AFTER = 7
 
 
 @pytest.fixture
 async def api(
     broker: Broker, services: Services, mongo_db_name: str, tmp_path: Path
 ) -> AsyncIterator[RunningApi]:
-    settings = api_settings(broker, services, mongo_db_name, tmp_path, api_max_body_bytes=LIMIT)
+    settings = api_settings(
+        broker,
+        services,
+        mongo_db_name,
+        tmp_path,
+        api_max_body_bytes=LIMIT,
+        api_retry_after_seconds=RETRY_AFTER,
+    )
     async with running_api(settings) as running:
         yield running
 
@@ -38,7 +46,9 @@ async def test_health_and_readiness_answer_when_the_servers_are_there(api: Runni
     assert ready.json() == {"status": "ready", "checks": {"mongodb": "ok", "broker": "ok"}}
 
 
-async def test_readiness_fails_while_the_broker_connection_is_down(api: RunningApi) -> None:
+async def test_readiness_fails_while_the_broker_connection_is_down_and_says_when_to_retry(
+    api: RunningApi,
+) -> None:
     api.context.runtime.broker.connection.connected.clear()  # as during a reconnect
     try:
         ready = await api.client.get("/readyz")
@@ -47,6 +57,7 @@ async def test_readiness_fails_while_the_broker_connection_is_down(api: RunningA
 
     assert ready.status_code == 503
     assert "RabbitMQ" in ready.json()["detail"]
+    assert ready.headers["retry-after"] == str(RETRY_AFTER)  # as configured
 
 
 async def test_metrics_count_requests_by_route_template_never_by_path(api: RunningApi) -> None:

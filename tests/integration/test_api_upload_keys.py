@@ -23,8 +23,8 @@ from tests.support.api import (
     VAULT_STORE,
     RunningApi,
     api_settings,
+    api_with_rotator,
     running_api,
-    start_rotator,
 )
 
 PATH = "team-a/db/password"
@@ -34,13 +34,8 @@ PATH = "team-a/db/password"
 async def api(
     broker: Broker, services: Services, mongo_db_name: str, tmp_path: Path
 ) -> AsyncIterator[RunningApi]:
-    rotator = await start_rotator(broker, services, mongo_db_name, tmp_path)
-    try:
-        settings = api_settings(broker, services, mongo_db_name, tmp_path, api_rpc_timeout=10)
-        async with running_api(settings) as running:
-            yield running
-    finally:
-        await rotator.close()
+    async with api_with_rotator(broker, services, mongo_db_name, tmp_path) as running:
+        yield running
 
 
 async def test_an_issued_key_is_signed_by_a_published_rotator_key_and_takes_an_upload(

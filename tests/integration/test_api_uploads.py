@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from m8.devservices import Services
-from m8.domain import Secret, UploadKey, secret_id
+from m8.domain import Secret, secret_id
 from m8.domain.events import SecretStored, SecretUploadRejected
 from m8.eventsourcing import Metadata
 from m8.eventstore.mongo import from_document
@@ -21,8 +21,7 @@ from tests.support.api import (
     AWS_STORE,
     VAULT_STORE,
     RunningApi,
-    api_settings,
-    running_api,
+    api_with_rotator,
 )
 from tests.support.events import eventually
 
@@ -34,7 +33,7 @@ PATH = "team-a/db/password"
 async def api(
     broker: Broker, services: Services, mongo_db_name: str, tmp_path: Path
 ) -> AsyncIterator[RunningApi]:
-    async with running_api(api_settings(broker, services, mongo_db_name, tmp_path)) as running:
+    async with api_with_rotator(broker, services, mongo_db_name, tmp_path) as running:
         await running.add_store(VAULT_STORE)
         yield running
 
@@ -43,24 +42,21 @@ async def _events(api: RunningApi, aggregate_type: str, aggregate_id: str) -> li
     return [e.event_type for e in await api.recorder.load(aggregate_type, aggregate_id)]
 
 
-async def _settle(api: RunningApi, upload_id: str, outcome: SecretStored | None = None) -> None:
-    """Records an outcome as a reactor would, and the key's destruction as the rotator would."""
+async def _record(api: RunningApi, outcome: SecretStored | SecretUploadRejected) -> None:
+    """Records an outcome as a reactor would (the rotator then destroys the key)."""
     repository = api.context.runtime.repository
-    secret = await repository.load(Secret, secret_id("vault-a", PATH))
-    upload = secret.upload(upload_id)
-    secret.record_stored(
-        outcome or SecretStored(upload_id, "vault-a", "vault", PATH, "7", "fp1:abc")
-    )
+    secret = await repository.load(Secret, secret_id(outcome.store, outcome.path))
+    if isinstance(outcome, SecretStored):
+        secret.record_stored(outcome)
+    else:
+        secret.record_rejected(outcome)
     await repository.save(secret, REACTOR)
-    key = await repository.load(UploadKey, upload.key_id)
-    key.destroy("used")
-    await repository.save(key, REACTOR)
 
 
 async def test_an_upload_is_accepted_once_with_its_key_claimed_in_the_same_write(
     api: RunningApi,
 ) -> None:
-    key = await api.uploads.issue_key("vault-a", PATH)
+    key = await api.issue_key("vault-a", PATH)
     body = api.upload_body(key)
 
     response = await api.call("POST", "/v1/secrets", who="alice", json=body)
@@ -85,7 +81,7 @@ async def test_an_upload_is_accepted_once_with_its_key_claimed_in_the_same_write
 
 
 async def test_the_default_store_takes_an_upload_that_names_none(api: RunningApi) -> None:
-    key = await api.uploads.issue_key("vault-a", PATH)
+    key = await api.issue_key(None, PATH)
     body = api.upload_body(key)
     del body["store"]
 
@@ -95,10 +91,26 @@ async def test_the_default_store_takes_an_upload_that_names_none(api: RunningApi
     assert await _events(api, "secret", secret_id("vault-a", PATH)) == ["SecretUploadRequested"]
 
 
+async def test_an_upload_naming_no_store_goes_to_its_keys_store_after_the_default_changed(
+    api: RunningApi,
+) -> None:
+    key = await api.issue_key(None, PATH)  # for vault-a, the default now
+    await api.add_store({**VAULT_STORE, "name": "vault-c"})
+    await api.call("POST", "/v1/stores/vault-c/default")
+    body = api.upload_body(key)
+    del body["store"]
+
+    response = await api.call("POST", "/v1/secrets", json=body)
+
+    assert response.status_code == 202, response.text
+    assert await _events(api, "secret", secret_id("vault-a", PATH)) == ["SecretUploadRequested"]
+    assert await _events(api, "secret", secret_id("vault-c", PATH)) == []
+
+
 async def test_the_same_request_twice_gives_the_same_answer_and_one_upload(
     api: RunningApi,
 ) -> None:
-    key = await api.uploads.issue_key("vault-a", PATH)
+    key = await api.issue_key("vault-a", PATH)
     body = api.upload_body(key)
 
     first = await api.call("POST", "/v1/secrets", json=body)
@@ -110,7 +122,7 @@ async def test_the_same_request_twice_gives_the_same_answer_and_one_upload(
 
 
 async def test_two_identical_requests_racing_make_one_upload(api: RunningApi) -> None:
-    key = await api.uploads.issue_key("vault-a", PATH)
+    key = await api.issue_key("vault-a", PATH)
     body = api.upload_body(key)
 
     answers = await asyncio.gather(*(api.call("POST", "/v1/secrets", json=body) for _ in range(3)))
@@ -122,7 +134,7 @@ async def test_two_identical_requests_racing_make_one_upload(api: RunningApi) ->
 
 
 async def test_an_upload_id_reused_with_another_body_is_a_conflict(api: RunningApi) -> None:
-    key = await api.uploads.issue_key("vault-a", PATH)
+    key = await api.issue_key("vault-a", PATH)
     body = api.upload_body(key)
     await api.call("POST", "/v1/secrets", json=body)
     other = api.upload_body(key, b"another value", upload_id=body["upload_id"])
@@ -135,7 +147,7 @@ async def test_an_upload_id_reused_with_another_body_is_a_conflict(api: RunningA
 
 
 async def test_a_used_key_is_refused(api: RunningApi) -> None:
-    key = await api.uploads.issue_key("vault-a", PATH)
+    key = await api.issue_key("vault-a", PATH)
     await api.call("POST", "/v1/secrets", json=api.upload_body(key))
 
     response = await api.call("POST", "/v1/secrets", json=api.upload_body(key))
@@ -145,7 +157,7 @@ async def test_a_used_key_is_refused(api: RunningApi) -> None:
 
 
 async def test_a_key_issued_for_another_path_is_refused(api: RunningApi) -> None:
-    key = await api.uploads.issue_key("vault-a", "team-a/other")
+    key = await api.issue_key("vault-a", "team-a/other")
     body = api.upload_body(key, path=PATH)
 
     response = await api.call("POST", "/v1/secrets", json=body)
@@ -155,13 +167,26 @@ async def test_a_key_issued_for_another_path_is_refused(api: RunningApi) -> None
     assert await _events(api, "secret", secret_id("vault-a", PATH)) == []
 
 
-async def test_an_expired_or_unknown_key_is_refused(api: RunningApi) -> None:
-    expired = await api.uploads.issue_key("vault-a", PATH, lifetime=timedelta(seconds=-1))
+async def test_an_expired_or_unknown_key_is_refused(
+    broker: Broker, services: Services, mongo_db_name: str, tmp_path: Path
+) -> None:
+    # Keys live one second, and no sweep destroys them meanwhile.
+    async with api_with_rotator(
+        broker,
+        services,
+        mongo_db_name,
+        tmp_path,
+        keyrotator_upload_key_lifetime=timedelta(seconds=1),
+        keyrotator_sweep_interval=timedelta(hours=1),
+    ) as api:
+        await api.add_store(VAULT_STORE)
+        expired = await api.issue_key("vault-a", PATH)
+        await asyncio.sleep(1.5)
 
-    late = await api.call("POST", "/v1/secrets", json=api.upload_body(expired))
-    unknown = await api.call(
-        "POST", "/v1/secrets", json=api.upload_body(expired, key_id="no-such-key")
-    )
+        late = await api.call("POST", "/v1/secrets", json=api.upload_body(expired))
+        unknown = await api.call(
+            "POST", "/v1/secrets", json=api.upload_body(expired, key_id="no-such-key")
+        )
 
     assert late.status_code == 409
     assert "expired" in late.json()["detail"]
@@ -171,7 +196,7 @@ async def test_an_expired_or_unknown_key_is_refused(api: RunningApi) -> None:
 
 async def test_uploads_to_unknown_or_inactive_stores_are_refused(api: RunningApi) -> None:
     await api.add_store(AWS_STORE)
-    key = await api.uploads.issue_key("aws-b", PATH)
+    key = await api.issue_key("aws-b", PATH)
     await api.call("POST", "/v1/stores/aws-b/deactivate")
 
     inactive = await api.call("POST", "/v1/secrets", json=api.upload_body(key))
@@ -183,7 +208,7 @@ async def test_uploads_to_unknown_or_inactive_stores_are_refused(api: RunningApi
 
 
 async def test_a_user_may_not_write_outside_its_prefixes(api: RunningApi) -> None:
-    key = await api.uploads.issue_key("vault-a", "team-b/db")
+    key = await api.issue_key("vault-a", "team-b/db")
 
     response = await api.call("POST", "/v1/secrets", who="alice", json=api.upload_body(key))
 
@@ -193,7 +218,7 @@ async def test_a_user_may_not_write_outside_its_prefixes(api: RunningApi) -> Non
 
 
 async def test_malformed_fields_are_named_and_their_values_never_echoed(api: RunningApi) -> None:
-    key = await api.uploads.issue_key("vault-a", PATH)
+    key = await api.issue_key("vault-a", PATH)
     body = api.upload_body(
         key,
         nonce=base64.b64encode(b"short").decode(),
@@ -218,7 +243,7 @@ async def test_malformed_fields_are_named_and_their_values_never_echoed(api: Run
 
 
 async def test_a_ciphertext_larger_than_the_largest_envelope_is_refused(api: RunningApi) -> None:
-    key = await api.uploads.issue_key("vault-a", PATH)
+    key = await api.issue_key("vault-a", PATH)
     body = api.upload_body(key, ciphertext=base64.b64encode(bytes(90_000)).decode())
 
     response = await api.call("POST", "/v1/secrets", json=body)
@@ -230,18 +255,19 @@ async def test_a_ciphertext_larger_than_the_largest_envelope_is_refused(api: Run
 async def test_a_stored_upload_shows_its_fingerprint_and_loses_its_ciphertext(
     api: RunningApi,
 ) -> None:
-    key = await api.uploads.issue_key("vault-a", PATH)
+    key = await api.issue_key("vault-a", PATH)
     body = api.upload_body(key)
     await api.call("POST", "/v1/secrets", json=body)
     upload_id = body["upload_id"]
 
-    await _settle(api, upload_id)
+    await _record(api, SecretStored(upload_id, "vault-a", "vault", PATH, "7", "fp1:abc"))
     status = await api.call("GET", f"/v1/uploads/{upload_id}?wait=20")
 
     assert status.json()["status"] == "stored"
     assert status.json()["fingerprint"] == "fp1:abc"
     assert status.json()["upstream_version"] == "7"
 
+    # The rotator destroys the used key; then the API drops the ciphertext.
     async def redacted() -> bool:
         doc = await api.recorder.events.find_one({"type": "SecretUploadRequested"})
         return doc is not None and from_document(doc).data["ciphertext"] is None
@@ -254,7 +280,7 @@ async def test_a_stored_upload_shows_its_fingerprint_and_loses_its_ciphertext(
 
 
 async def test_waiting_for_an_upload_returns_as_soon_as_it_settles(api: RunningApi) -> None:
-    key = await api.uploads.issue_key("vault-a", PATH)
+    key = await api.issue_key("vault-a", PATH)
     body = api.upload_body(key)
     await api.call("POST", "/v1/secrets", json=body)
     upload_id = body["upload_id"]
@@ -262,12 +288,9 @@ async def test_waiting_for_an_upload_returns_as_soon_as_it_settles(api: RunningA
     waiting = asyncio.create_task(api.call("GET", f"/v1/uploads/{upload_id}?wait=30"))
     await asyncio.sleep(0.5)
     assert not waiting.done()
-    repository = api.context.runtime.repository
-    secret = await repository.load(Secret, secret_id("vault-a", PATH))
-    secret.record_rejected(
-        SecretUploadRejected(upload_id, "vault-a", "vault", PATH, "binding", "path mismatch")
+    await _record(
+        api, SecretUploadRejected(upload_id, "vault-a", "vault", PATH, "binding", "path mismatch")
     )
-    await repository.save(secret, REACTOR)
     async with asyncio.timeout(15):
         answer = await waiting
 
@@ -275,22 +298,43 @@ async def test_waiting_for_an_upload_returns_as_soon_as_it_settles(api: RunningA
     assert answer.json()["reason"] == "binding"
 
 
-async def test_an_upload_whose_key_expired_before_any_outcome_is_expired(
-    api: RunningApi,
+async def test_a_wait_longer_than_the_servers_limit_ends_at_the_limit(
+    broker: Broker, services: Services, mongo_db_name: str, tmp_path: Path
 ) -> None:
-    key = await api.uploads.issue_key("vault-a", PATH)
-    body = api.upload_body(key)
-    await api.call("POST", "/v1/secrets", json=body)
-    repository = api.context.runtime.repository
-    upload_key = await repository.load(UploadKey, key.key_id)
-    upload_key.destroy("expired")
-    await repository.save(upload_key, REACTOR)
+    limit = {"api_max_wait_seconds": 0.5}
+    async with api_with_rotator(broker, services, mongo_db_name, tmp_path, api=limit) as api:
+        await api.add_store(VAULT_STORE)
+        body = api.upload_body(await api.issue_key("vault-a", PATH))
+        await api.call("POST", "/v1/secrets", json=body)
 
-    async def expired() -> bool:
-        answer = await api.call("GET", f"/v1/uploads/{body['upload_id']}")
-        return bool(answer.json()["status"] == "expired")
+        async with asyncio.timeout(10):
+            answer = await api.call("GET", f"/v1/uploads/{body['upload_id']}?wait=3600")
 
-    await eventually(expired)
+    assert answer.status_code == 200
+    assert answer.json()["status"] == "pending"
+
+
+async def test_an_upload_whose_key_expired_before_any_outcome_is_expired(
+    broker: Broker, services: Services, mongo_db_name: str, tmp_path: Path
+) -> None:
+    async with api_with_rotator(
+        broker,
+        services,
+        mongo_db_name,
+        tmp_path,
+        keyrotator_upload_key_lifetime=timedelta(seconds=3),
+        keyrotator_sweep_interval=timedelta(seconds=0.5),
+    ) as api:
+        await api.add_store(VAULT_STORE)
+        body = api.upload_body(await api.issue_key("vault-a", PATH))
+        accepted = await api.call("POST", "/v1/secrets", json=body)
+        assert accepted.status_code == 202
+
+        async def expired() -> bool:
+            answer = await api.call("GET", f"/v1/uploads/{body['upload_id']}")
+            return bool(answer.json()["status"] == "expired")
+
+        await eventually(expired)
 
 
 async def test_an_unknown_upload_is_not_found_at_once(api: RunningApi) -> None:
@@ -298,3 +342,19 @@ async def test_an_unknown_upload_is_not_found_at_once(api: RunningApi) -> None:
 
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_another_users_upload_is_not_found_for_a_user_who_may_not_write_its_path(
+    api: RunningApi,
+) -> None:
+    body = api.upload_body(await api.issue_key("vault-a", "team-b/db", who="bob"))
+    await api.call("POST", "/v1/secrets", who="bob", json=body)
+    url = f"/v1/uploads/{body['upload_id']}"
+
+    as_alice = await api.call("GET", f"{url}?wait=30", who="alice")  # and not held till settled
+    as_bob = await api.call("GET", url, who="bob")
+    as_admin = await api.call("GET", url)
+
+    assert as_alice.status_code == 404
+    assert as_alice.json()["detail"] == f"there is no upload {body['upload_id']}"
+    assert as_bob.status_code == as_admin.status_code == 200

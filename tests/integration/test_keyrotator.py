@@ -266,6 +266,22 @@ async def test_expired_key_is_destroyed_by_the_sweep(
     assert destroyed.recorded_at >= statement.expires_at
 
 
+async def test_a_key_the_ttl_backstop_removed_while_no_rotator_ran_is_recorded_destroyed(
+    rotators: Rotators, rpc: RpcClient, repository: Repository, recorder: MongoEventRecorder
+) -> None:
+    await register(repository, "main")
+    first, _ = await rotators.start(keyrotator_upload_key_lifetime=timedelta(seconds=3))
+    statement = (await issue(rpc)).statement
+    await rotators.stop(first)
+    # What the TTL index does an hour past the expiry: the sealed key goes, no event says so.
+    await recorder.db["upload_keys"].delete_one({"_id": statement.key_id})
+
+    await rotators.start()
+
+    await eventually(lambda: _is(destroyed_reason(repository, statement.key_id), "expired"))
+    assert datetime.now(UTC) >= statement.expires_at
+
+
 async def test_statements_of_a_replaced_signing_key_verify_until_they_expire(
     rotators: Rotators, rpc: RpcClient, repository: Repository
 ) -> None:

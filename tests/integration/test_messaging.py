@@ -7,7 +7,9 @@ from typing import Any
 
 import aio_pika
 import pytest
+from pymongo import AsyncMongoClient
 
+from m8.devservices import Services
 from m8.eventsourcing import StoredEvent
 from m8.eventstore import MongoEventRecorder, MongoInbox
 from m8.messaging import (
@@ -141,6 +143,29 @@ async def test_redelivered_event_already_handled_is_not_handled_again(
 async def _publish_one_more(recorder: MongoEventRecorder) -> StoredEvent:
     [event] = await recorder.append("test", "other", 0, [SampleHappened(2)], METADATA)
     return event
+
+
+async def test_events_whose_inbox_fails_are_requeued_and_never_stall_the_consumer(
+    recorder: MongoEventRecorder, amqp: AmqpBroker, services: Services, mongo_db_name: str
+) -> None:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(services["mongodb"].url)
+    await client.close()  # the inbox's database is out of reach: every look-up fails
+    received = Received()
+    # One message at a time: one left unsettled would stop the consumer for good.
+    consumer = EventConsumer(
+        amqp, SPEC, received.handler, MongoInbox(client[mongo_db_name]), concurrency=1
+    )
+    await consumer.start()
+    first = await _publish_one(recorder, amqp)
+    second = await _publish_one_more(recorder)
+    await amqp.publish_event(second)
+
+    dead = [await _dead_letter(amqp, SPEC), await _dead_letter(amqp, SPEC)]
+    await consumer.stop()
+
+    assert {m.message_id for m in dead} == {first.event_id, second.event_id}
+    assert [m.headers["x-first-death-reason"] for m in dead] == ["delivery_limit"] * 2
+    assert received.ids == []
 
 
 @pytest.fixture

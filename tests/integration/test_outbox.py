@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
 from collections.abc import AsyncIterator
 
 import pytest
+from bson import ObjectId
 
 from m8.devservices import Services
 from m8.eventstore import MongoEventRecorder, MongoInbox, OutboxRelay
+from m8.eventstore.mongo import UNDECODABLE
 from m8.messaging import Broker as AmqpBroker
 from m8.messaging import EventConsumer, QueueSpec
 from m8.messaging.topology import API_PROJECTIONS_QUEUE
@@ -126,3 +129,46 @@ async def test_event_no_queue_takes_stays_unpublished(
     relay = OutboxRelay(recorder, amqp, owner="unroutable", poll_interval=0.01)
     assert await relay.publish_pending() == 0
     assert [e.event_id for e in await recorder.unpublished(10)] == [event.event_id]
+
+
+async def test_an_undecodable_event_is_set_aside_and_the_events_around_it_still_arrive(
+    recorder: MongoEventRecorder,
+    amqp: AmqpBroker,
+    received: Received,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    before = await _append(recorder, 2, prefix="before")
+    broken = [ObjectId(), ObjectId()]
+    # Edited by hand: one without metadata, one whose data is no JSON object.
+    await recorder.events.insert_many(
+        [
+            {"_id": broken[0], "aggregate_type": "test", "type": "X", "published": False},
+            {
+                "_id": broken[1],
+                "aggregate_type": "test",
+                "aggregate_id": "b",
+                "version": 1,
+                "type": "SampleHappened",
+                "type_version": 1,
+                "data": "not an object",
+                "metadata": {"actor": "a", "correlation_id": "c"},
+                "recorded_at": "yesterday",
+                "published": False,
+            },
+        ]
+    )
+    after = await _append(recorder, 2, prefix="after")
+    relay = OutboxRelay(recorder, amqp, owner="through-junk", batch=3)
+
+    task = asyncio.create_task(relay.run())
+    try:
+        await received.wait_for(4)
+    finally:
+        task.cancel()
+
+    assert sorted(received.ids) == sorted(before + after)
+    marks = {d["_id"]: d["published"] async for d in recorder.events.find({"_id": {"$in": broken}})}
+    assert marks == {broken[0]: UNDECODABLE, broken[1]: UNDECODABLE}
+    assert await recorder.unpublished(10) == []
+    logged = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert {getattr(r, "event_id", None) for r in logged} >= {str(i) for i in broken}

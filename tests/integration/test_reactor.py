@@ -22,14 +22,16 @@ import httpx
 import pytest
 from hvac.exceptions import InvalidPath
 from prometheus_client import REGISTRY, generate_latest
+from pydantic import SecretStr
 
-from m8.crypto import fingerprint
+from m8.crypto import fingerprint, new_upload_id
 from m8.devservices import Services
 from m8.domain.events import SecretUploadRequested
 from m8.eventsourcing import StoredEvent
 from m8.eventstore import MongoEventRecorder
 from m8.messaging import Broker as AmqpBroker
 from m8.messaging.topology import reactor_queue
+from m8.reactors.adapters import VaultKvStore
 from tests.integration.test_upstream_adapters import AwsUpstream, Upstream, VaultUpstream
 from tests.servers import Aws, Broker, Vault
 from tests.support.events import METADATA, eventually
@@ -74,7 +76,12 @@ async def reactors(
         {"region": aws.region, "name_prefix": aws.prefix, "endpoint_url": aws.endpoint_url},
     )
     running = Reactors.create(uploads, keys, broker.url, services["mongodb"].url, mongo_db_name)
-    running.use_credentials({VAULT_STORE: {"token": vault.token}})
+    running.use_credentials(
+        {
+            VAULT_STORE: {"address": vault.addr, "token": vault.token},
+            AWS_STORE: {"region": aws.region, "endpoint_url": aws.endpoint_url},
+        }
+    )
     yield running
     await running.stop()
 
@@ -297,6 +304,119 @@ async def test_two_reactors_on_one_queue_store_every_upload_once(
         assert vault.value(path) == value
 
 
+class Listener:
+    """An HTTP server that remembers every request it gets, and answers none usefully."""
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+        listener = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def answer(self) -> None:
+                listener.requests.append(f"{self.command} {self.path}")
+                self.send_error(503)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_LIST = answer
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+async def test_store_pointed_away_from_where_the_operator_pinned_it_fails_and_is_sent_nothing(
+    reactors: Reactors, amqp: AmqpBroker, vault: Vault
+) -> None:
+    listener = Listener()
+    try:
+        config = {"address": listener.url, "mount": vault.mount, "path_prefix": vault.prefix}
+        # Pinned at the real Vault, but the catalog says elsewhere (an edited event).
+        await reactors.uploads.register_store("vault-moved", "vault", config)
+        # No entry at all: VAULT_TOKEN is for the Vault at VAULT_ADDR, not for this one.
+        await reactors.uploads.register_store("vault-rogue", "vault", config)
+        reactors.use_credentials({"vault-moved": {"address": vault.addr, "token": vault.token}})
+        moved = await reactors.uploads.upload("vault-moved", "team/db/password", secret_value())
+        rogue = await reactors.uploads.upload("vault-rogue", "team/db/password", secret_value())
+        await reactors.start("vault", vault_addr=vault.addr, vault_token=SecretStr(vault.token))
+        for sent, said in [(moved, "credentials pin"), (rogue, "VAULT_ADDR")]:
+            settled = await reactors.uploads.settled(sent)
+            assert (settled.status, settled.reason) == ("failed", "store_misconfigured")
+            assert settled.detail is not None
+            assert said in settled.detail
+        dead = {(await _dead_letter(amqp, "vault")).message_id for _ in range(2)}
+        assert dead == {moved.event.event_id, rogue.event.event_id}
+        assert listener.requests == []
+    finally:
+        listener.close()
+
+
+async def test_adapter_failing_in_a_way_it_does_not_know_fails_the_upload_without_its_text(
+    reactors: Reactors,
+    amqp: AmqpBroker,
+    recorder: MongoEventRecorder,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    upstreams: dict[str, Upstream],
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="m8")
+
+    def careless_write(_self: VaultKvStore, _path: str, data: dict[str, str], _cas: int) -> None:
+        raise ValueError(f"cannot write {data}")  # a bug whose text quotes the value
+
+    monkeypatch.setattr(VaultKvStore, "_write_sync", careless_write)
+    value, path = secret_value(), "team/db/password"
+    await reactors.start("vault")
+    sent = await reactors.uploads.upload(VAULT_STORE, path, value)
+    settled = await reactors.uploads.settled(sent)
+    assert (settled.status, settled.reason) == ("failed", "upstream_refused")
+    assert settled.detail == "unexpected ValueError"
+    assert (await _dead_letter(amqp, "vault")).message_id == sent.event.event_id
+    assert versions(upstreams["vault"], path) == 0
+    events = [doc async for doc in recorder.events.find({})]
+    assert value.decode() not in repr(events)
+    assert all(value.decode() not in repr(vars(record)) for record in caplog.records)
+
+
+@pytest.mark.parametrize("store_type", ["vault", "aws"])
+async def test_upload_written_upstream_before_its_key_expired_is_recorded_as_stored(
+    reactors: Reactors, store_type: str, upstreams: dict[str, Upstream]
+) -> None:
+    """An earlier delivery wrote the value and died before recording it; the key expired."""
+    uploads, upstream = reactors.uploads, upstreams[store_type]
+
+    async def claimed_then_expired(path: str, value: bytes) -> Sent:
+        key = await uploads.issue_key(STORES[store_type], path, lifetime=timedelta(minutes=-1))
+        upload_id, encrypted = uploads.encrypt(key, value)
+        claimed_at = key.signed.statement.expires_at - timedelta(minutes=1)
+        return await uploads.submit(key, upload_id, encrypted, claimed_at=claimed_at)
+
+    value = secret_value()
+    written = await claimed_then_expired("team/db/password", value)
+    elsewhere = await claimed_then_expired("team/api/key", secret_value())
+    value_fingerprint = fingerprint(value, reactors.keys.fingerprint_key)
+    adapter = upstream.store()
+    try:
+        await adapter.put("team/db/password", value, written.upload_id, value_fingerprint)
+        # Here another upload's version is current: nothing says this one was written.
+        await adapter.put("team/api/key", secret_value(), new_upload_id(), value_fingerprint)
+    finally:
+        await adapter.close()
+
+    await reactors.start(store_type)
+    settled = await uploads.settled(written)
+    assert (settled.status, settled.fingerprint) == ("stored", value_fingerprint)
+    assert upstream.version_count("team/db/password") == 1
+    assert upstream.value("team/db/password") == value
+    refused = await uploads.settled(elsewhere)
+    assert (refused.status, refused.reason) == ("rejected", "key_expired")
+
+
 # --- a reactor killed between its upstream write and its ack -------------------------
 
 HOP_BY_HOP = frozenset(
@@ -385,8 +505,10 @@ async def test_reactor_killed_after_its_upstream_write_leaves_one_upstream_versi
         proxy = SwallowingProxy(aws.endpoint_url, _is_aws_value_write)
         config = {"region": aws.region, "name_prefix": aws.prefix, "endpoint_url": proxy.url}
     store = f"{store_type}-proxied"
-    credentials = {store: {"token": vault.token}} if store_type == "vault" else {}
-    reactors.use_credentials(credentials)
+    if store_type == "vault":
+        reactors.use_credentials({store: {"address": proxy.url, "token": vault.token}})
+    else:
+        reactors.use_credentials({store: {"region": aws.region, "endpoint_url": proxy.url}})
     await reactors.uploads.register_store(store, store_type, config)
     log = state_dir / "reactor.log"
     with log.open("wb") as output:

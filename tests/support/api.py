@@ -1,9 +1,10 @@
-"""Shared by the API's integration tests: the app on real servers, callers and uploads.
+"""Shared by the API's integration tests: the app and the key rotator on real servers,
+callers, and uploads made as m8ctl makes them.
 
-(Holds no tests. It belongs in tests/support/; it lives here while the API is built.)
 The app runs in the test's own event loop through httpx's ASGI transport, with its
 lifespan entered by hand (`router.lifespan_context`): the same loop as the fixtures, no
-port, and the lifespan starts the real Runtime on the test's vhost and database.
+port, and the lifespan starts the real Runtime on the test's vhost and database. Upload
+keys come from the real key rotator (`start_rotator`), asked through the API.
 """
 
 from __future__ import annotations
@@ -22,14 +23,13 @@ from typer.testing import CliRunner
 
 from m8.api import ApiSettings, create_app
 from m8.api.deps import ApiContext
-from m8.crypto import Kek
+from m8.crypto import Binding, SignedStatement, UploadKeyStatement, new_upload_id, seal_envelope
 from m8.devservices import Services
 from m8.eventstore import MongoEventRecorder
 from m8.keyrotator import KeyRotatorSettings, RotatorKeys, start
 from m8.keyrotator.cli import keys_app
 from m8.runtime import Runtime
 from tests.servers import Broker
-from tests.support.uploads import IssuedKey, Uploads
 
 TOKENS = {
     "admin": "admin-token-0123456789",
@@ -90,7 +90,6 @@ class RunningApi:
 
     app: FastAPI
     client: httpx.AsyncClient
-    uploads: Uploads  # does what the rotator and m8ctl do, on the app's own database
 
     @property
     def context(self) -> ApiContext:
@@ -117,16 +116,28 @@ class RunningApi:
         response = await self.call("POST", "/v1/stores", json=body)
         assert response.status_code == 201, response.text
 
+    async def issue_key(
+        self, store: str | None, path: str, who: str = "admin"
+    ) -> UploadKeyStatement:
+        """An upload key from the key rotator (a rotator must run), as m8ctl asks for one."""
+        response = await self.call(
+            "POST", "/v1/upload-keys", who=who, json={"store": store, "path": path}
+        )
+        assert response.status_code == 201, response.text
+        return SignedStatement.from_dict(response.json()).statement
+
     def upload_body(
-        self, key: IssuedKey, value: bytes = b"s3cr3t-value", **changes: Any
+        self, key: UploadKeyStatement, value: bytes = b"s3cr3t-value", **changes: Any
     ) -> dict[str, Any]:
         """The body m8ctl sends to POST /v1/secrets for `value` under `key`."""
-        upload_id, encrypted = self.uploads.encrypt(key, value)
+        upload_id = new_upload_id()
+        binding = Binding(upload_id, key.key_id, key.store_id, key.path)
+        encrypted = seal_envelope(value, binding, key.public_key)
         return {
             "upload_id": upload_id,
             "key_id": key.key_id,
             **encrypted.to_dict(),
-            "store": key.store,
+            "store": key.store_id,
             "path": key.path,
             **changes,
         }
@@ -140,17 +151,18 @@ async def running_api(settings: ApiSettings) -> AsyncIterator[RunningApi]:
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://m8") as client,
     ):
-        context: ApiContext = app.state.api
-        yield RunningApi(app, client, Uploads(context.runtime.recorder, Kek.generate("kek-1")))
+        yield RunningApi(app, client)
 
 
 async def start_rotator(
-    broker: Broker, services: Services, database: str, directory: Path
+    broker: Broker, services: Services, database: str, directory: Path, **overrides: Any
 ) -> Runtime:
-    """The key rotator on the test's vhost and database, with a KEK for vault stores only."""
+    """The key rotator on the test's vhost and database, with KEKs for vault and aws stores;
+    `overrides` change its settings (key lifetime, sweep interval)."""
     runner = CliRunner()
     for args in (
         ["generate-kek", "--store-type", "vault", "--kek-id", "vault-1", "--out", str(directory)],
+        ["generate-kek", "--store-type", "aws", "--kek-id", "aws-1", "--out", str(directory)],
         ["generate-master-key", "--out", str(directory / "master.json")],
     ):
         made = runner.invoke(keys_app, args)
@@ -159,8 +171,12 @@ async def start_rotator(
         amqp_url=broker.url,
         mongodb_uri=services["mongodb"].url,
         mongodb_database=database,
-        keyrotator_kek_files={"vault": [directory / "vault-1.pub.json"]},
+        keyrotator_kek_files={
+            "vault": [directory / "vault-1.pub.json"],
+            "aws": [directory / "aws-1.pub.json"],
+        },
         keyrotator_master_key_file=directory / "master.json",
+        **overrides,
     )
     runtime = await Runtime.start("keyrotator", settings)
     try:
@@ -169,3 +185,23 @@ async def start_rotator(
         await runtime.close()
         raise
     return runtime
+
+
+@contextlib.asynccontextmanager
+async def api_with_rotator(
+    broker: Broker,
+    services: Services,
+    database: str,
+    directory: Path,
+    api: dict[str, Any] | None = None,
+    **rotator: Any,
+) -> AsyncIterator[RunningApi]:
+    """The API and a key rotator behind it; `api` and `rotator` override their settings."""
+    runtime = await start_rotator(broker, services, database, directory, **rotator)
+    try:
+        overrides = {"api_rpc_timeout": 10, **(api or {})}
+        settings = api_settings(broker, services, database, directory, **overrides)
+        async with running_api(settings) as running:
+            yield running
+    finally:
+        await runtime.close()

@@ -286,7 +286,8 @@ class Reactors:
         return cls(uploads, keys, settings)
 
     def use_credentials(self, credentials: dict[str, dict[str, str]]) -> None:
-        """Upstream credentials by store name, for reactors started from now on."""
+        """Credentials entries by store name (see m8.reactors.credentials: each pins its
+        store's address, or region and endpoint), for reactors started from now on."""
         self.settings = self.settings.model_copy(
             update={"reactor_credentials": SecretStr(json.dumps(credentials))}
         )

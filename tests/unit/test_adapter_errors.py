@@ -24,6 +24,7 @@ from m8.reactors.adapters.aws import classify_aws_error
 from m8.reactors.adapters.base import (
     NotManagedByM8,
     PermanentUpstreamError,
+    ThreadPool,
     TransientUpstreamError,
     UpstreamError,
 )
@@ -206,3 +207,28 @@ def test_not_managed_by_m8_is_permanent() -> None:
     error = NotManagedByM8(store="aws store 'a'", path="team/db")
     assert isinstance(error, PermanentUpstreamError)
     assert "adopt_unmanaged" in str(error)
+
+
+async def test_pool_call_gives_the_classified_error_without_the_clients_exception() -> None:
+    pool = ThreadPool(1, name="test")
+
+    def fails(exc: BaseException) -> Callable[[], None]:
+        def call() -> None:
+            raise exc
+
+        return call
+
+    def classify(exc: BaseException, action: str, path: str | None) -> UpstreamError | None:
+        return vault_error(exc) if action == "write" else None
+
+    try:
+        with pytest.raises(TransientUpstreamError) as failed:
+            await pool.call("write", "team/db", fails(hvac_errors.VaultDown(SECRET)), classify)
+        assert SECRET not in str(failed.value)
+        assert failed.value.__cause__ is None
+        assert failed.value.__suppress_context__
+        # Not the client's: the caller gets it as it is and decides.
+        with pytest.raises(ValueError, match="a bug"):
+            await pool.call("read", "team/db", fails(ValueError("a bug")), classify)
+    finally:
+        await pool.close()

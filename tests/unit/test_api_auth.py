@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from m8.api import ApiSettings, create_app
-from m8.api.auth import Authenticator, Principal, TokenEntry, TokenTable
+from m8.api.auth import Authenticator, Principal, TokenEntry, TokenTable, principal_of
 from m8.api.problems import Forbidden, Unauthorized
 from m8.runtime import ConfigurationError
 
@@ -45,6 +45,40 @@ def test_admins_write_anywhere_and_callers_without_a_role_nowhere() -> None:
     assert not Principal("x", frozenset()).may_write("any/path")
     with pytest.raises(Forbidden):
         Principal("x", frozenset()).require_role("admin", "user")
+
+
+@pytest.mark.parametrize(
+    ("claims", "roles", "prefixes"),
+    [
+        ({}, set(), None),
+        ({"roles": "user admin"}, {"user", "admin"}, None),
+        ({"roles": ["user", "offline_access"], "m8_prefixes": "team-a/"}, {"user"}, ("team-a/",)),
+        ({"roles": ["user"], "m8_prefixes": ["a", "b/"]}, {"user"}, ("a", "b/")),
+        ({"roles": ["user"], "m8_prefixes": []}, {"user"}, ()),
+    ],
+    ids=["absent", "roles-string", "prefixes-string", "prefixes-list", "prefixes-empty"],
+)
+def test_only_an_absent_prefixes_claim_means_any_path(
+    claims: dict[str, object], roles: set[str], prefixes: tuple[str, ...] | None
+) -> None:
+    principal = principal_of({"sub": "carol", **claims}, "roles", "m8_prefixes")
+
+    assert principal == Principal("carol", frozenset(roles), prefixes)
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"m8_prefixes": None},
+        {"m8_prefixes": 1},
+        {"m8_prefixes": ["a/", None]},
+        {"roles": {"admin": True}},
+        {"roles": [["admin"]]},
+    ],
+)
+def test_a_claim_of_another_type_is_refused(claims: dict[str, object]) -> None:
+    with pytest.raises(Unauthorized, match="must be a string or a list of strings"):
+        principal_of({"sub": "carol", **claims}, "roles", "m8_prefixes")
 
 
 def test_the_token_table_finds_the_caller_of_a_token_and_nobody_for_others() -> None:

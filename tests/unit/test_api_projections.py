@@ -34,7 +34,7 @@ def requested(upload_id: str, who: str = "alice") -> SecretUploadRequested:
 SECRET = "vault-a:team/db"
 
 
-def test_the_current_value_is_the_last_one_stored_and_history_keeps_every_upload() -> None:
+def test_the_current_value_is_the_last_one_stored_and_each_upload_keeps_its_outcome() -> None:
     events = stored_events(
         "secret",
         SECRET,
@@ -47,15 +47,25 @@ def test_the_current_value_is_the_last_one_stored_and_history_keeps_every_upload
     )
 
     [secret] = SecretsProjection().project(SECRET, events)
+    uploads = UploadsProjection().project(SECRET, events)
 
     assert (secret["fingerprint"], secret["upstream_version"]) == ("fp1:one", "2")
     assert secret["stored_by"] == "alice"
-    assert [(h["upload_id"], h["status"]) for h in secret["history"]] == [
-        ("u1", "stored"),
-        ("u2", "stored"),
-        ("u3", "rejected"),
+    assert secret["stored_at"] == events[4].recorded_at
+    assert "history" not in secret  # one small document, however many uploads
+    assert [(u["_id"], u["status"], u["requested_at"]) for u in uploads] == [
+        ("u1", "stored", events[0].recorded_at),
+        ("u2", "stored", events[1].recorded_at),
+        ("u3", "rejected", events[2].recorded_at),
     ]
-    assert all("ciphertext" not in h for h in secret["history"])
+    assert all("ciphertext" not in u for u in uploads)
+
+
+def test_a_secret_with_nothing_stored_yet_has_no_fingerprint() -> None:
+    [secret] = SecretsProjection().project(SECRET, stored_events("secret", SECRET, requested("u1")))
+
+    assert secret["fingerprint"] is secret["stored_at"] is None
+    assert (secret["store"], secret["path"]) == ("vault-a", "team/db")
 
 
 def test_each_upload_has_its_own_status_document() -> None:

@@ -23,6 +23,7 @@ from m8.crypto import (
     read_signing_key_file,
     write_key_file,
 )
+from m8.crypto.keyfiles import read_private_file, write_private_file
 
 
 def _mode(path: Path) -> int:
@@ -132,3 +133,42 @@ def test_errors_about_a_key_file_never_quote_the_key() -> None:
 def test_a_missing_key_file_is_a_key_file_error(tmp_path: Path) -> None:
     with pytest.raises(KeyFileError, match="cannot open"):
         read_kek_file(tmp_path / "absent.json")
+
+
+def test_a_private_file_is_written_0600_and_reads_back_text_or_bytes(tmp_path: Path) -> None:
+    text = write_private_file(tmp_path / "token", "tøken\n")
+    raw = write_private_file(tmp_path / "blob", b"\x00\xff")
+
+    assert _mode(text) == 0o600
+    assert read_private_file(text) == "tøken\n".encode()
+    assert read_private_file(raw) == b"\x00\xff"
+
+
+def test_replacing_a_world_readable_file_leaves_it_private(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_text("old")
+    os.chmod(path, 0o644)
+
+    write_private_file(path, "new", overwrite=True)
+
+    assert _mode(path) == 0o600
+    assert read_private_file(path) == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+
+
+def test_an_existing_private_file_is_kept_unless_overwriting_is_asked(tmp_path: Path) -> None:
+    path = write_private_file(tmp_path / "token", "first")
+
+    with pytest.raises(KeyFileExists):
+        write_private_file(path, "second")
+
+    assert read_private_file(path) == b"first"
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o601])
+def test_a_private_file_others_may_access_is_refused(tmp_path: Path, mode: int) -> None:
+    path = write_private_file(tmp_path / "token", "t")
+    os.chmod(path, mode)
+
+    with pytest.raises(InsecureKeyFile, match="chmod 600"):
+        read_private_file(path)

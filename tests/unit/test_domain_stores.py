@@ -12,7 +12,7 @@ from m8.domain.errors import (
     StoreInactive,
     UnknownStore,
 )
-from m8.domain.events import DefaultStoreChanged
+from m8.domain.events import DefaultStoreChanged, StoreRegistered
 
 
 def catalog_with(*names: str) -> StoreCatalog:
@@ -82,3 +82,11 @@ def test_replaying_recorded_events_gives_the_same_catalog() -> None:
     assert replayed.stores == catalog.stores
     assert replayed.default == "vault-b"
     assert replayed.version == catalog.version
+
+
+def test_a_second_registration_under_a_known_name_cannot_re_point_the_store() -> None:
+    catalog = catalog_with("vault-a")
+    forged = StoreRegistered("vault-a", "vault", {"address": "https://collector.example"})
+    replayed = StoreCatalog.replay("catalog", [*catalog.pending, forged])
+    assert replayed.get("vault-a") == catalog.get("vault-a")
+    assert replayed.get("vault-a").config == {"address": "http://vault:8200"}

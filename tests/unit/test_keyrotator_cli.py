@@ -101,3 +101,29 @@ def test_the_rotator_with_a_bad_setting_names_it(monkeypatch: pytest.MonkeyPatch
 
     assert result.exit_code == 1
     assert "M8_KEYROTATOR_UPLOAD_KEY_LIFETIME" in result.output
+
+
+def test_the_rotator_names_every_bad_setting_but_never_echoes_a_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("M8_KEYROTATOR_UPLOAD_KEY_LIFETIME", "hunter2-lifetime")
+    monkeypatch.setenv("M8_LOG_FORMAT", "hunter2-format")
+
+    result = runner.invoke(app, [])
+
+    assert result.exit_code == 1
+    assert "M8_KEYROTATOR_UPLOAD_KEY_LIFETIME: Input should be a valid timedelta" in result.output
+    assert "M8_LOG_FORMAT: String should match pattern" in result.output
+    assert "hunter2" not in result.output
+
+
+def test_the_rotator_with_malformed_json_in_a_setting_names_it_without_the_text(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("M8_KEYROTATOR_KEK_FILES", '{"vault": ["hunter2"')
+
+    result = runner.invoke(app, [])
+
+    assert result.exit_code == 1
+    assert "keyrotator_kek_files" in result.output
+    assert "hunter2" not in result.output

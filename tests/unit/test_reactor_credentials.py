@@ -1,4 +1,5 @@
-"""Upstream credentials come from a private file or the environment, and never leak."""
+"""Upstream credentials come from a private file or the environment, pin where each store
+lives, and never leak."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from m8.reactors.credentials import load_credentials
+from m8.reactors.credentials import AwsCredentials, VaultCredentials, load_credentials
 from m8.reactors.settings import ReactorSettings
 from m8.runtime import ConfigurationError
 
 TOKEN = "hvs.not-to-be-seen"
+ADDRESS = "https://vault.example:8200"
 
 
 def _file(tmp_path: Path, content: object, mode: int = 0o600) -> Path:
@@ -23,26 +25,43 @@ def _file(tmp_path: Path, content: object, mode: int = 0o600) -> Path:
     return path
 
 
-def test_credentials_file_gives_a_token_or_an_approle_per_store(tmp_path: Path) -> None:
+def test_credentials_file_pins_each_store_and_gives_vault_a_token_or_an_approle(
+    tmp_path: Path,
+) -> None:
     path = _file(
         tmp_path,
-        {"prod": {"token": TOKEN}, "dr": {"role_id": "r", "secret_id": "s", "approle_mount": "m"}},
+        {
+            "prod": {"address": ADDRESS, "token": TOKEN},
+            "dr": {"address": ADDRESS, "role_id": "r", "secret_id": "s", "approle_mount": "m"},
+            "cloud": {"region": "eu-west-1"},
+            "local": {"region": "us-east-1", "endpoint_url": "http://127.0.0.1:5000"},
+        },
     )
     found = load_credentials(ReactorSettings(reactor_credentials_file=path))
-    assert found["prod"].token is not None
-    assert found["prod"].token.get_secret_value() == TOKEN
-    assert (found["dr"].role_id, found["dr"].approle_mount) == ("r", "m")
+    prod, dr = found["prod"], found["dr"]
+    assert isinstance(prod, VaultCredentials)
+    assert isinstance(dr, VaultCredentials)
+    assert prod.address == ADDRESS
+    assert prod.token is not None
+    assert prod.token.get_secret_value() == TOKEN
+    assert (dr.role_id, dr.approle_mount) == ("r", "m")
+    assert found["cloud"] == AwsCredentials(region="eu-west-1")
+    assert found["local"] == AwsCredentials(
+        region="us-east-1", endpoint_url="http://127.0.0.1:5000"
+    )
     assert TOKEN not in repr(found)
 
 
 def test_credentials_file_readable_by_others_is_refused(tmp_path: Path) -> None:
-    path = _file(tmp_path, {"prod": {"token": TOKEN}}, mode=0o640)
+    path = _file(tmp_path, {"prod": {"address": ADDRESS, "token": TOKEN}}, mode=0o640)
     with pytest.raises(ConfigurationError, match="chmod 600"):
         load_credentials(ReactorSettings(reactor_credentials_file=path))
 
 
 def test_credentials_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("M8_REACTOR_CREDENTIALS", json.dumps({"prod": {"token": TOKEN}}))
+    monkeypatch.setenv(
+        "M8_REACTOR_CREDENTIALS", json.dumps({"prod": {"address": ADDRESS, "token": TOKEN}})
+    )
     settings = ReactorSettings()
     assert TOKEN not in repr(settings)
     assert set(load_credentials(settings)) == {"prod"}
@@ -64,10 +83,11 @@ def test_both_sources_at_once_are_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "entry",
     [
-        {"token": TOKEN, "role_id": "r", "secret_id": TOKEN},
-        {"role_id": "r"},
-        {"token": [TOKEN]},
-        {"token": TOKEN, "password": TOKEN},
+        {"address": ADDRESS, "token": TOKEN, "role_id": "r", "secret_id": TOKEN},
+        {"address": ADDRESS, "role_id": "r"},
+        {"address": ADDRESS, "token": [TOKEN]},
+        {"address": ADDRESS, "token": TOKEN, "password": TOKEN},
+        {"region": "eu-west-1", "token": TOKEN},
     ],
 )
 def test_invalid_entry_is_refused_without_showing_its_secrets(entry: dict[str, object]) -> None:
@@ -80,5 +100,14 @@ def test_invalid_entry_is_refused_without_showing_its_secrets(entry: dict[str, o
 def test_credentials_that_are_not_json_are_refused_without_showing_them() -> None:
     settings = ReactorSettings(reactor_credentials=SecretStr(f"token={TOKEN}"))
     with pytest.raises(ConfigurationError, match="M8_REACTOR_CREDENTIALS") as refused:
+        load_credentials(settings)
+    assert TOKEN not in str(refused.value)
+
+
+def test_entry_that_pins_no_address_is_refused_and_says_what_it_needs() -> None:
+    settings = ReactorSettings(
+        reactor_credentials=SecretStr(json.dumps({"prod": {"token": TOKEN}}))
+    )
+    with pytest.raises(ConfigurationError, match="prod: give a Vault store's 'address'") as refused:
         load_credentials(settings)
     assert TOKEN not in str(refused.value)

@@ -17,6 +17,7 @@ class ExitCode(IntEnum):
     UNREACHABLE = 6
     UNTRUSTED_KEY = 7
     PENDING = 8
+    EXPIRED = 9
 
 
 class ClientError(Exception):

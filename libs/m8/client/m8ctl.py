@@ -11,17 +11,19 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from m8.client.errors import ClientError, ExitCode
-from m8.client.profile import PinnedKey, Profile
-from m8.client.sdk import M8Client
-from m8.client.upload import pin_endorsed_keys, put_secret, read_value
-from m8.crypto import decode_verify_key, verify_key_fingerprint
+from m8.client.profile import Profile
+
+if TYPE_CHECKING:
+    from m8.client.sdk import M8Client
+
+# httpx and PyNaCl are imported by the commands that need them: `--help` stays fast.
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 stores_app = typer.Typer(help="List stores; admins add, activate, deactivate them.")
@@ -35,7 +37,13 @@ app.add_typer(upload_app, name="upload")
 
 out = Console()
 err = Console(stderr=True)
-FINAL = {"stored": ExitCode.OK, "rejected": ExitCode.REJECTED, "failed": ExitCode.FAILED}
+# Where an upload can stop; `failed` waits for an operator's re-drive, `expired` for a retry.
+FINAL = {
+    "stored": ExitCode.OK,
+    "rejected": ExitCode.REJECTED,
+    "failed": ExitCode.FAILED,
+    "expired": ExitCode.EXPIRED,
+}
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
@@ -49,6 +57,8 @@ def fail(message: str, code: ExitCode) -> NoReturn:
 @contextmanager
 def session() -> Iterator[tuple[M8Client, Profile]]:
     """The saved profile and a client for it; client errors become exits."""
+    from m8.client.sdk import M8Client
+
     try:
         profile = Profile.load()
         with M8Client(profile.server, profile.token) as client:
@@ -79,6 +89,9 @@ def login(
     ] = False,
 ) -> None:
     """Save the server and your token, and pin the rotator's verify keys."""
+    from m8.client.sdk import M8Client
+    from m8.client.upload import pin_endorsed_keys, pin_published
+
     if token_file is not None:
         token = token_file.read_text().strip()
     elif not sys.stdin.isatty():
@@ -102,11 +115,7 @@ def login(
     except ClientError as exc:
         fail(exc.message, exc.exit_code)
     if not profile.pinned:
-        for entry in published:
-            verify_key = decode_verify_key(entry["verify_key"])
-            profile.pinned[entry["signing_key_id"]] = PinnedKey(
-                entry["verify_key"], verify_key_fingerprint(verify_key)
-            )
+        pin_published(profile, published)
     else:
         pin_endorsed_keys(profile, published)
         shown = {e["signing_key_id"]: e["verify_key"] for e in published}
@@ -157,6 +166,8 @@ def secret_put(
     The value comes from --file, else standard input, else a hidden prompt; bytes are sent
     exactly as read (a trailing newline from `echo` is part of the value; use printf).
     """
+    from m8.client.upload import put_secret, read_value
+
     with session() as (client, profile):
         raw = bytearray(_read_secret(file))
         try:
@@ -192,6 +203,12 @@ def _print_upload(status: dict[str, Any], as_json: bool) -> None:
                 highlight=False,
             )
             out.print(f"fingerprint {status.get('fingerprint')}", highlight=False)
+        elif state == "expired":
+            err.print(
+                "[red]expired[/]: its one-time key expired before it was stored; "
+                "put the secret again",
+                highlight=False,
+            )
         elif state in ("rejected", "failed"):
             err.print(
                 f"[red]{state}[/]: {status.get('reason')}: {status.get('detail') or ''}",

@@ -82,10 +82,15 @@ class M8Client:
     # --- secrets --------------------------------------------------------------------
 
     def secrets(self, store: str | None = None, prefix: str | None = None) -> Json:
-        """Secrets m8 has stored (fingerprints, never values)."""
+        """Every secret m8 has stored (fingerprints, never values), all pages."""
         params = {k: v for k, v in {"store": store, "prefix": prefix}.items() if v}
-        result: Json = self._call("GET", "/v1/secrets", params=params)
-        return result
+        items: list[Json] = []
+        while True:
+            page: Json = self._call("GET", "/v1/secrets", params=params)
+            items += page.get("secrets", [])
+            if not page.get("next_after"):
+                return {"secrets": items}
+            params["after"] = page["next_after"]
 
     def secret(self, store: str, path: str) -> Json:
         """One secret's current fingerprint and upstream version."""
@@ -94,7 +99,7 @@ class M8Client:
 
     def history(self, store: str, path: str) -> Json:
         """Every upload to one secret: who, when, outcome, fingerprint."""
-        result: Json = self._call("GET", f"/v1/secrets/{_seg(store)}/{quote(path)}/history")
+        result: Json = self._call("GET", f"/v1/history/{_seg(store)}/{quote(path)}")
         return result
 
     # --- stores ---------------------------------------------------------------------

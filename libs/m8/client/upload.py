@@ -36,6 +36,15 @@ def pinned_keys(profile: Profile) -> dict[str, VerifyKey]:
     return {key_id: decode_verify_key(p.verify_key) for key_id, p in profile.pinned.items()}
 
 
+def pin_published(profile: Profile, published: Sequence[Mapping[str, Any]]) -> None:
+    """Pins every published key: trust on first use, at login or an explicit re-pin."""
+    for entry in published:
+        verify_key = decode_verify_key(entry["verify_key"])
+        profile.pinned[str(entry["signing_key_id"])] = PinnedKey(
+            str(entry["verify_key"]), verify_key_fingerprint(verify_key)
+        )
+
+
 def pin_endorsed_keys(profile: Profile, published: Sequence[Mapping[str, Any]]) -> list[str]:
     """Pins published keys that a pinned key endorsed (a scheduled rotation); their ids.
 

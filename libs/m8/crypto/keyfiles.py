@@ -3,7 +3,8 @@
 Secret key files (KEK, rotator signing key, fingerprint key) are created with mode 0600,
 atomically (written under a temporary name, then linked into place), and are refused on
 read when group or others have any permission bit. A KEK's public half can be exported to
-a 0644 file for registration with the key rotator.
+a 0644 file for registration with the key rotator. `write_private_file` and
+`read_private_file` do the same for any other file only its owner may read (tokens, state).
 
 Formats (``kind`` names type and version)::
 
@@ -86,57 +87,50 @@ def write_key_file(
 
     Raises :class:`KeyFileExists` if ``path`` exists and ``overwrite`` is false.
     """
-    target = Path(path)
     mode = PUBLIC_FILE_MODE if isinstance(key, KekPublicKey) else SECRET_FILE_MODE
-    data = dumps_key(key).encode("utf-8")
-    if not overwrite and target.exists():
-        raise KeyFileExists(f"{target} exists; refusing to overwrite a key file")
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
-    try:
-        # O_EXCL with the final mode: the key is never readable by others, not even briefly.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, mode)
-        try:
-            os.fchmod(fd, mode)  # the umask may have removed bits we want (0644)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if overwrite:
-            os.replace(tmp, target)
-        else:
-            # link() fails if the target appeared meanwhile, unlike rename().
-            os.link(tmp, target)
-        _fsync_dir(target.parent)
-    except FileExistsError:
-        raise KeyFileExists(f"{target} exists; refusing to overwrite a key file") from None
-    except OSError as exc:
-        raise KeyFileError(f"cannot write key file {target}: {exc.strerror}") from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    return target
+    return _write(Path(path), dumps_key(key).encode("utf-8"), mode, overwrite=overwrite)
+
+
+def write_private_file(
+    path: str | os.PathLike[str], content: str | bytes, *, overwrite: bool = False
+) -> Path:
+    """Write a file only its owner can read (0600), atomically; text is stored as UTF-8.
+
+    Replacing an existing file (``overwrite=True``) never keeps its old, maybe looser,
+    mode. Raises :class:`KeyFileExists` if ``path`` exists and ``overwrite`` is false,
+    :class:`KeyFileError` if it cannot be written.
+    """
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    return _write(Path(path), data, SECRET_FILE_MODE, overwrite=overwrite)
+
+
+def read_private_file(path: str | os.PathLike[str]) -> bytes:
+    """The content of a regular file only its owner may access.
+
+    Raises :class:`InsecureKeyFile` if group or others have any permission bit, and
+    :class:`KeyFileError` if it cannot be read.
+    """
+    return _read(path, private=True)
 
 
 def read_kek_file(path: str | os.PathLike[str]) -> Kek:
     """A KEK from a 0600 key file."""
-    return loads_kek(_read(path, secret=True), source=str(path))
+    return loads_kek(_text(path, private=True), source=str(path))
 
 
 def read_kek_public_file(path: str | os.PathLike[str]) -> KekPublicKey:
     """A KEK public half from an exported file (any permissions)."""
-    return loads_kek_public(_read(path, secret=False), source=str(path))
+    return loads_kek_public(_text(path, private=False), source=str(path))
 
 
 def read_signing_key_file(path: str | os.PathLike[str]) -> RotatorSigningKey:
     """A rotator signing key from a 0600 key file."""
-    return loads_signing_key(_read(path, secret=True), source=str(path))
+    return loads_signing_key(_text(path, private=True), source=str(path))
 
 
 def read_fingerprint_key_file(path: str | os.PathLike[str]) -> FingerprintKey:
     """A fingerprint key from a 0600 key file."""
-    return loads_fingerprint_key(_read(path, secret=True), source=str(path))
+    return loads_fingerprint_key(_text(path, private=True), source=str(path))
 
 
 def loads_kek(text: str, *, source: str = "KEK") -> Kek:
@@ -181,28 +175,63 @@ def loads_fingerprint_key(text: str, *, source: str = "fingerprint key") -> Fing
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
-def _read(path: str | os.PathLike[str], *, secret: bool) -> str:
+def _write(target: Path, data: bytes, mode: int, *, overwrite: bool) -> Path:
+    if not overwrite and target.exists():
+        raise KeyFileExists(f"{target} exists; refusing to overwrite it")
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
+    try:
+        # O_EXCL with the final mode: the content is never readable by others, not even
+        # briefly, and a replaced file's old mode is not kept.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, mode)
+        try:
+            os.fchmod(fd, mode)  # the umask may have removed bits we want (0644)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if overwrite:
+            os.replace(tmp, target)
+        else:
+            # link() fails if the target appeared meanwhile, unlike rename().
+            os.link(tmp, target)
+        _fsync_dir(target.parent)
+    except FileExistsError:
+        raise KeyFileExists(f"{target} exists; refusing to overwrite it") from None
+    except OSError as exc:
+        raise KeyFileError(f"cannot write {target}: {exc.strerror}") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return target
+
+
+def _read(path: str | os.PathLike[str], *, private: bool) -> bytes:
     # Symlinks are followed on read: Kubernetes mounts secrets as symlinks. The mode of
     # the file actually opened is what counts, so it is checked on the descriptor.
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as exc:
-        raise KeyFileError(f"cannot open key file {path}: {exc.strerror}") from None
+        raise KeyFileError(f"cannot open {path}: {exc.strerror}") from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise KeyFileError(f"key file {path} is not a regular file")
-        if secret and info.st_mode & 0o077:
+            raise KeyFileError(f"{path} is not a regular file")
+        if private and info.st_mode & 0o077:
             raise InsecureKeyFile(
-                f"key file {path} has mode {stat.S_IMODE(info.st_mode):04o}; group and others "
+                f"{path} has mode {stat.S_IMODE(info.st_mode):04o}; group and others "
                 f"must have no access (chmod 600 {path})"
             )
         with os.fdopen(fd, "rb", closefd=False) as handle:
-            raw = handle.read()
+            return handle.read()
     finally:
         os.close(fd)
+
+
+def _text(path: str | os.PathLike[str], *, private: bool) -> str:
     try:
-        return raw.decode("utf-8")
+        return _read(path, private=private).decode("utf-8")
     except UnicodeDecodeError:
         raise KeyFileError(f"key file {path} is not UTF-8 text") from None
 

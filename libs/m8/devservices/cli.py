@@ -12,11 +12,11 @@ from rich.console import Console
 from rich.table import Table
 
 from m8.client.errors import ClientError
-from m8.client.profile import PinnedKey, Profile
+from m8.client.profile import Profile
 from m8.client.sdk import M8Client
 from m8.client.upload import put_secret
 from m8.config import get_settings
-from m8.crypto import SecretBytes, decode_verify_key, verify_key_fingerprint
+from m8.crypto import SecretBytes
 from m8.devservices.manager import ServiceError, Services, local_services
 from m8.devservices.system import AWS_STORE, VAULT_STORE, System, m8ctl_login
 
@@ -134,16 +134,11 @@ def demo() -> None:
     """Put one random value into both dev stores and show the two equal fingerprints."""
     try:
         system = System.load(_workdir())
-        token = system.admin_token_file.read_text().strip()
+        # The profile `m8 dev` logged in with m8ctl, pinned keys included.
+        profile = Profile.load(system.workdir / "m8ctl.json")
         value = secrets.token_bytes(24)  # random and never shown: only fingerprints are
         fingerprints = {}
-        with M8Client(system.api_url, token) as client:
-            profile = Profile(system.api_url, token)
-            for entry in client.rotator_keys():
-                verify_key = decode_verify_key(entry["verify_key"])
-                profile.pinned[entry["signing_key_id"]] = PinnedKey(
-                    entry["verify_key"], verify_key_fingerprint(verify_key)
-                )
+        with M8Client(profile.server, profile.token) as client:
             for store in (VAULT_STORE, AWS_STORE):
                 with SecretBytes(value) as secret:
                     accepted = put_secret(client, profile, "demo/value", store, secret)

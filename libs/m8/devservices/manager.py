@@ -98,9 +98,14 @@ def log_tail(path: str | None, lines: int = 15) -> str:
 
 
 def spawn(
-    name: str, argv: list[str], workdir: Path, env: dict[str, str] | None = None
+    name: str,
+    argv: list[str],
+    workdir: Path,
+    env: dict[str, str] | None = None,
+    inherit: Callable[[str], bool] = lambda _name: True,
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """Starts `argv` in a session of its own, logging to `workdir/logs/<name>.log`."""
+    """Starts `argv` in a session of its own, logging to `workdir/logs/<name>.log`, with
+    the variables of this process that `inherit` accepts, plus `env`."""
     log = workdir / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:
@@ -111,7 +116,7 @@ def spawn(
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=workdir,
-            env={**os.environ, **(env or {})},
+            env={**{k: v for k, v in os.environ.items() if inherit(k)}, **(env or {})},
             start_new_session=True,
         )
     return proc, str(log)

@@ -88,26 +88,53 @@ class System:
     def admin_token_file(self) -> Path:
         return self.workdir / "admin.token"
 
-    def environment(self, services: Services, keys: DevKeys) -> dict[str, str]:
-        """What the four services read: servers, key files, tokens, credentials."""
+    def environments(self, services: Services, keys: DevKeys) -> dict[str, dict[str, str]]:
+        """What each service reads: only its own keys, tokens and credentials."""
         token_file = self.workdir / "tokens.json"
         admin = secrets.token_urlsafe(32)
         write_private(self.admin_token_file, admin + "\n")
         digest = hashlib.sha256(admin.encode()).hexdigest()
         entry = {"sha256": digest, "subject": "dev-admin", "roles": ["admin"]}
         write_private(token_file, json.dumps({"tokens": [entry]}, indent=2))
-        return {
-            **services.environment(),
-            "M8_LOG_FORMAT": "json",
-            "M8_API_TOKEN_FILE": str(token_file),
-            "M8_KEYROTATOR_MASTER_KEY_FILE": str(keys.master),
-            "M8_KEYROTATOR_KEK_FILES": json.dumps(
-                {t: [str(keys.kek(t)[1])] for t in ("vault", "aws")}
+        # The reactors' own credentials, each pinned to its store's upstream address.
+        credentials = self.workdir / "reactor-credentials.json"
+        vault, aws = services["openbao"], services["aws"]
+        write_private(
+            credentials,
+            json.dumps(
+                {
+                    VAULT_STORE: {"address": vault.url, "token": vault.extra.get("token", "")},
+                    AWS_STORE: {"region": "us-east-1", "endpoint_url": aws.url},
+                },
+                indent=2,
             ),
+        )
+        common = {
+            "M8_AMQP_URL": services["rabbitmq"].url,
+            "M8_MONGODB_URI": services["mongodb"].url,
+            "M8_LOG_FORMAT": "json",
+        }
+        reactor = {
+            **common,
             "M8_REACTOR_FINGERPRINT_KEY_FILE": str(keys.fingerprint),
-            # moto takes any credentials; a real AWS uses the usual credential chain.
-            "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "dev"),
-            "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "dev"),
+            "M8_REACTOR_CREDENTIALS_FILE": str(credentials),
+        }
+        kek_files = {t: [str(keys.kek(t)[1])] for t in ("vault", "aws")}
+        return {
+            "api": {**common, "M8_API_TOKEN_FILE": str(token_file)},
+            "keyrotator": {
+                **common,
+                "M8_KEYROTATOR_MASTER_KEY_FILE": str(keys.master),
+                "M8_KEYROTATOR_KEK_FILES": json.dumps(kek_files),
+            },
+            "reactor-vault": {**reactor, "M8_REACTOR_KEK_FILES": str(keys.kek("vault")[0])},
+            "reactor-aws": {
+                **reactor,
+                "M8_REACTOR_KEK_FILES": str(keys.kek("aws")[0]),
+                # moto takes any keys; a real AWS uses boto3's usual credential chain.
+                "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "dev"),
+                "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "dev"),
+            },
         }
 
     def start(self, services: Services, overrides: dict[str, str] | None = None) -> None:
@@ -118,7 +145,7 @@ class System:
         """
         keys = DevKeys(self.workdir / "keys")
         keys.ensure()
-        env = {**self.environment(services, keys), **(overrides or {})}
+        environments = self.environments(services, keys)
         port = free_port()
         self.api_url = f"http://127.0.0.1:{port}"
         m8 = tool("m8")
@@ -129,8 +156,8 @@ class System:
             "reactor-aws": [m8, "reactor", "aws"],
         }
         for name, argv in commands.items():
-            extra = {"M8_REACTOR_KEK_FILES": str(keys.kek(name.split("-")[-1])[0])}
-            proc, _log = spawn(name, argv, self.workdir, {**env, **extra})
+            env = {**environments[name], **(overrides or {})}
+            proc, _log = spawn(name, argv, self.workdir, env, inherit=_not_ours)
             self.pids[name] = proc.pid
         if not wait_until(lambda: self._all_alive() and http_ok(f"{self.api_url}/readyz"), 90):
             logs = "".join(
@@ -139,7 +166,11 @@ class System:
             )
             self.stop()
             raise ServiceError(f"m8 did not come up; the services' logs:{logs}")
-        self.register_stores(services)
+        try:
+            self.register_stores(services)
+        except httpx.HTTPError as exc:
+            self.stop()
+            raise ServiceError(f"could not register the dev stores: {exc}") from None
         self.save()
 
     def _all_alive(self) -> bool:
@@ -201,15 +232,23 @@ class System:
         return cls(workdir, raw["api_url"], raw["pids"])
 
 
+def _not_ours(name: str) -> bool:
+    # A developer's shell may hold tokens and keys: a service gets only what it needs.
+    return not name.startswith(("M8_", "VAULT_", "BAO_", "AWS_"))
+
+
 def _auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
 def m8ctl_login(system: System, config: Path) -> None:
     """Logs a dev m8ctl profile in as the dev admin (token by file, never by argument)."""
-    subprocess.run(
+    done = subprocess.run(
         [tool("m8ctl"), "login", system.api_url, "--token-file", str(system.admin_token_file)],
         env={**os.environ, "M8CTL_CONFIG": str(config)},
-        check=True,
+        check=False,
         capture_output=True,
+        text=True,
     )
+    if done.returncode != 0:
+        raise ServiceError(f"m8ctl login failed: {done.stderr.strip()}")

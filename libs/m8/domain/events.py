@@ -124,4 +124,4 @@ class UploadKeyDestroyed(DomainEvent):
     """The sealed private key is deleted: the upload's ciphertext is unreadable for good."""
 
     key_id: str
-    reason: str  # used | rejected | failed | expired
+    reason: str  # used | rejected | expired

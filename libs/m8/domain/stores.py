@@ -50,7 +50,10 @@ class StoreCatalog(Aggregate):
     def apply(self, event: DomainEvent) -> None:
         match event:
             case StoreRegistered(name=name, store_type=store_type, config=config):
-                self.stores[name] = Store(name, store_type, dict(config), active=False)
+                # The first registration holds: `register` never records a second one, so
+                # one in the history is forged, and must not re-point the store.
+                if name not in self.stores:
+                    self.stores[name] = Store(name, store_type, dict(config), active=False)
             case StoreActivated(name=name):
                 self.stores[name] = replace(self.stores[name], active=True)
             case StoreDeactivated(name=name):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
+import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -17,13 +19,27 @@ from bson import ObjectId
 from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 
 from m8.eventsourcing import ConcurrencyConflict, DomainEvent, Metadata, StoredEvent
+
+log = logging.getLogger(__name__)
 
 Document = dict[str, Any]
 DUPLICATE_KEY = 11000
 WRITE_CONFLICT = 112
+# The `published` mark of a document the outbox cannot decode: out of its scan, kept.
+UNDECODABLE = "undecodable"
+
+
+class TransactionConflict(ConcurrencyConflict):
+    """A concurrent transaction wrote the same documents first: run the transaction again."""
+
+    def __init__(self) -> None:
+        # Not one aggregate's conflict, so none of the aggregate fields mean anything.
+        Exception.__init__(self, "a concurrent transaction changed the same data")
+        self.aggregate_type = self.aggregate_id = ""
+        self.expected_version = -1
 
 
 async def connect_database(uri: str, name: str) -> AsyncDatabase[Document]:
@@ -85,9 +101,22 @@ class MongoEventRecorder:
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncClientSession]:
-        """A transaction that appends and other writes of the caller share."""
-        async with self.db.client.start_session() as session, await session.start_transaction():
-            yield session
+        """A transaction that appends and other writes of the caller share.
+
+        Committed when the block ends, aborted if it raises. A write conflict with a
+        concurrent transaction is raised as a ConcurrencyConflict (`TransactionConflict`):
+        like a stale expected version, it means "decide again on fresh state".
+        """
+        try:
+            async with (
+                self.db.client.start_session() as session,
+                await session.start_transaction(),
+            ):
+                yield session
+        except PyMongoError as exc:
+            if exc.has_error_label("TransientTransactionError") or _code(exc) == WRITE_CONFLICT:
+                raise TransactionConflict() from None
+            raise
 
     async def append(
         self,
@@ -120,6 +149,9 @@ class MongoEventRecorder:
             if exc.code == WRITE_CONFLICT:
                 raise ConcurrencyConflict(aggregate_type, aggregate_id, expected_version) from None
             raise
+        except TransactionConflict:
+            # Our own transaction for several events met a rival's.
+            raise ConcurrencyConflict(aggregate_type, aggregate_id, expected_version) from None
         return stored
 
     async def load(self, aggregate_type: str, aggregate_id: str) -> list[StoredEvent]:
@@ -149,9 +181,26 @@ class MongoEventRecorder:
             yield from_document(doc)
 
     async def unpublished(self, limit: int) -> list[StoredEvent]:
-        """The oldest events the relay has not yet seen confirmed by the broker."""
+        """The oldest events the relay has not yet seen confirmed by the broker.
+
+        A document that is no valid event (changed by hand, say) is set aside as
+        `published: "undecodable"` and logged, so it cannot hold up the events behind it.
+        """
         cursor = self.events.find({"published": False}).sort("_id", ASCENDING).limit(limit)
-        return [from_document(doc) async for doc in cursor]
+        events = []
+        async for doc in cursor:
+            try:
+                events.append(_publishable(doc))
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                await self.events.update_one(
+                    {"_id": doc["_id"]}, {"$set": {"published": UNDECODABLE}}
+                )
+                log.error(
+                    "undecodable event set aside, it will not be published: repair it and "
+                    "set published to false, or delete it",
+                    extra={"event_id": str(doc["_id"]), "problem": f"{type(exc).__name__}: {exc}"},
+                )
+        return events
 
     async def mark_published(self, event_ids: Sequence[str]) -> None:
         """Notes that the broker confirmed these events."""
@@ -165,6 +214,20 @@ class MongoEventRecorder:
         updates = {f"data.{name}": value for name, value in replacements.items()}
         result = await self.events.update_many({"_id": ObjectId(event_id)}, {"$set": updates})
         return result.matched_count == 1
+
+
+def _publishable(doc: Mapping[str, Any]) -> StoredEvent:
+    # The relay marks events by ObjectId and sends them as JSON: both must work.
+    if not isinstance(doc["_id"], ObjectId):
+        raise TypeError("_id is not an ObjectId")
+    event = from_document(doc)
+    json.dumps(event.to_json())
+    return event
+
+
+def _code(exc: PyMongoError) -> int | None:
+    code = getattr(exc, "code", None)
+    return code if isinstance(code, int) else None
 
 
 def _is_duplicate(exc: DuplicateKeyError | BulkWriteError) -> bool:

@@ -3,7 +3,9 @@
 Appending marks each event `published: false` in the same write; the relay publishes
 those with publisher confirms and then marks them published. A crash between the two
 republishes with the same message id, which consumers absorb. One relay at a time holds
-a lease, so that several processes running relays do not all publish every event.
+a lease, so that several processes running relays do not all publish every event. A
+document that does not decode is set aside (see `MongoEventRecorder.unpublished`) rather
+than stopping the relay, or every relay after it, in front of it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class OutboxRelay:
         poll_interval: float = 0.2,
         lease_seconds: float = 10.0,
         confirm_timeout: float = 10.0,
+        max_backoff: float = 5.0,
     ) -> None:
         self.recorder = recorder
         self.broker = broker
@@ -44,6 +47,7 @@ class OutboxRelay:
         self.poll_interval = poll_interval
         self.lease = timedelta(seconds=lease_seconds)
         self.confirm_timeout = confirm_timeout
+        self.max_backoff = max_backoff
         self._leases = recorder.db["outbox_lease"]
         self._lease_until: datetime | None = None
         self._wakeup = asyncio.Event()
@@ -53,13 +57,24 @@ class OutboxRelay:
         self._wakeup.set()
 
     async def run(self) -> None:
-        """Relays until cancelled; survives broker and database outages."""
+        """Relays until cancelled; survives broker and database outages, and bad events."""
+        failures = 0
         while True:
             try:
-                if await self._hold_lease() and await self.publish_pending() >= self.batch:
-                    continue  # more are waiting
+                more = await self._hold_lease() and await self.publish_pending() >= self.batch
+                failures = 0
             except (PyMongoError, OSError) as exc:
+                more, failures = False, failures + 1
                 log.warning("outbox relay pass failed, retrying: %s", exc)
+            except Exception:
+                # Whatever it is, the relay must go on: without it nothing is published.
+                more, failures = False, failures + 1
+                log.exception("outbox relay pass failed unexpectedly, retrying")
+            if more:
+                continue
+            if failures:
+                await asyncio.sleep(min(self.poll_interval * 2**failures, self.max_backoff))
+                continue
             self._wakeup.clear()
             try:
                 async with asyncio.timeout(self.poll_interval):

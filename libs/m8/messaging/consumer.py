@@ -4,8 +4,9 @@ The runner acks a message only after the handler returned (the handler stores it
 outcome first). A redelivered event whose id the inbox already holds is acked without
 running the handler again. Undecodable messages and `PoisonMessage` go to the dead-letter
 queue at once; `TransientError` is retried with backoff in place, then the message is
-requeued, and the queue's delivery limit dead-letters it in the end. A handler that is
-idempotent by construction (a projection) may go without an inbox.
+requeued, as it is when the handler or the inbox fails otherwise, and the queue's
+delivery limit dead-letters it in the end. Every message is settled one way or another.
+A handler that is idempotent by construction (a projection) may go without an inbox.
 """
 
 from __future__ import annotations
@@ -104,30 +105,34 @@ class EventConsumer:
             )
             await _settle(message.reject(requeue=False))
             return
-        if self.inbox is not None and await self.inbox.seen(self.spec.name, event.event_id):
-            await _settle(message.ack())
-            return
         fields = {"queue": self.spec.name, "event_id": event.event_id, "event": event.event_type}
         try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(TransientError),
-                stop=stop_after_attempt(self.attempts),
-                wait=wait_exponential(multiplier=0.2, max=self.max_backoff),
-                reraise=True,
-            ):
-                with attempt:
-                    await self.handler(event)
+            if self.inbox is None or not await self.inbox.seen(self.spec.name, event.event_id):
+                await self._run_handler(event)
+                if self.inbox is not None:
+                    # If this fails the event comes again; the handler is idempotent.
+                    await self.inbox.remember(self.spec.name, event.event_id)
         except PoisonMessage as exc:
             log.error("poison event dead-lettered: %s", exc, extra=fields)
             await _settle(message.reject(requeue=False))
         except Exception as exc:
-            # Requeued: the delivery limit dead-letters it if this keeps happening.
+            # The handler or the inbox failed. Requeued, never left unsettled (that would
+            # hold a prefetch slot for good); the delivery limit dead-letters it if this
+            # keeps happening.
             log.warning("event handling failed, requeued: %s", _describe(exc), extra=fields)
             await _settle(message.nack(requeue=True))
         else:
-            if self.inbox is not None:
-                await self.inbox.remember(self.spec.name, event.event_id)
             await _settle(message.ack())
+
+    async def _run_handler(self, event: StoredEvent) -> None:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(TransientError),
+            stop=stop_after_attempt(self.attempts),
+            wait=wait_exponential(multiplier=0.2, max=self.max_backoff),
+            reraise=True,
+        ):
+            with attempt:
+                await self.handler(event)
 
 
 async def _settle(outcome: Awaitable[None]) -> None:

@@ -14,7 +14,7 @@ from m8.api.bodylimit import BodySizeLimit
 from m8.api.deps import ApiContext
 from m8.api.handlers import Commands
 from m8.api.metrics import ApiMetrics, MetricsMiddleware
-from m8.api.projections import PROJECTIONS
+from m8.api.projections import SecretReadModels, UploadKeysProjection
 from m8.api.queries import Queries
 from m8.api.redaction import CiphertextRedactor
 from m8.api.rotator import RotatorClient
@@ -82,11 +82,13 @@ def create_app(settings: ApiSettings) -> FastAPI:
 def _read_side(runtime: Runtime) -> Handler:
     """The projections consumer's handler: read models, then ciphertext redaction."""
     # No inbox: projections are idempotent by construction, and so is redaction.
-    runner = ProjectionRunner(runtime.recorder, PROJECTIONS)
+    runner = ProjectionRunner(runtime.recorder, [UploadKeysProjection()])
+    secrets = SecretReadModels(runtime.recorder)
     redactor = CiphertextRedactor(runtime.recorder, runtime.repository)
 
     async def handle(event: StoredEvent) -> None:
         await runner.handle(event)
+        await secrets.handle(event)
         await redactor.handle(event)
 
     return handle

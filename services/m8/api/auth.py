@@ -8,8 +8,8 @@ The token file (JSON or TOML) lists SHA-256 hashes of tokens, never tokens:
     roles = ["user"]
     prefixes = ["team-a/"]   # optional: the paths this user may write; absent means any
 
-Roles are `admin` (everything) and `user` (upload and read). Anyone authenticated
-without a role is refused (403).
+Roles are `admin` (everything) and `user` (upload, and read what m8 knows of the paths it
+may upload to). Anyone authenticated without a role is refused (403).
 """
 
 from __future__ import annotations
@@ -47,15 +47,18 @@ class Principal:
     def is_admin(self) -> bool:
         return "admin" in self.roles
 
-    def may_write(self, path: str) -> bool:
-        """Whether this caller may upload to `path`."""
+    def path_scope(self) -> tuple[str, ...] | None:
+        """The prefixes covering every path this caller may write; None: any path."""
         if self.is_admin:
-            return True
+            return None
         if "user" not in self.roles:
-            return False
-        if self.prefixes is None:
-            return True
-        return any(_under(path, prefix) for prefix in self.prefixes)
+            return ()
+        return self.prefixes
+
+    def may_write(self, path: str) -> bool:
+        """Whether this caller may upload to `path` (and see what m8 knows of it)."""
+        scope = self.path_scope()
+        return scope is None or any(under(path, prefix) for prefix in scope)
 
     def require_role(self, *roles: Role) -> None:
         """Forbidden unless the caller has one of `roles`."""
@@ -64,7 +67,6 @@ class Principal:
 
     def require_write(self, path: str) -> None:
         """Forbidden unless the caller may upload to `path`."""
-        self.require_role("admin", "user")
         if not self.may_write(path):
             allowed = ", ".join(self.prefixes or ()) or "none"
             raise Forbidden(
@@ -72,11 +74,21 @@ class Principal:
             )
 
 
-def _under(path: str, prefix: str) -> bool:
-    # By whole segments: prefix "team-a" covers "team-a/db", never "team-ab/db".
+def covered(prefix: str) -> tuple[str | None, str]:
+    """What `prefix` covers: one path itself (or None), and every path starting with the other.
+
+    By whole segments: "team-a" covers "team-a" and "team-a/db", never "team-ab/db";
+    "team-a/" covers what is under "team-a/" only.
+    """
     if prefix.endswith("/"):
-        return path.startswith(prefix)
-    return path == prefix or path.startswith(prefix + "/")
+        return None, prefix
+    return prefix, prefix + "/"
+
+
+def under(path: str, prefix: str) -> bool:
+    """Whether `prefix` covers `path`."""
+    exact, start = covered(prefix)
+    return path == exact or path.startswith(start)
 
 
 class TokenEntry(BaseModel):
@@ -160,26 +172,55 @@ class OidcVerifier:
             raise Unavailable("the identity provider's keys cannot be fetched") from None
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"the token is not valid: {type(exc).__name__}") from None
-        roles = _claim(claims, self.roles_claim)
-        if isinstance(roles, str):
-            roles = roles.split()
-        prefixes = _claim(claims, self.prefixes_claim)
-        return Principal(
-            subject=str(claims["sub"]),
-            roles=frozenset(r for r in roles or () if isinstance(r, str) and r in ROLES),
-            prefixes=tuple(p for p in prefixes if isinstance(p, str))
-            if isinstance(prefixes, list)
-            else None,
-        )
+        return principal_of(claims, self.roles_claim, self.prefixes_claim)
 
 
-def _claim(claims: Mapping[str, Any], name: str) -> Any:
-    value: Any = claims
-    for part in name.split("."):
+def principal_of(claims: Mapping[str, Any], roles_claim: str, prefixes_claim: str) -> Principal:
+    """The caller a verified JWT's claims name; Unauthorized if a claim has the wrong type.
+
+    Roles: a list of strings, or one string of space-separated roles; absent: none.
+    Prefixes: a list of strings, or one string (a list of one); absent: any path. Anything
+    else is refused rather than guessed at: a mistyped prefixes claim must never mean
+    "any path".
+    """
+    roles = _claim(claims, roles_claim)
+    prefixes = _claim(claims, prefixes_claim)
+    if isinstance(roles, str):
+        roles = roles.split()
+    return Principal(
+        subject=str(claims["sub"]),
+        roles=frozenset(_strings(roles, roles_claim) or ()) & ROLES,
+        prefixes=_strings(prefixes, prefixes_claim),
+    )
+
+
+class _Absent:
+    """A claim the token does not carry (unlike one that is there and null)."""
+
+
+_ABSENT = _Absent()
+
+
+def _claim(claims: Mapping[str, Any], name: str) -> object:
+    value: object = claims
+    for part in name.split("."):  # dotted for nested claims: "realm_access.roles"
         if not isinstance(value, Mapping):
-            return None
-        value = value.get(part)
+            raise Unauthorized(f"the token's claim {name!r} is malformed: {part!r} is in no object")
+        if part not in value:
+            return _ABSENT
+        value = value[part]
     return value
+
+
+def _strings(value: object, name: str) -> tuple[str, ...] | None:
+    """A claim as strings: a string is one, an absent claim None, any other type refused."""
+    if isinstance(value, _Absent):
+        return None
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return tuple(value)
+    raise Unauthorized(f"the token's claim {name!r} must be a string or a list of strings")
 
 
 class Authenticator:

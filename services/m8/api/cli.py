@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 import uvicorn
 
 from m8.api.app import create_app
 from m8.api.settings import ApiSettings
+from m8.config import SettingsError, load_settings
 from m8.logs import configure_logging
 from m8.runtime import ConfigurationError
 
@@ -21,13 +22,15 @@ def serve(
     port: Annotated[int | None, typer.Option(help="port to listen on [M8_API_PORT]")] = None,
 ) -> None:
     """Serves the API."""
-    settings = ApiSettings()
+    try:
+        settings = load_settings(ApiSettings)
+    except SettingsError as exc:
+        _fail(str(exc))
     configure_logging(settings.log_level, settings.log_format)
     try:
         api = create_app(settings)
     except ConfigurationError as exc:
-        typer.echo(f"m8 api: {exc}", err=True)
-        raise typer.Exit(2) from None
+        _fail(str(exc))
     uvicorn.run(
         api,
         host=host or settings.api_host,
@@ -36,3 +39,8 @@ def serve(
         access_log=False,  # paths name secrets; metrics count requests by route instead
         proxy_headers=False,
     )
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"m8 api: {message}", err=True)
+    raise typer.Exit(2)

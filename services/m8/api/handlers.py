@@ -101,13 +101,16 @@ class Commands:
         )
 
     async def _record_upload(self, command: UploadCommand, metadata: Metadata) -> None:
-        catalog = await self.repository.load(StoreCatalog, CATALOG_ID)
-        store = catalog.target(command.store)
         key = await self.repository.load(UploadKey, command.key_id)
         if not key.exists:
             raise UnknownUploadKey(
                 f"there is no upload key {command.key_id!r}; ask for one with POST /v1/upload-keys"
             )
+        # No store named: the key's own, which was the default when it was issued (the
+        # default may have changed since).
+        issued_for = key.issued.store if key.issued is not None else None
+        catalog = await self.repository.load(StoreCatalog, CATALOG_ID)
+        store = catalog.target(command.store or issued_for)
         key.claim(command.upload_id, store.name, command.path)
         secret = await self.repository.load(Secret, secret_id(store.name, command.path))
         secret.request_upload(

@@ -21,7 +21,6 @@ UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 STORE_PATTERN = f"^{STORE_NAME.pattern}$"
 KEY_ID_MAX = 64
 KEY_ID_PATTERN = rf"^[A-Za-z0-9._-]{{1,{KEY_ID_MAX}}}$"
-PATH_PATTERN = r"^[A-Za-z0-9_.+=@-]+(/[A-Za-z0-9_.+=@-]+)*$"
 UploadStatus = Literal["pending", "stored", "rejected", "failed", "expired"]
 
 
@@ -42,7 +41,8 @@ def _base64_length(size: int) -> int:
     return 4 * ((size + 2) // 3)
 
 
-def _secret_path(path: str) -> str:
+def secret_path(path: str) -> str:
+    """The domain's path rule (m8.domain.paths) as a pydantic validator."""
     try:
         return check_path(path)
     except InvalidPath as exc:
@@ -52,8 +52,8 @@ def _secret_path(path: str) -> str:
 StoreName = Annotated[str, Field(pattern=STORE_PATTERN, examples=["prod-vault"])]
 SecretPath = Annotated[
     str,
-    Field(max_length=MAX_PATH_LENGTH, pattern=PATH_PATTERN, examples=["team-a/db/password"]),
-    AfterValidator(_secret_path),
+    Field(max_length=MAX_PATH_LENGTH, examples=["team-a/db/password"]),
+    AfterValidator(secret_path),
 ]
 
 

@@ -80,11 +80,10 @@ class NotFound(ApiError):
 
 
 class Unavailable(ApiError):
+    """Try again later: the answer carries Retry-After (M8_API_RETRY_AFTER_SECONDS)."""
+
     status = 503
     code = "unavailable"
-
-    def __init__(self, detail: str, retry_after: int = 5) -> None:
-        super().__init__(detail, {"Retry-After": str(retry_after)})
 
 
 class BadGateway(ApiError):
@@ -92,21 +91,25 @@ class BadGateway(ApiError):
     code = "bad_gateway"
 
 
-_DOMAIN_STATUS: dict[type[domain.DomainError], int] = {
-    domain.InvalidPath: 422,
-    domain.UnknownStore: 404,
-    domain.UnknownUpload: 404,
-    domain.UnknownUploadKey: 404,
-    domain.UploadKeyMismatch: 422,
-}
-# What the key rotator's RPC error codes mean for the caller (docs/contracts.md).
-_RPC_STATUS = {
-    "unknown_store": 404,
-    "store_inactive": 409,
-    "no_default_store": 409,
-    "no_kek": 409,
+# What an error code means for the caller, whether the domain raised it here or the key
+# rotator answered with it (its RPC errors forward DomainError.code; docs/contracts.md).
+# A domain code not listed is a conflict (409); an RPC code not listed, a rotator failure.
+_STATUS = {
     "invalid_path": 422,
     "bad_request": 422,
+    "upload_key_mismatch": 422,
+    "unknown_store": 404,
+    "unknown_upload": 404,
+    "unknown_upload_key": 404,
+    "store_exists": 409,
+    "store_inactive": 409,
+    "no_default_store": 409,
+    "default_store_in_use": 409,
+    "no_kek": 409,
+    "upload_exists": 409,
+    "upload_key_used": 409,
+    "upload_key_expired": 409,
+    "upload_key_destroyed": 409,
 }
 
 
@@ -136,37 +139,43 @@ def problem_response(
 def install(app: FastAPI, retry_after: int) -> None:
     """Maps every exception the API can meet to its problem response."""
 
+    def answer(
+        status: int,
+        code: str,
+        detail: str,
+        headers: Mapping[str, str] | None = None,
+        errors: list[FieldError] | None = None,
+    ) -> JSONResponse:
+        if status == 503:  # every "try again" says when
+            headers = {"Retry-After": str(retry_after), **(headers or {})}
+        return problem_response(status, code, detail, headers, errors)
+
     async def api_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
-        return problem_response(exc.status, exc.code, exc.detail, exc.headers)
+        return answer(exc.status, exc.code, exc.detail, exc.headers)
 
     async def domain_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, domain.DomainError)
-        status = next((s for c, s in _DOMAIN_STATUS.items() if isinstance(exc, c)), 409)
-        return problem_response(status, exc.code, exc.detail)
+        return answer(_STATUS.get(exc.code, 409), exc.code, exc.detail)
 
     async def rpc_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RpcError)
-        if isinstance(exc, RpcTimeout) or exc.code == "unavailable":
-            return problem_response(
-                503,
-                "rotator_unavailable",
-                "the key rotator did not answer in time; try again shortly"
-                if isinstance(exc, RpcTimeout)
-                else exc.detail,
-                {"Retry-After": str(retry_after)},
-            )
-        status = _RPC_STATUS.get(exc.code)
+        if isinstance(exc, RpcTimeout):
+            detail = "the key rotator did not answer in time; try again shortly"
+            return answer(503, "rotator_unavailable", detail)
+        if exc.code == "unavailable":
+            return answer(503, "rotator_unavailable", exc.detail)
+        status = _STATUS.get(exc.code)
         if status is None:
             log.error("key rotator failed", extra={"rpc_code": exc.code})
-            return problem_response(502, "rotator_failed", "the key rotator failed; try again")
-        return problem_response(status, exc.code, exc.detail)
+            return answer(502, "rotator_failed", "the key rotator failed; try again")
+        return answer(status, exc.code, exc.detail)
 
     async def validation_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         errors = [_field_error(error) for error in exc.errors()]
         fields = ", ".join(dict.fromkeys(e.field for e in errors))
-        return problem_response(
+        return answer(
             422, "validation_error", f"fix these fields of the request: {fields}", errors=errors
         )
 
@@ -180,12 +189,10 @@ def install(app: FastAPI, retry_after: int) -> None:
         elif exc.status_code == 405:
             detail = "this endpoint does not take that method; see /docs"
         code = HTTPStatus(exc.status_code).name.lower()
-        return problem_response(exc.status_code, code, str(detail), exc.headers)
+        return answer(exc.status_code, code, str(detail), exc.headers)
 
     async def conflict(_: Request, exc: Exception) -> JSONResponse:
-        return problem_response(
-            409, "conflict", "the resource changed while this request ran; send it again"
-        )
+        return answer(409, "conflict", "the resource changed while this request ran; send it again")
 
     async def database_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, PyMongoError)
@@ -194,11 +201,11 @@ def install(app: FastAPI, retry_after: int) -> None:
         else:
             log.warning("database unavailable: %s", type(exc).__name__)
             detail = "the database is unavailable; try again shortly"
-        return problem_response(503, "unavailable", detail, {"Retry-After": str(retry_after)})
+        return answer(503, "unavailable", detail)
 
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.error("unexpected error", exc_info=exc)
-        return problem_response(500, "internal", "the API failed unexpectedly; it is logged")
+        return answer(500, "internal", "the API failed unexpectedly; it is logged")
 
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(domain.DomainError, domain_error)

@@ -1,55 +1,93 @@
-"""The API's read models, each a pure function of one aggregate's events.
+"""The API's read models, every document a pure function of one aggregate's events.
 
 - `rm_uploads`: one document per upload (by upload id): status, outcome, who and when.
-- `rm_secrets`: one document per secret (store and path): its current fingerprint and
-  the history of its uploads. Never a value or a ciphertext.
+  Read by upload id, and by (store, path, requested_at) as a secret's history.
+- `rm_secrets`: one small document per secret (store and path): its current fingerprint.
 - `rm_upload_keys`: how each upload key ended, which tells an expired upload apart.
+
+Never a value or a ciphertext. A Secret event changes one upload and the secret's current
+state, so `SecretReadModels` writes just those two documents per event; a rebuild
+(`ProjectionRunner.rebuild` of the projections in PROJECTIONS) writes them all, with the
+same functions.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Any
+
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
 
 from m8.domain import Secret, UploadKey
-from m8.domain.events import SecretStored
+from m8.domain.events import SecretStored, SecretUploadRequested
 from m8.eventsourcing import StoredEvent, registry
-from m8.eventstore import Projection
+from m8.eventstore import MongoEventRecorder, Projection
 from m8.eventstore.mongo import Document
+from m8.eventstore.projections import VERSION_FIELD
 
 UPLOADS = "rm_uploads"
 SECRETS = "rm_secrets"
 UPLOAD_KEYS = "rm_upload_keys"
 
 
-def _upload_documents(aggregate_id: str, events: Sequence[StoredEvent]) -> list[Document]:
-    """Every upload of one secret, in the order they were requested."""
-    secret = Secret.replay(aggregate_id, (e.decode(registry) for e in events))
-    requested_at: dict[str, datetime] = {}
-    updated_at: dict[str, datetime] = {}
+def upload_document(own: Sequence[StoredEvent]) -> Document:
+    """An upload, from its own events (those of its secret that carry its upload id)."""
+    decoded = [event.decode(registry) for event in own]
+    first = decoded[0]
+    assert isinstance(first, SecretUploadRequested)
+    upload = Secret.replay(own[0].aggregate_id, decoded).upload(first.upload_id)
+    return {
+        "_id": upload.upload_id,
+        "store": first.store,
+        "path": first.path,
+        "key_id": upload.key_id,
+        "status": upload.status,
+        "requested_by": upload.requested_by,
+        "requested_at": own[0].recorded_at,
+        "updated_at": own[-1].recorded_at,
+        "fingerprint": upload.fingerprint,
+        "upstream_version": upload.upstream_version,
+        "reason": upload.reason,
+        "detail": upload.detail,
+    }
+
+
+def _by_upload(events: Sequence[StoredEvent]) -> dict[str, list[StoredEvent]]:
+    """A secret's events grouped by upload, in the order the uploads were requested."""
+    groups: dict[str, list[StoredEvent]] = {}
     for event in events:
-        upload_id = str(event.data["upload_id"])
-        requested_at.setdefault(upload_id, event.recorded_at)
-        updated_at[upload_id] = event.recorded_at
-    first = events[0].data
-    return [
-        {
-            "_id": upload.upload_id,
-            "store": first["store"],
-            "path": first["path"],
-            "key_id": upload.key_id,
-            "status": upload.status,
-            "requested_by": upload.requested_by,
-            "requested_at": requested_at[upload.upload_id],
-            "updated_at": updated_at[upload.upload_id],
-            "fingerprint": upload.fingerprint,
-            "upstream_version": upload.upstream_version,
-            "reason": upload.reason,
-            "detail": upload.detail,
+        groups.setdefault(str(event.data["upload_id"]), []).append(event)
+    return groups
+
+
+def secret_document(aggregate_id: str, events: Sequence[StoredEvent]) -> Document:
+    """The secret's current state: the value stored last (by outcome, not by request)."""
+    decoded = [(event, event.decode(registry)) for event in events]
+    requests = {d.upload_id: d for _, d in decoded if isinstance(d, SecretUploadRequested)}
+    stored = [(event, d) for event, d in decoded if isinstance(d, SecretStored)]
+    first = next(iter(requests.values()))
+    current: Document = {
+        "fingerprint": None,
+        "upstream_version": None,
+        "stored_at": None,
+        "stored_by": None,
+    }
+    if stored:
+        event, last = stored[-1]
+        current = {
+            "fingerprint": last.fingerprint,
+            "upstream_version": last.upstream_version,
+            "stored_at": event.recorded_at,
+            "stored_by": requests[last.upload_id].requested_by,
         }
-        for upload in secret.uploads.values()
-    ]
+    return {
+        "_id": aggregate_id,
+        "store": first.store,
+        "path": first.path,
+        **current,
+        "updated_at": events[-1].recorded_at,
+    }
 
 
 class UploadsProjection:
@@ -57,7 +95,7 @@ class UploadsProjection:
     aggregate_type = Secret.aggregate_type
 
     def project(self, aggregate_id: str, events: Sequence[StoredEvent]) -> list[Document]:
-        return _upload_documents(aggregate_id, events)
+        return [upload_document(own) for own in _by_upload(events).values()]
 
 
 class SecretsProjection:
@@ -65,38 +103,7 @@ class SecretsProjection:
     aggregate_type = Secret.aggregate_type
 
     def project(self, aggregate_id: str, events: Sequence[StoredEvent]) -> list[Document]:
-        uploads = _upload_documents(aggregate_id, events)
-        # The current value is the one stored last (by outcome, not by request).
-        current: dict[str, Any] | None = None
-        for event in events:
-            if event.event_type == SecretStored.event_type:
-                current = next(u for u in uploads if u["_id"] == event.data["upload_id"])
-        history = [
-            {
-                "upload_id": u["_id"],
-                "status": u["status"],
-                "fingerprint": u["fingerprint"],
-                "upstream_version": u["upstream_version"],
-                "requested_by": u["requested_by"],
-                "requested_at": u["requested_at"],
-                "completed_at": u["updated_at"] if u["status"] != "pending" else None,
-            }
-            for u in uploads
-        ]
-        first = events[0].data
-        return [
-            {
-                "_id": aggregate_id,
-                "store": first["store"],
-                "path": first["path"],
-                "fingerprint": current["fingerprint"] if current else None,
-                "upstream_version": current["upstream_version"] if current else None,
-                "stored_at": current["updated_at"] if current else None,
-                "stored_by": current["requested_by"] if current else None,
-                "updated_at": events[-1].recorded_at,
-                "history": history,
-            }
-        ]
+        return [secret_document(aggregate_id, events)]
 
 
 class UploadKeysProjection:
@@ -108,8 +115,44 @@ class UploadKeysProjection:
         return [{"_id": aggregate_id, "claimed_by": key.claimed_by, "destroyed": key.destroyed}]
 
 
+# Every read model, for a rebuild. Live, ProjectionRunner keeps rm_upload_keys, and
+# SecretReadModels the other two (writing only what an event changed).
 PROJECTIONS: tuple[Projection, ...] = (
     UploadsProjection(),
     SecretsProjection(),
     UploadKeysProjection(),
 )
+
+
+class SecretReadModels:
+    """Keeps rm_uploads and rm_secrets current: per event, its upload and its secret.
+
+    Idempotent and order-proof like ProjectionRunner: each document is computed from every
+    event stored so far and written only over an older state (the version stamp).
+    """
+
+    def __init__(self, recorder: MongoEventRecorder) -> None:
+        self.recorder = recorder
+        self.uploads = recorder.db[UPLOADS]
+        self.secrets = recorder.db[SECRETS]
+
+    async def handle(self, event: StoredEvent) -> None:
+        """Projects one Secret event; ignores every other."""
+        if event.aggregate_type != Secret.aggregate_type:
+            return
+        events = await self.recorder.load(event.aggregate_type, event.aggregate_id)
+        version = events[-1].version
+        own = _by_upload(events)[str(event.data["upload_id"])]
+        await _write(self.uploads, upload_document(own), version)
+        await _write(self.secrets, secret_document(event.aggregate_id, events), version)
+
+
+async def _write(collection: AsyncCollection[Document], doc: Document, version: int) -> None:
+    # The stamp ProjectionRunner uses, so a rebuild and live upkeep mix safely. A duplicate
+    # key means a newer state is there already.
+    with contextlib.suppress(DuplicateKeyError):
+        await collection.replace_one(
+            {"_id": doc["_id"], VERSION_FIELD: {"$lte": version}},
+            {**doc, VERSION_FIELD: version},
+            upsert=True,
+        )

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
+from m8.api.auth import covered
 from m8.api.handlers import UPLOAD_REQUESTS
 from m8.api.models import (
     HistoryEntry,
@@ -40,16 +42,27 @@ class Queries:
         self.upload_requests = db[UPLOAD_REQUESTS]
 
     async def create_indexes(self) -> None:
+        # Each matches one query below: its filter's fields first, then its sort.
         await self.secrets.create_index([("store", ASCENDING), ("path", ASCENDING)])
+        await self.uploads.create_index(
+            [("store", ASCENDING), ("path", ASCENDING), ("requested_at", ASCENDING)]
+        )
 
-    async def upload(self, upload_id: str, wait: float = 0) -> UploadView | None:
-        """The upload's state; with `wait`, polls with backoff until it settles or time is up."""
+    async def upload(
+        self, upload_id: str, visible: Callable[[str], bool], wait: float = 0
+    ) -> UploadView | None:
+        """The upload's state, None unless its path is `visible` to the caller.
+
+        With `wait`, polls with backoff until it settles or time is up.
+        """
         deadline = time.monotonic() + wait
         pause = _FIRST_POLL
         while True:
             view = await self._upload(upload_id)
+            if view is None or not visible(view.path):
+                return None
             remaining = deadline - time.monotonic()
-            if view is None or view.status in SETTLED or remaining <= 0:
+            if view.status in SETTLED or remaining <= 0:
                 return view
             await asyncio.sleep(min(pause, remaining))
             pause = min(pause * 2, _MAX_POLL)
@@ -73,19 +86,40 @@ class Queries:
         return UploadView(upload_id=upload_id, **_fields(doc, UploadView))
 
     async def secrets_page(
-        self, store: str | None, prefix: str | None, limit: int, after: str | None
+        self,
+        store: str | None,
+        prefix: str | None,
+        limit: int,
+        after: str | None,
+        scope: tuple[str, ...] | None,
     ) -> SecretList:
-        """Secrets in (store, path) order, `limit` at a time, after the id `after`."""
-        query: dict[str, Any] = {}
+        """Secrets in (store, path) order, `limit` at a time, after the secret `after`.
+
+        Only those under a prefix of `scope` (None: all); `after` is a secret's id.
+        """
+        if scope is not None and not scope:
+            return SecretList(secrets=[], next_after=None)
+        conditions: list[Document] = []
         if store is not None:
-            query["store"] = store
+            conditions.append({"store": store})
         if prefix:
-            # A range, not a regex: it uses the index and needs no escaping.
-            query["path"] = {"$gte": prefix, "$lt": prefix + "\U0010ffff"}
+            conditions.append({"path": _starting_with(prefix)})
+        if scope is not None:
+            conditions.append({"$or": [_covered_by(allowed) for allowed in scope]})
         if after is not None:
-            query["_id"] = {"$gt": after}
-        cursor = self.secrets.find(query, {"history": 0}).sort("_id", ASCENDING).limit(limit + 1)
-        docs = await cursor.to_list()
+            # Ids are "<store>:<path>" and store names hold no ':'.
+            after_store, _, after_path = after.partition(":")
+            conditions.append(
+                {
+                    "$or": [
+                        {"store": {"$gt": after_store}},
+                        {"store": after_store, "path": {"$gt": after_path}},
+                    ]
+                }
+            )
+        query = {"$and": conditions} if conditions else {}
+        cursor = self.secrets.find(query).sort([("store", ASCENDING), ("path", ASCENDING)])
+        docs = await cursor.limit(limit + 1).to_list()
         page = docs[:limit]
         return SecretList(
             secrets=[SecretView(**_fields(doc, SecretView)) for doc in page],
@@ -93,18 +127,35 @@ class Queries:
         )
 
     async def secret(self, store: str, path: str) -> SecretView | None:
-        doc = await self.secrets.find_one({"_id": secret_id(store, path)}, {"history": 0})
+        doc = await self.secrets.find_one({"_id": secret_id(store, path)})
         return SecretView(**_fields(doc, SecretView)) if doc else None
 
     async def history(self, store: str, path: str) -> SecretHistory | None:
-        doc = await self.secrets.find_one({"_id": secret_id(store, path)})
-        if doc is None:
+        """Every upload to the secret, oldest first; None if there was none."""
+        cursor = self.uploads.find({"store": store, "path": path}).sort("requested_at", ASCENDING)
+        entries = [
+            HistoryEntry(
+                upload_id=doc["_id"],
+                completed_at=None if doc["status"] == "pending" else doc["updated_at"],
+                **_fields(doc, HistoryEntry),
+            )
+            async for doc in cursor
+        ]
+        if not entries:
             return None
-        return SecretHistory(
-            store=store,
-            path=path,
-            history=[HistoryEntry(**_fields(entry, HistoryEntry)) for entry in doc["history"]],
-        )
+        return SecretHistory(store=store, path=path, history=entries)
+
+
+def _starting_with(prefix: str) -> Document:
+    # A range, not a regex: it uses the index and needs no escaping.
+    return {"$gte": prefix, "$lt": prefix + "\U0010ffff"}
+
+
+def _covered_by(prefix: str) -> Document:
+    """The query for the paths `prefix` covers (m8.api.auth.covered, the one rule)."""
+    exact, start = covered(prefix)
+    starting = {"path": _starting_with(start)}
+    return starting if exact is None else {"$or": [{"path": exact}, starting]}
 
 
 def _fields(doc: Document, model: type[BaseModel]) -> dict[str, Any]:

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
-from pydantic import ValidationError
 
+from m8.config import SettingsError, load_settings
 from m8.crypto import Kek, KeyFileError, write_key_file
 from m8.keyrotator.bootstrap import run
 from m8.keyrotator.settings import KeyRotatorSettings
@@ -29,16 +29,8 @@ _STORE_TYPE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 def keyrotator() -> None:
     """Issue, sign and destroy one-time upload keys, and rotate the signing key."""
     try:
-        settings = KeyRotatorSettings()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"M8_{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
-            for e in exc.errors(include_url=False, include_input=False)
-        )
-        _fail(f"invalid settings: {problems}")
-    try:
-        asyncio.run(run(settings))
-    except ConfigurationError as exc:
+        asyncio.run(run(load_settings(KeyRotatorSettings)))
+    except (SettingsError, ConfigurationError) as exc:
         _fail(str(exc))
 
 

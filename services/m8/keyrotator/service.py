@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import PyMongoError
 
 from m8.crypto import (
@@ -41,7 +42,6 @@ from m8.messaging import PoisonMessage, TransientError
 log = logging.getLogger(__name__)
 
 ACTOR = "keyrotator"
-_ATTEMPTS = 5
 
 
 class KeyRotator:
@@ -81,22 +81,23 @@ class KeyRotator:
             ),
             signer,
         )
-        key = UploadKey(pair.key_id)
-        key.issue(
-            UploadKeyIssued(
-                key_id=pair.key_id,
-                store=store.name,
-                store_type=store.store_type,
-                path=path,
-                kek_id=kek.kek_id,
-                signing_key_id=signer.signing_key_id,
-                expires_at=format_utc(expires_at),
-            )
+        issued = UploadKeyIssued(
+            key_id=pair.key_id,
+            store=store.name,
+            store_type=store.store_type,
+            path=path,
+            kek_id=kek.kek_id,
+            signing_key_id=signer.signing_key_id,
+            expires_at=format_utc(expires_at),
         )
-        async with self.repository.recorder.transaction() as session:
+
+        async def record(session: AsyncClientSession) -> None:
+            key = UploadKey(pair.key_id)
+            key.issue(issued)
             await self.upload_keys.insert(sealed, store, path, created_at, expires_at, session)
             await self.repository.save(key, metadata, session=session)
-        self._wake_relay()
+
+        await self.repository.in_transaction(record)
         log.info(
             "upload key issued",
             extra={
@@ -111,24 +112,21 @@ class KeyRotator:
 
     async def destroy(self, key_id: str, reason: str, metadata: Metadata) -> bool:
         """Deletes the sealed key and records UploadKeyDestroyed, once; True if this call did."""
-        for attempt in range(1, _ATTEMPTS + 1):
+
+        async def destroy(session: AsyncClientSession) -> bool:
             key = await self.repository.load(UploadKey, key_id)
+            # Deleted even when never issued or destroyed already: nothing may outlive that.
+            await self.upload_keys.delete(key_id, session)
             if not key.destroy(reason):
-                await self.upload_keys.delete(key_id)  # never issued or destroyed already
                 return False
-            try:
-                async with self.repository.recorder.transaction() as session:
-                    await self.upload_keys.delete(key_id, session)
-                    await self.repository.save(key, metadata, session=session)
-            except (ConcurrencyConflict, PyMongoError) as exc:
-                # Another rotator destroyed it meanwhile: the next look finds it destroyed.
-                if attempt == _ATTEMPTS or not _conflict(exc):
-                    raise
-                continue
-            self._wake_relay()
-            log.info("upload key destroyed", extra={"key_id": key_id, "reason": reason})
+            await self.repository.save(key, metadata, session=session)
             return True
-        raise AssertionError("unreachable")
+
+        # A conflict means another rotator destroyed it meanwhile: the next look sees that.
+        if not await self.repository.in_transaction(destroy):
+            return False
+        log.info("upload key destroyed", extra={"key_id": key_id, "reason": reason})
+        return True
 
     async def on_outcome(self, stored: StoredEvent) -> None:
         """Destroys the key of an upload that ended (consumer of `m8.keyrotator`)."""
@@ -165,11 +163,6 @@ class KeyRotator:
                 break
         return destroyed
 
-    def _wake_relay(self) -> None:
-        # Appends inside a transaction do not wake the relay themselves (the commit may fail).
-        if self.repository.on_append is not None:
-            self.repository.on_append()
-
 
 async def every(interval: timedelta, work: Callable[[], Awaitable[object]], what: str) -> None:
     """Runs `work` every `interval` until cancelled; a failed pass is logged and retried."""
@@ -179,9 +172,3 @@ async def every(interval: timedelta, work: Callable[[], Awaitable[object]], what
         except Exception:
             log.exception("%s failed; retrying in %gs", what, interval.total_seconds())
         await asyncio.sleep(interval.total_seconds())
-
-
-def _conflict(exc: Exception) -> bool:
-    if isinstance(exc, PyMongoError):
-        return exc.has_error_label("TransientTransactionError")
-    return True

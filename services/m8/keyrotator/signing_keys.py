@@ -168,11 +168,13 @@ class SigningKeys:
         return [_Record.from_document(doc) async for doc in cursor]
 
     async def _rotate_if_due(self) -> _Record:
-        records = await self._live()
-        if records and not self._due(records[-1]):
-            return records[-1]
-        # Withdrawn keys keep their seq, so the next one counts from the highest of all.
+        # One read decides: the newest key of all (withdrawn ones keep their seq). Reading
+        # the live keys first and the highest seq after would let a rival's fresh key slip
+        # in between, and this process would add a second one beside it.
         last = await self.keys.find_one({}, sort=[("seq", DESCENDING)])
+        newest = _Record.from_document(last) if last and _SEALED in last else None
+        if newest is not None and not self._due(newest):
+            return newest
         seq = last["seq"] + 1 if last else 1
         key = RotatorSigningKey.generate(f"rsk-{seq}-{secrets.token_hex(4)}")
         doc: dict[str, Any] = {
@@ -183,9 +185,9 @@ class SigningKeys:
             "master_key_id": self.master.key_id,
             _SEALED: base64.b64encode(self.master.seal(key)).decode("ascii"),
         }
-        if records:
+        if newest is not None:
             # The outgoing key vouches for its successor: pinned clients follow the rotation.
-            predecessor = self._open(records[-1])
+            predecessor = self._open(newest)
             doc["endorsed_by"] = predecessor.signing_key_id
             doc["endorsement"] = base64.b64encode(
                 endorse(predecessor, key.signing_key_id, key.verify_key)

@@ -1,12 +1,18 @@
-"""The `upload_keys` collection: the sealed private halves of issued upload keys.
+"""Where the rotator keeps issued upload keys: sealed in `upload_keys`, listed in
+`rotator_live_keys` until destroyed.
 
-One document per key, as docs/contracts.md pins it (reactors read it). Deleting the
-document destroys the key. The rotator destroys keys itself, recording UploadKeyDestroyed
-in the same transaction, when an upload ends or the key expires (the sweep). The TTL index
-is only the backstop for when no rotator has run for a long while: it deletes a key
-`BACKSTOP` after its expiry, so the decryption window closes even then, but it records no
-event. That is why it fires long after expiry: had it raced the sweep, keys would vanish
-without their `expired` record.
+`upload_keys` holds one document per key, as docs/contracts.md pins it (reactors read
+it). Deleting the document destroys the key. The rotator destroys keys itself, recording
+UploadKeyDestroyed in the same transaction, when an upload ends or the key expires (the
+sweep). The TTL index is only the backstop for when no rotator has run for a long while:
+it deletes a key `BACKSTOP` after its expiry, so the decryption window closes even then,
+but it records no event. That is why it fires long after expiry: had it raced the sweep,
+keys would vanish without their `expired` record.
+
+`rotator_live_keys` ({_id: key_id, expires_at}) lists every key that was issued and not
+yet destroyed, written and deleted in the same transactions as the events that say so,
+and has no TTL. The sweep reads it, so a key the backstop removed is still recorded
+destroyed (and its ciphertext redacted) once a rotator runs again.
 """
 
 from __future__ import annotations
@@ -21,20 +27,23 @@ from m8.domain import Store
 from m8.eventstore.mongo import Document
 
 COLLECTION = "upload_keys"
+LIVE_COLLECTION = "rotator_live_keys"
 BACKSTOP = timedelta(hours=1)
 
 
 class UploadKeyStore:
-    """Sealed upload keys by key id, with their expiry."""
+    """Sealed upload keys by key id, and the ids of those not yet destroyed, with expiry."""
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.keys = db[COLLECTION]
+        self.live = db[LIVE_COLLECTION]
 
     async def create_indexes(self) -> None:
-        """The expiry index the sweep scans, which is also the TTL backstop."""
+        """The expiry indexes the sweep scans; the one on `upload_keys` is the TTL backstop."""
         await self.keys.create_index(
             "expires_at", expireAfterSeconds=int(BACKSTOP.total_seconds()), name="expiry"
         )
+        await self.live.create_index("expires_at", name="expiry")
 
     async def insert(
         self,
@@ -60,16 +69,26 @@ class UploadKeyStore:
             },
             session=session,
         )
+        await self.live.insert_one(
+            {"_id": fields["key_id"], "expires_at": expires_at}, session=session
+        )
 
     async def delete(self, key_id: str, session: AsyncClientSession | None = None) -> None:
         """Destroys the key (nothing happens if it is gone already)."""
         await self.keys.delete_one({"_id": key_id}, session=session)
+        await self.live.delete_one({"_id": key_id}, session=session)
 
     async def expired(self, now: datetime, limit: int) -> list[str]:
-        """Ids of keys past their expiry, oldest first."""
-        cursor = (
-            self.keys.find({"expires_at": {"$lte": now}}, {"_id": 1})
-            .sort("expires_at", 1)
-            .limit(limit)
-        )
-        return [doc["_id"] async for doc in cursor]
+        """Ids of keys past their expiry and not yet destroyed, oldest first."""
+        ids: list[str] = []
+        # `upload_keys` too: keys issued by a rotator from before the live list.
+        for collection in (self.live, self.keys):
+            cursor = (
+                collection.find({"expires_at": {"$lte": now}}, {"_id": 1})
+                .sort("expires_at", 1)
+                .limit(limit - len(ids))
+            )
+            ids += [doc["_id"] async for doc in cursor if doc["_id"] not in ids]
+            if len(ids) >= limit:
+                break
+        return ids

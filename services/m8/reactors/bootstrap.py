@@ -14,7 +14,7 @@ from m8.reactors.reactor import Reactor
 from m8.reactors.retry import RetryPolicy
 from m8.reactors.sealed_keys import SealedUploadKeys
 from m8.reactors.settings import ReactorSettings
-from m8.reactors.stores import STORE_TYPES, AdapterLimits, StoreAdapters
+from m8.reactors.stores import STORE_TYPES, AdapterLimits, DevUpstreams, StoreAdapters
 from m8.runtime import ConfigurationError, Runtime, service, wait_for_signal
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def configure(settings: ReactorSettings, store_type: str) -> ReactorConfig:
     stores = StoreAdapters(
         load_credentials(settings),
         AdapterLimits(settings.reactor_upstream_timeout, settings.reactor_upstream_threads),
-        fallback_vault_token=settings.vault_token,
+        DevUpstreams(settings.vault_addr, settings.vault_token, settings.aws_endpoint_url),
     )
     return ReactorConfig(
         store_type,

@@ -1,12 +1,24 @@
 """Upstream credentials of a reactor, per store name: given by the operator, never via the API.
 
 The JSON comes from a file (``M8_REACTOR_CREDENTIALS_FILE``, mode 0600) or from the
-environment (``M8_REACTOR_CREDENTIALS``)::
+environment (``M8_REACTOR_CREDENTIALS``). Each entry pins where its store lives, and the
+reactor refuses a store whose catalog config says otherwise (``store_misconfigured``): the
+catalog comes from the API and the event store, and must not be able to send the
+reactor's token, or the values it writes, anywhere else::
 
-    {"vault-prod": {"token": "hvs.…"},
-     "vault-dr": {"role_id": "…", "secret_id": "…", "approle_mount": "approle"}}
+    {"vault-prod": {"address": "https://vault.example:8200", "token": "hvs.…"},
+     "vault-dr": {"address": "https://dr.example:8200",
+                  "role_id": "…", "secret_id": "…", "approle_mount": "approle"},
+     "aws-prod": {"region": "eu-west-1"},
+     "aws-local": {"region": "us-east-1", "endpoint_url": "http://127.0.0.1:5000"}}
 
-AWS stores need no entry: boto3's usual chain (environment, profile, role) applies.
+A Vault entry has the store's ``address`` and a token or an AppRole. An AWS entry has the
+store's ``region`` and, for an endpoint other than AWS's own, its ``endpoint_url``; the
+keys come from boto3's usual chain (environment, profile, role).
+
+For development, a store with no entry is served only where the developer's shell points:
+a Vault store at exactly ``VAULT_ADDR``, with ``VAULT_TOKEN``; an AWS store whose
+``endpoint_url`` is exactly ``AWS_ENDPOINT_URL`` (both unset: AWS itself).
 """
 
 from __future__ import annotations
@@ -14,19 +26,29 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import Self
+from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, SecretStr, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    SecretStr,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from m8.reactors.settings import ReactorSettings
 from m8.runtime import ConfigurationError
 
 
 class VaultCredentials(BaseModel):
-    """How a reactor logs in to one Vault store: a token, or an AppRole."""
+    """Where one Vault store lives and how a reactor logs in: a token, or an AppRole."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    address: str
     token: SecretStr | None = None
     role_id: str | None = None
     secret_id: SecretStr | None = None
@@ -42,8 +64,32 @@ class VaultCredentials(BaseModel):
         return self
 
 
-Credentials = dict[str, VaultCredentials]
-_CREDENTIALS = TypeAdapter(Credentials)
+class AwsCredentials(BaseModel):
+    """Where one AWS Secrets Manager store lives; its keys come from boto3's chain."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    region: str
+    endpoint_url: str | None = None
+
+
+def _kind(entry: Any) -> str | None:
+    """Which kind of entry: one with an address is Vault's, one with a region AWS's."""
+    if isinstance(entry, dict):
+        return "vault" if "address" in entry else "aws" if "region" in entry else None
+    return "vault" if isinstance(entry, VaultCredentials) else "aws"
+
+
+StoreCredentials = Annotated[
+    Annotated[VaultCredentials, Tag("vault")] | Annotated[AwsCredentials, Tag("aws")],
+    Discriminator(
+        _kind,
+        custom_error_type="store_entry",
+        custom_error_message="give a Vault store's 'address' or an AWS store's 'region'",
+    ),
+]
+Credentials = dict[str, VaultCredentials | AwsCredentials]
+_CREDENTIALS = TypeAdapter(dict[str, StoreCredentials])
 
 
 def load_credentials(settings: ReactorSettings) -> Credentials:

@@ -4,9 +4,12 @@ For each request (DESIGN section 2, steps 4 and 5): an upload whose outcome is f
 done already; otherwise the store must be known and active, the upload key issued for
 this store and path, claimed by this upload, live and not destroyed; its sealed private
 half must open with a KEK and the envelope with it, bound to the same upload, key, store
-and path. Any "no" is a SecretUploadRejected and nothing goes upstream. Then the value is
-fingerprinted and written upstream idempotently (the upload id is the idempotency key),
-retrying transient errors; SecretStored follows. When upstream stays away or refuses,
+and path. Any "no" is a SecretUploadRejected and nothing goes upstream, unless the key is
+only gone because an earlier delivery wrote the value upstream and stopped before it
+recorded so: when upstream's current version carries this upload's id, SecretStored is
+recorded instead. Then the value is fingerprinted and written upstream idempotently (the
+upload id is the idempotency key), retrying transient errors; SecretStored follows. When
+upstream stays away or refuses (or the adapter fails in a way it does not know), then
 SecretStoreFailed is recorded and the message is dead-lettered for an operator to
 re-drive; the re-driven copy is handled again (the outcome "failed" is not final).
 """
@@ -15,7 +18,10 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import ClassVar, TypeVar
 
 from pymongo.errors import PyMongoError
 from tenacity import RetryCallState
@@ -51,7 +57,6 @@ from m8.reactors.adapters import (
     NotManagedByM8,
     PermanentUpstreamError,
     TransientUpstreamError,
-    UpstreamError,
     UpstreamStore,
     UpstreamVersion,
 )
@@ -63,23 +68,46 @@ from m8.reactors.stores import StoreAdapters, StoreConfigError
 log = logging.getLogger(__name__)
 
 Outcome = SecretStored | SecretUploadRejected | SecretStoreFailed
+T = TypeVar("T")
+
+
+# Rejections that an earlier delivery may have caused itself: it wrote the value upstream,
+# failed to record that, and its key was used up or destroyed before this redelivery.
+KEY_GONE = frozenset({"key_expired", "key_destroyed", "key_used"})
 
 
 class Refusal(Exception):
     """Why an upload is not stored: `reason` is a fixed code, `detail` says more."""
+
+    event: ClassVar[type[SecretUploadRejected] | type[SecretStoreFailed]]
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
 
+    def outcome(self, request: SecretUploadRequested) -> SecretUploadRejected | SecretStoreFailed:
+        """The event that records this refusal of `request`."""
+        return self.event(
+            upload_id=request.upload_id,
+            store=request.store,
+            store_type=request.store_type,
+            path=request.path,
+            reason=self.reason,
+            detail=self.detail,
+        )
+
 
 class Rejected(Refusal):
     """The upload can never be stored."""
 
+    event = SecretUploadRejected
+
 
 class StoreFailed(Refusal):
     """Storing failed for now; an operator re-drives the message once the cause is fixed."""
+
+    event = SecretStoreFailed
 
 
 def rejection(exc: CryptoError) -> Rejected:
@@ -129,27 +157,30 @@ class Reactor:
             log.info("upload already settled", extra=_fields(request))
             self._count(request, "duplicate", settled.reason or "")
             return
+        outcome: Outcome
         try:
-            adapter = await self._adapter(request)
-            sealed = await self._sealed_key(request)
-            with self._open(request, sealed) as opened:
-                value_fingerprint = fingerprint(opened.value, self.fingerprint_key)
-                version = await self._put(adapter, request, opened.value, value_fingerprint)
+            outcome = await self._store(request)
         except StoreFailed as failed:
-            await self._settle(message, request, _failed(request, failed))
+            await self._settle(message, request, failed.outcome(request))
             raise PoisonMessage(str(failed)) from None
         except Rejected as refused:
-            await self._settle(message, request, _rejected(request, refused))
-            return
-        stored = SecretStored(
-            upload_id=request.upload_id,
-            store=request.store,
-            store_type=request.store_type,
-            path=request.path,
-            upstream_version=version.version,
-            fingerprint=value_fingerprint,
-        )
-        await self._settle(message, request, stored)
+            outcome = refused.outcome(request)
+        await self._settle(message, request, outcome)
+
+    async def _store(self, request: SecretUploadRequested) -> SecretStored:
+        """Writes the upload upstream; Rejected or StoreFailed say why it did not."""
+        adapter = await self._adapter(request)
+        try:
+            sealed = await self._sealed_key(request)
+        except Rejected as refused:
+            earlier = await self._written_before(adapter, request, refused)
+            if earlier is None:
+                raise
+            return earlier
+        with self._open(request, sealed) as opened:
+            value_fingerprint = fingerprint(opened.value, self.fingerprint_key)
+            version = await self._put(adapter, request, opened.value, value_fingerprint)
+        return _stored(request, version.version, value_fingerprint)
 
     async def _request(self, message: StoredEvent) -> tuple[Secret, SecretUploadRequested]:
         """The Secret aggregate and the request, as the event store has them."""
@@ -214,6 +245,22 @@ class Reactor:
             raise Rejected("key_destroyed", "the sealed upload key is gone")
         return sealed
 
+    async def _written_before(
+        self, adapter: UpstreamStore, request: SecretUploadRequested, refused: Rejected
+    ) -> SecretStored | None:
+        """The outcome of an earlier delivery that wrote upstream but did not record it."""
+        if refused.reason not in KEY_GONE:
+            return None
+        current = await self._upstream(
+            adapter, request, "read", lambda: adapter.current(request.path)
+        )
+        # Without the fingerprint m8 recorded upstream there is nothing true to record,
+        # and the value that would give it is out of reach now: the rejection stands.
+        if current is None or current.upload_id != request.upload_id or not current.fingerprint:
+            return None
+        log.info("upload found upstream, written by an earlier delivery", extra=_fields(request))
+        return _stored(request, current.version, current.fingerprint)
+
     def _open(self, request: SecretUploadRequested, sealed: SealedUploadKey) -> OpenedEnvelope:
         """The decrypted envelope, its binding checked against the request."""
         if request.ciphertext is None:
@@ -244,28 +291,55 @@ class Reactor:
         value_fingerprint: str,
     ) -> UpstreamVersion:
         """Writes upstream, retrying transient errors within the retry policy."""
+        # The adapters take bytes: this copy cannot be wiped (see SecretBytes).
+        plaintext = value.reveal()
+        return await self._upstream(
+            adapter,
+            request,
+            "write",
+            lambda: self._put_once(adapter, request, plaintext, value_fingerprint),
+        )
+
+    async def _upstream(
+        self,
+        adapter: UpstreamStore,
+        request: SecretUploadRequested,
+        action: str,
+        call: Callable[[], Awaitable[T]],
+    ) -> T:
+        """Runs `call` on upstream, retrying transient errors; StoreFailed when it fails."""
 
         def before_retry(state: RetryCallState) -> None:
             UPSTREAM_RETRIES.labels(self.store_type, adapter.name).inc()
             error = state.outcome.exception() if state.outcome else None
             log.warning(
-                "upstream write failed, retrying: %s",
+                "upstream %s failed, retrying: %s",
+                action,
                 error,
                 extra={**_fields(request), "attempt": state.attempt_number},
             )
 
-        # The adapters take bytes: this copy cannot be wiped (see SecretBytes).
-        plaintext = value.reveal()
         try:
             async for attempt in self.retry.retrying(before_retry):
                 with attempt:
-                    return await self._put_once(adapter, request, plaintext, value_fingerprint)
+                    return await call()
         except TransientUpstreamError as exc:
             raise StoreFailed("upstream_unavailable", str(exc)) from None
         except NotManagedByM8 as exc:
             raise StoreFailed("not_managed_by_m8", str(exc)) from None
         except PermanentUpstreamError as exc:
             raise StoreFailed("upstream_refused", str(exc)) from None
+        except Exception as exc:
+            # An adapter's bug. Its text could quote anything, the value too: name only its
+            # type, and for whoever fixes it, where it was raised.
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            log.error(
+                "unexpected %s from the %s adapter",
+                type(exc).__name__,
+                self.store_type,
+                extra={**_fields(request), "raised_at": f"{frame.filename}:{frame.lineno}"},
+            )
+            raise StoreFailed("upstream_refused", f"unexpected {type(exc).__name__}") from None
         raise AssertionError("unreachable: tenacity returns or raises")
 
     async def _put_once(
@@ -281,7 +355,7 @@ class Reactor:
         except TransientUpstreamError:
             result = "transient"
             raise
-        except UpstreamError:
+        except Exception:
             result = "permanent"
             raise
         finally:
@@ -338,23 +412,12 @@ def _kind(outcome: Outcome) -> tuple[str, str]:
             return "failed", reason
 
 
-def _rejected(request: SecretUploadRequested, refused: Rejected) -> SecretUploadRejected:
-    return SecretUploadRejected(
+def _stored(request: SecretUploadRequested, version: str, value_fingerprint: str) -> SecretStored:
+    return SecretStored(
         upload_id=request.upload_id,
         store=request.store,
         store_type=request.store_type,
         path=request.path,
-        reason=refused.reason,
-        detail=refused.detail,
-    )
-
-
-def _failed(request: SecretUploadRequested, failed: StoreFailed) -> SecretStoreFailed:
-    return SecretStoreFailed(
-        upload_id=request.upload_id,
-        store=request.store,
-        store_type=request.store_type,
-        path=request.path,
-        reason=failed.reason,
-        detail=failed.detail,
+        upstream_version=version,
+        fingerprint=value_fingerprint,
     )

@@ -30,7 +30,8 @@ class ReactorSettings(Settings):
 
     reactor_kek_files: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     reactor_fingerprint_key_file: Path | None = None
-    # Upstream credentials per store name: a 0600 JSON file, or the same JSON in the env.
+    # Upstream credentials per store name, each pinning where its store lives: a 0600
+    # JSON file, or the same JSON in the env. The format is in credentials.py.
     reactor_credentials_file: Path | None = None
     reactor_credentials: SecretStr | None = None
     reactor_concurrency: int = Field(default=8, ge=1)

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 
 from m8.api.deps import Admin, Api, Caller, metadata_of
-from m8.api.models import STORE_PATTERN, StoreIn, StoreList, StoreView
+from m8.api.models import StoreIn, StoreList, StoreView
 from m8.api.problems import responses
+from m8.api.routes.params import StoreName
 from m8.domain import CATALOG_ID, StoreCatalog
 
 router = APIRouter(prefix="/v1/stores", tags=["stores"])
-StoreName = Annotated[str, Path(pattern=STORE_PATTERN)]
 _CHANGE = responses(401, 403, 404, 409, 422)
 
 

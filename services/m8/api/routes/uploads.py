@@ -12,7 +12,6 @@ from m8.api.models import UUID_PATTERN, UploadAccepted, UploadIn, UploadView
 from m8.api.problems import NotFound, responses
 
 router = APIRouter(prefix="/v1", tags=["uploads"])
-MAX_WAIT = 30.0
 
 
 @router.post(
@@ -39,13 +38,20 @@ async def upload_secret(body: UploadIn, api: Api, principal: Caller) -> UploadAc
 async def upload_status(
     upload_id: Annotated[str, Path(pattern=UUID_PATTERN)],
     api: Api,
-    _: Caller,
+    principal: Caller,
     wait: Annotated[
-        float, Query(ge=0, le=MAX_WAIT, description="seconds to wait for the outcome")
+        float,
+        Query(
+            ge=0,
+            description="seconds to wait for the outcome; the server waits at most "
+            "M8_API_MAX_WAIT_SECONDS",
+        ),
     ] = 0,
 ) -> UploadView:
     """Where the upload stands: pending, stored, rejected, failed or expired."""
-    view = await api.queries.upload(upload_id, min(wait, api.settings.api_max_wait_seconds))
+    # Only to callers who may write its path (admins: all), like the secret itself.
+    wait = min(wait, api.settings.api_max_wait_seconds)
+    view = await api.queries.upload(upload_id, principal.may_write, wait)
     if view is None:
         raise NotFound(f"there is no upload {upload_id}")
     return view

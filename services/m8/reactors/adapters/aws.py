@@ -18,6 +18,7 @@ GetSecretValue only for `read_value`, which tests and operators use and m8 never
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -310,16 +311,12 @@ class AwsSecretsManagerStore:
         **kwargs: P.kwargs,
     ) -> T:
         """Runs a blocking boto3 call in the pool; its failure becomes an UpstreamError."""
-        try:
-            return await self._pool.run(fn, *args, **kwargs)
-        except UpstreamError:
-            raise
-        except Exception as exc:
-            error = classify_aws_error(exc, store=self._label, action=action, path=path)
-            if error is None:
-                raise
-            # botocore's exception stays out of the chain: m8 decides what a log may show.
-            raise error from None
+        return await self._pool.call(
+            action, path, functools.partial(fn, *args, **kwargs), self._classify
+        )
+
+    def _classify(self, exc: BaseException, action: str, path: str | None) -> UpstreamError | None:
+        return classify_aws_error(exc, store=self._label, action=action, path=path)
 
     def _name(self, path: str | None) -> str:
         return self.config.name_prefix + (READINESS_PROBE if path is None else path)

@@ -15,6 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import ClassVar, ParamSpec, Protocol, TypeVar
 
+from m8.domain import check_path
+from m8.domain.errors import InvalidPath
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -22,9 +25,6 @@ T = TypeVar("T")
 MANAGED_BY_KEY = "managed-by"
 MANAGED_BY_VALUE = "m8"
 
-# Segments of a logical path: what both Vault paths and AWS secret names accept.
-_SEGMENT = re.compile(r"[A-Za-z0-9_.+=@-]+")
-MAX_PATH_LENGTH = 256
 # AWS takes ClientRequestToken of 32 to 64 characters; a uuid4 (the upload id) has 36.
 _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_-]{32,64}")
 
@@ -112,6 +112,10 @@ class UpstreamStore(Protocol):
         ...
 
 
+# What an adapter makes of its client's exception, given the action and the path (if any).
+Classify = Callable[[BaseException, str, str | None], UpstreamError | None]
+
+
 def label(store_type: str, name: str) -> str:
     """How errors name a store: "vault store 'prod'"."""
     return f"{store_type} store {name!r}"
@@ -119,18 +123,13 @@ def label(store_type: str, name: str) -> str:
 
 def check_request(store: str, path: str, idempotency_key: str) -> None:
     """Refuses a path or idempotency key that some store would not take as it is."""
-    segments = path.split("/")
-    if (
-        len(path) > MAX_PATH_LENGTH
-        or not all(_SEGMENT.fullmatch(s) for s in segments)
-        or any(s in {".", ".."} for s in segments)
-    ):
+    # The API checks paths too; here it keeps a bad one from climbing out of the prefix.
+    try:
+        check_path(path)
+    except InvalidPath as exc:
         raise PermanentUpstreamError(
-            f"{store}: {path[:100]!r} is not a valid secret path (segments of letters, digits and "
-            f"_.+=@- joined by '/', at most {MAX_PATH_LENGTH} characters)",
-            store=store,
-            path=path,
-        )
+            f"{store}: {path[:100]!r} is not a valid secret path: {exc}", store=store, path=path
+        ) from None
     if not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         raise PermanentUpstreamError(
             f"{store}: the idempotency key is not 32 to 64 characters of letters, digits, "
@@ -160,6 +159,21 @@ class ThreadPool:
         """Runs `fn` in the pool and waits for it without blocking the event loop."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    async def call(
+        self, action: str, path: str | None, fn: Callable[[], T], classify: Classify
+    ) -> T:
+        """Runs `fn` in the pool; a client exception `classify` knows becomes an UpstreamError."""
+        try:
+            return await self.run(fn)
+        except UpstreamError:
+            raise
+        except Exception as exc:
+            error = classify(exc, action, path)
+            if error is None:
+                raise  # not the client's: the caller decides what a bug becomes
+            # The client's exception stays out of the chain: m8 decides what a log may show.
+            raise error from None
 
     async def close(self) -> None:
         """Drops queued calls and waits, off the event loop, for running ones to end."""

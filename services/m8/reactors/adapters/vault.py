@@ -404,19 +404,15 @@ class VaultKvStore:
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
-        """Runs a blocking hvac call in the pool; its failure becomes an UpstreamError."""
-        try:
-            return await self._pool.run(self._authenticated, lambda: fn(*args, **kwargs))
-        except UpstreamError:
-            raise
-        except Exception as exc:
-            error = classify_vault_error(
-                exc, store=self._label, action=action, path=path, mount=self.config.mount
-            )
-            if error is None:
-                raise
-            # hvac's exception stays out of the chain: m8 decides what a log may show.
-            raise error from None
+        """Runs a blocking hvac call in the pool, logged in; failures become UpstreamErrors."""
+        return await self._pool.call(
+            action, path, lambda: self._authenticated(lambda: fn(*args, **kwargs)), self._classify
+        )
+
+    def _classify(self, exc: BaseException, action: str, path: str | None) -> UpstreamError | None:
+        return classify_vault_error(
+            exc, store=self._label, action=action, path=path, mount=self.config.mount
+        )
 
     def _authenticated(self, call: Callable[[], T]) -> T:
         """Runs `call` logged in; with AppRole, logs in again once when Vault says 403."""

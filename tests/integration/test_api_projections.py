@@ -1,0 +1,103 @@
+"""The API's read models: kept live per event, they equal a rebuild from the event store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from m8.api.projections import PROJECTIONS, SECRETS, UPLOAD_KEYS, UPLOADS
+from m8.devservices import Services
+from m8.domain import Secret, secret_id
+from m8.domain.events import SecretStored, SecretUploadRejected
+from m8.eventsourcing import Metadata
+from m8.eventstore import ProjectionRunner
+from m8.eventstore.projections import VERSION_FIELD
+from tests.servers import Broker
+from tests.support.api import AWS_STORE, VAULT_STORE, RunningApi, api_with_rotator
+from tests.support.events import eventually
+
+REACTOR = Metadata(actor="reactor", correlation_id="corr-reactor")
+
+
+@pytest.fixture
+async def api(
+    broker: Broker, services: Services, mongo_db_name: str, tmp_path: Path
+) -> AsyncIterator[RunningApi]:
+    async with api_with_rotator(broker, services, mongo_db_name, tmp_path) as running:
+        await running.add_store(VAULT_STORE)
+        await running.add_store(AWS_STORE)
+        yield running
+
+
+async def _upload(api: RunningApi, store: str, path: str) -> tuple[str, str]:
+    """An upload through the API; its upload id and key id."""
+    key = await api.issue_key(store, path)
+    body = api.upload_body(key)
+    assert (await api.call("POST", "/v1/secrets", json=body)).status_code == 202
+    return str(body["upload_id"]), key.key_id
+
+
+async def _settle(api: RunningApi, outcome: SecretStored | SecretUploadRejected) -> None:
+    repository = api.context.runtime.repository
+    secret = await repository.load(Secret, secret_id(outcome.store, outcome.path))
+    if isinstance(outcome, SecretStored):
+        secret.record_stored(outcome)
+    else:
+        secret.record_rejected(outcome)
+    await repository.save(secret, REACTOR)
+
+
+async def _read_models(api: RunningApi) -> dict[str, list[dict[str, Any]]]:
+    db = api.recorder.db
+    return {
+        p.name: await db[p.name].find({}, {VERSION_FIELD: 0}).sort("_id").to_list()
+        for p in PROJECTIONS
+    }
+
+
+async def test_read_models_kept_per_event_equal_a_rebuild_from_the_event_store(
+    api: RunningApi,
+) -> None:
+    path = "team-a/db"
+    first, _ = await _upload(api, "vault-a", path)
+    await _settle(api, SecretStored(first, "vault-a", "vault", path, "1", "fp1:one"))
+    second, _ = await _upload(api, "vault-a", path)
+    third, _ = await _upload(api, "vault-a", path)
+    await _settle(api, SecretUploadRejected(third, "vault-a", "vault", path, "bad_mac", "MAC"))
+    await _settle(api, SecretStored(second, "vault-a", "vault", path, "2", "fp1:two"))
+    pending, pending_key = await _upload(api, "aws-b", "team-b/db")
+    expected = {first: "stored", second: "stored", third: "rejected", pending: "pending"}
+
+    # Settled: every upload and secret projected, the rotator destroyed the used keys.
+    async def settled() -> bool:
+        models = await _read_models(api)
+        statuses = {u["_id"]: u["status"] for u in models[UPLOADS]}
+        versions = {s["_id"]: s["upstream_version"] for s in models[SECRETS]}
+        destroyed = {k["_id"] for k in models[UPLOAD_KEYS] if k["destroyed"]}
+        return (
+            statuses == expected
+            and versions == {"aws-b:team-b/db": None, f"vault-a:{path}": "2"}
+            and len(destroyed) == 3
+            and pending_key not in destroyed
+        )
+
+    await eventually(settled, timeout=60)
+    shown = (await api.call("GET", f"/v1/secrets/vault-a/{path}")).json()
+    history = (await api.call("GET", f"/v1/history/vault-a/{path}")).json()["history"]
+    live = await _read_models(api)
+
+    runner = ProjectionRunner(api.recorder, PROJECTIONS)
+    for projection in PROJECTIONS:
+        await runner.rebuild(projection)
+    rebuilt = await _read_models(api)
+
+    assert live == rebuilt
+    assert (shown["fingerprint"], shown["upstream_version"]) == ("fp1:two", "2")
+    assert [(e["upload_id"], e["status"]) for e in history] == [
+        (first, "stored"),
+        (second, "stored"),
+        (third, "rejected"),
+    ]
