@@ -18,7 +18,7 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from m8.config import Settings
+from m8.config import Settings, SettingsError
 from m8.eventstore import MongoEventRecorder, MongoInbox, OutboxRelay, Repository
 from m8.eventstore.mongo import Document, connect_database
 from m8.logs import configure_logging
@@ -27,7 +27,7 @@ from m8.messaging import Broker, EventConsumer
 log = logging.getLogger(__name__)
 
 
-class ConfigurationError(RuntimeError):
+class ConfigurationError(SettingsError):
     """The process cannot start as configured; the message says what to set."""
 
 

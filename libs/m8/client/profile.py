@@ -37,15 +37,19 @@ class Profile:
     @classmethod
     def load(cls, path: Path | None = None) -> Profile:
         """The saved profile, or NotLoggedIn."""
+        # Imported here: loading PyNaCl would slow every m8ctl start, `--help` included.
+        from m8.crypto.errors import InsecureKeyFile, KeyFileError
+        from m8.crypto.keyfiles import read_private_file
+
         path = path or default_path()
+        if not path.exists():
+            raise NotLoggedIn("not logged in: run `m8ctl login SERVER_URL` first")
         try:
-            raw = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise NotLoggedIn("not logged in: run `m8ctl login SERVER_URL` first") from None
-        except (OSError, ValueError) as exc:
+            raw = json.loads(read_private_file(path))
+        except InsecureKeyFile:
+            raise ClientError(f"{path} is readable by others; run `chmod 600 {path}`") from None
+        except (KeyFileError, ValueError) as exc:
             raise ClientError(f"cannot read {path}: {exc}; run `m8ctl login` again") from None
-        if path.stat().st_mode & 0o077:
-            raise ClientError(f"{path} is readable by others; run `chmod 600 {path}`")
         return cls(
             server=raw["server"],
             token=raw["token"],
@@ -54,19 +58,13 @@ class Profile:
 
     def save(self, path: Path | None = None) -> Path:
         """Writes the profile readable by its owner only."""
+        from m8.crypto.keyfiles import write_private_file
+
         path = path or default_path()
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        temporary = path.with_suffix(".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(
-                {
-                    "server": self.server,
-                    "token": self.token,
-                    "pinned": {k: asdict(v) for k, v in self.pinned.items()},
-                },
-                out,
-                indent=2,
-            )
-        os.replace(temporary, path)
-        return path
+        document = {
+            "server": self.server,
+            "token": self.token,
+            "pinned": {k: asdict(v) for k, v in self.pinned.items()},
+        }
+        return write_private_file(path, json.dumps(document, indent=2), overwrite=True)

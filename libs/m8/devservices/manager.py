@@ -333,10 +333,10 @@ class Services:
 
     def save(self) -> None:
         """Writes the state file that `status` and `down` read (0600: it holds a token)."""
-        path = self.workdir / STATE_FILE
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump({n: asdict(i) for n, i in self.infos.items()}, out, indent=2)
+        from m8.crypto.keyfiles import write_private_file
+
+        state = {n: asdict(i) for n, i in self.infos.items()}
+        write_private_file(self.workdir / STATE_FILE, json.dumps(state, indent=2), overwrite=True)
 
     @classmethod
     def load(cls, workdir: Path) -> Services:

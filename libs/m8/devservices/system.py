@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 
 from m8.crypto import FingerprintKey, Kek, write_key_file
+from m8.crypto.keyfiles import write_private_file
 from m8.devservices.manager import (
     ServiceError,
     Services,
@@ -69,13 +70,6 @@ class DevKeys:
             write_key_file(self.fingerprint, FingerprintKey.generate())
 
 
-def write_private(path: Path, text: str) -> None:
-    """Writes a file readable by its owner only."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-
-
 @dataclass
 class System:
     """The running services of a local m8, and how to reach them."""
@@ -92,14 +86,14 @@ class System:
         """What each service reads: only its own keys, tokens and credentials."""
         token_file = self.workdir / "tokens.json"
         admin = secrets.token_urlsafe(32)
-        write_private(self.admin_token_file, admin + "\n")
+        write_private_file(self.admin_token_file, admin + "\n", overwrite=True)
         digest = hashlib.sha256(admin.encode()).hexdigest()
         entry = {"sha256": digest, "subject": "dev-admin", "roles": ["admin"]}
-        write_private(token_file, json.dumps({"tokens": [entry]}, indent=2))
+        write_private_file(token_file, json.dumps({"tokens": [entry]}, indent=2), overwrite=True)
         # The reactors' own credentials, each pinned to its store's upstream address.
         credentials = self.workdir / "reactor-credentials.json"
         vault, aws = services["openbao"], services["aws"]
-        write_private(
+        write_private_file(
             credentials,
             json.dumps(
                 {
@@ -108,6 +102,7 @@ class System:
                 },
                 indent=2,
             ),
+            overwrite=True,
         )
         common = {
             "M8_AMQP_URL": services["rabbitmq"].url,

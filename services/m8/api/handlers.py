@@ -10,7 +10,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.errors import DuplicateKeyError
 
 from m8.domain import CATALOG_ID, Secret, StoreCatalog, UploadKey, secret_id
 from m8.domain.errors import UnknownUploadKey, UploadAlreadyRequested
@@ -21,7 +22,6 @@ from m8.runtime import Runtime
 # Write-side record of every accepted upload id (written in the same transaction as its
 # events): what makes a retried request idempotent and a reused upload id a conflict.
 UPLOAD_REQUESTS = "upload_requests"
-ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,6 @@ class Commands:
     def __init__(self, runtime: Runtime) -> None:
         self.repository = runtime.repository
         self.recorder = runtime.recorder
-        self.notify_relay = runtime.relay.notify
         self.upload_requests = runtime.db[UPLOAD_REQUESTS]
 
     async def change_catalog(
@@ -67,27 +66,14 @@ class Commands:
         """Claims the upload key and records the upload, both or neither.
 
         The exact same request again changes nothing; the same upload id with anything
-        else is UploadAlreadyRequested.
+        else is UploadAlreadyRequested. A racing twin makes this one run again and find it.
         """
-        for attempt in range(1, ATTEMPTS + 1):
-            if await self._already_requested(command):
-                return
-            try:
-                await self._record_upload(command, metadata)
-            except (ConcurrencyConflict, UploadAlreadyRequested):
-                if attempt == ATTEMPTS:
-                    raise
-            except PyMongoError as exc:
-                # A rival request with this upload id went first (a duplicate id, or a
-                # write conflict inside the transaction): look again.
-                rival = isinstance(exc, DuplicateKeyError) or exc.has_error_label(
-                    "TransientTransactionError"
-                )
-                if not rival or attempt == ATTEMPTS:
-                    raise
-            else:
-                self.notify_relay()
-                return
+
+        async def work(session: AsyncClientSession) -> None:
+            if not await self._already_requested(command):
+                await self._record_upload(command, metadata, session)
+
+        await self.repository.in_transaction(work)
 
     async def _already_requested(self, command: UploadCommand) -> bool:
         existing = await self.upload_requests.find_one({"_id": command.upload_id})
@@ -100,7 +86,9 @@ class Commands:
             "make a new upload id for a new upload"
         )
 
-    async def _record_upload(self, command: UploadCommand, metadata: Metadata) -> None:
+    async def _record_upload(
+        self, command: UploadCommand, metadata: Metadata, session: AsyncClientSession
+    ) -> None:
         key = await self.repository.load(UploadKey, command.key_id)
         if not key.exists:
             raise UnknownUploadKey(
@@ -127,7 +115,7 @@ class Commands:
                 requested_by=command.requested_by,
             )
         )
-        async with self.recorder.transaction() as session:
+        try:
             await self.upload_requests.insert_one(
                 {
                     "_id": command.upload_id,
@@ -140,5 +128,8 @@ class Commands:
                 },
                 session=session,
             )
-            await self.repository.save(key, metadata, session=session)
-            await self.repository.save(secret, metadata, session=session)
+        except DuplicateKeyError:
+            # A twin with this upload id committed first: run again and answer as it did.
+            raise ConcurrencyConflict("upload_request", command.upload_id, 0) from None
+        await self.repository.save(key, metadata, session=session)
+        await self.repository.save(secret, metadata, session=session)

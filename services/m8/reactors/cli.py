@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import typer
-from pydantic import ValidationError
 
+from m8.config import SettingsError, load_settings
 from m8.reactors.bootstrap import run
 from m8.reactors.settings import ReactorSettings
-from m8.runtime import ConfigurationError
 
 app = typer.Typer(
     help="Reactors: write uploads into upstream stores (configured by M8_REACTOR_* variables).",
@@ -31,8 +30,8 @@ def aws() -> None:
 
 def _run(store_type: str) -> None:
     try:
-        asyncio.run(run(ReactorSettings(), store_type))
-    except (ConfigurationError, ValidationError) as exc:
+        asyncio.run(run(load_settings(ReactorSettings), store_type))
+    except SettingsError as exc:  # a ConfigurationError too; never quotes a value
         typer.echo(f"m8 reactor {store_type}: {exc}", err=True)
         raise typer.Exit(2) from None
 

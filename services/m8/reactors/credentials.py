@@ -23,8 +23,6 @@ a Vault store at exactly ``VAULT_ADDR``, with ``VAULT_TOKEN``; an AWS store whos
 
 from __future__ import annotations
 
-import os
-import stat
 from pathlib import Path
 from typing import Annotated, Any, Self
 
@@ -39,6 +37,8 @@ from pydantic import (
     model_validator,
 )
 
+from m8.crypto.errors import KeyFileError
+from m8.crypto.keyfiles import read_private_file
 from m8.reactors.settings import ReactorSettings
 from m8.runtime import ConfigurationError
 
@@ -120,18 +120,8 @@ def load_credentials(settings: ReactorSettings) -> Credentials:
 def _read_private(path: Path) -> str:
     """The text of a file that only its owner may read (like m8's key files)."""
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as exc:
-        raise ConfigurationError(f"cannot open {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as handle:
-        mode = os.fstat(handle.fileno()).st_mode
-        if mode & 0o077:
-            raise ConfigurationError(
-                f"{path} has mode {stat.S_IMODE(mode):04o}; group and others must have no "
-                f"access (chmod 600 {path})"
-            )
-        raw = handle.read()
-    try:
-        return raw.decode("utf-8")
+        return read_private_file(path).decode("utf-8")
+    except KeyFileError as exc:
+        raise ConfigurationError(str(exc)) from None
     except UnicodeDecodeError:
         raise ConfigurationError(f"{path} is not UTF-8 text") from None
