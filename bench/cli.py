@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="m8-bench-cli-") as tmp:
         workdir = Path(tmp)
         try:
-            services = local_services(Settings(), workdir, ephemeral=True)
+            services = local_services(Settings(), workdir)
         except ServiceError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

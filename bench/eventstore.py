@@ -498,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     with tempfile.TemporaryDirectory(prefix="m8-bench-") as workdir:
         try:
-            services = local_services(Settings(), Path(workdir), ephemeral=True)
+            services = local_services(Settings(), Path(workdir))
         except ServiceError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

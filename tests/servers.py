@@ -37,7 +37,7 @@ def unique(prefix: str) -> str:
 @pytest.fixture(scope="session")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     """RabbitMQ, MongoDB, OpenBao and the AWS endpoint, started once for the session."""
-    running = local_services(Settings(), tmp_path_factory.mktemp("m8"), ephemeral=True)
+    running = local_services(Settings(), tmp_path_factory.mktemp("m8"))
     yield running
     running.stop()
 

@@ -24,7 +24,7 @@ def test_external_mongodb_that_does_not_answer_is_an_error(tmp_path: Path) -> No
     port = manager.free_port()
     settings = Settings(mongodb_uri=f"mongodb://127.0.0.1:{port}/")
     with pytest.raises(ServiceError, match="M8_MONGODB_URI"):
-        manager.start_mongodb(settings, tmp_path, ephemeral=True)
+        manager.start_mongodb(settings, tmp_path)
 
 
 def test_state_round_trips_and_is_private(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from m8.client.errors import ClientError, ExitCode
 from m8.client.profile import Profile
@@ -44,6 +44,12 @@ FINAL = {
     "failed": ExitCode.FAILED,
     "expired": ExitCode.EXPIRED,
 }
+
+
+def fingerprint_column() -> Column:
+    """Fingerprints are for comparing: never cut one short to fit a narrow terminal."""
+    return Column("fingerprint", no_wrap=True, min_width=47)
+
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
@@ -231,7 +237,7 @@ def secret_list(
         data = client.secrets(store, prefix)
 
     def render() -> None:
-        table = Table("store", "path", "fingerprint", "version", "stored", "by")
+        table = Table("store", "path", fingerprint_column(), "version", "stored", "by")
         for item in data.get("secrets", []):
             table.add_row(
                 item["store"], item["path"], item.get("fingerprint") or "",
@@ -264,7 +270,7 @@ def secret_history(
         data = client.history(store, path)
 
     def render() -> None:
-        table = Table("requested", "by", "status", "fingerprint", "version", "upload")
+        table = Table("requested", "by", "status", fingerprint_column(), "version", "upload")
         for item in data.get("history", []):
             table.add_row(
                 str(item.get("requested_at") or ""), str(item.get("requested_by") or ""),

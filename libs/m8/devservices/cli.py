@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import signal
 import threading
@@ -19,6 +20,7 @@ from m8.config import get_settings
 from m8.crypto import SecretBytes
 from m8.devservices.manager import ServiceError, Services, local_services
 from m8.devservices.system import AWS_STORE, VAULT_STORE, System, m8ctl_login
+from m8.devservices.vhosts import virtual_host
 
 console = Console()
 dev = typer.Typer(help="Run m8 on this machine with real local servers.", no_args_is_help=False)
@@ -97,36 +99,59 @@ def run_locally(ctx: typer.Context) -> None:
     except ServiceError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from None
-    try:
-        with console.status("Starting api, keyrotator and the vault and aws reactors…"):
-            system.start(services)
-        _print(services)
-        config = system.workdir / "m8ctl.json"
-        m8ctl_login(system, config)
-        console.print(f"\nm8 is up: API at {system.api_url}", highlight=False)
-        console.print(f"Stores: {VAULT_STORE} (default, OpenBao) and {AWS_STORE} (moto).")
-        console.print("Use m8ctl as the dev admin:", highlight=False)
-        console.print(f"  export M8CTL_CONFIG={config}", markup=False)
-        console.print("  printf 's3cr3t' | m8ctl secret put team/db/password", markup=False)
-        console.print(
-            f"  m8ctl secret put team/db/password --store {AWS_STORE} < file", markup=False
-        )
-        console.print(
-            "  m8 dev demo    # one value into both stores, equal fingerprints", markup=False
-        )
-        console.print(f"Logs: {system.workdir / 'logs'}. Press Ctrl-C to stop.", highlight=False)
-        stop.wait()
-    except KeyboardInterrupt:
-        pass
-    except ServiceError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from None
-    finally:
-        with console.status("Stopping…"):
-            system.stop()
-            services.stop()
-            services.forget()
-        console.print("Stopped.")
+    with contextlib.ExitStack() as cleanup:
+        # Undone in reverse: the services, then their virtual host, then the servers.
+        cleanup.callback(_stop_servers, services)
+        try:
+            # A virtual host of its own: two systems on one broker must not answer each
+            # other's requests or take each other's events.
+            vhost = cleanup.enter_context(virtual_host(services["rabbitmq"], prefix="m8-dev-"))
+            cleanup.callback(_stop_system, system)
+            with console.status("Starting api, keyrotator and the vault and aws reactors…"):
+                system.start(services, overrides={"M8_AMQP_URL": vhost.url})
+            _print(services)
+            config = system.workdir / "m8ctl.json"
+            m8ctl_login(system, config)
+            _usage(system, config)
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+        except ServiceError as exc:
+            console.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(1) from None
+
+
+def _usage(system: System, config: Path) -> None:
+    console.print(f"\nm8 is up: API at {system.api_url}", highlight=False)
+    console.print(f"Stores: {VAULT_STORE} (default, OpenBao) and {AWS_STORE} (moto).")
+    console.print("Use m8ctl as the dev admin:", highlight=False)
+    for line in (
+        f"  export M8CTL_CONFIG={config}",
+        "  printf 's3cr3t' | m8ctl secret put team/db/password",
+        f"  m8ctl secret put team/db/password --store {AWS_STORE} < file",
+        "  m8 dev demo    # one value into both stores, equal fingerprints",
+    ):
+        console.print(line, markup=False, highlight=False)
+    console.print(f"Logs: {system.workdir / 'logs'}. Press Ctrl-C to stop.", highlight=False)
+
+
+def _ignore_signals() -> None:
+    # A second Ctrl-C must not cut the clean-up short and leave processes running.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _stop_system(system: System) -> None:
+    _ignore_signals()
+    with console.status("Stopping the services (they finish what they hold)…"):
+        system.stop()
+
+
+def _stop_servers(services: Services) -> None:
+    _ignore_signals()
+    services.stop()
+    services.forget()
+    console.print("Stopped.")
 
 
 @dev.command("demo")

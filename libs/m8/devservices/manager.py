@@ -203,18 +203,21 @@ def rabbitmq_healthy(url: str) -> bool:
 # --- the four servers --------------------------------------------------------------
 
 
-def start_mongodb(settings: Settings, workdir: Path, ephemeral: bool) -> ServiceInfo:
-    """The MongoDB at M8_MONGODB_URI, or a SecantusDB server of our own."""
+def start_mongodb(settings: Settings, workdir: Path) -> ServiceInfo:
+    """The MongoDB at M8_MONGODB_URI, or a SecantusDB server of our own, in memory.
+
+    In memory like the dev OpenBao and moto beside it: an event store that outlived them
+    would describe secrets and store addresses that no longer exist.
+    """
     if settings.mongodb_uri:
         if not mongodb_healthy(settings.mongodb_uri):
             raise ServiceError("M8_MONGODB_URI is set but no MongoDB answers there.")
         return ServiceInfo("mongodb", settings.mongodb_uri, managed=False)
     port = free_port()
-    storage = ":memory:" if ephemeral else str(workdir / "secantus-data")
     argv = [
         tool("secantusd-py"),
         "--host", "127.0.0.1", "--port", str(port),
-        "--storage-path", storage, "--log-level", "WARNING",
+        "--storage-path", ":memory:", "--log-level", "WARNING",
     ]  # fmt: skip
     proc, log = spawn("mongodb", argv, workdir)
     uri = f"mongodb://127.0.0.1:{port}/"
@@ -290,11 +293,11 @@ class Services:
     def __iter__(self) -> Iterator[ServiceInfo]:
         return iter(self.infos.values())
 
-    def start(self, settings: Settings, ephemeral: bool = False) -> Services:
+    def start(self, settings: Settings) -> Services:
         """Starts (or finds) every server; on any failure stops what it started."""
         try:
             self.infos["rabbitmq"] = start_rabbitmq(settings, self.workdir)
-            self.infos["mongodb"] = start_mongodb(settings, self.workdir, ephemeral)
+            self.infos["mongodb"] = start_mongodb(settings, self.workdir)
             self.infos["openbao"] = start_openbao(settings, self.workdir)
             self.infos["aws"] = start_aws(settings, self.workdir)
         except BaseException:
@@ -353,11 +356,11 @@ class Services:
         (self.workdir / STATE_FILE).unlink(missing_ok=True)
 
 
-def local_services(settings: Settings, workdir: Path, ephemeral: bool = False) -> Services:
+def local_services(settings: Settings, workdir: Path) -> Services:
     """Starts the servers m8 needs: as containers if asked and Docker is there, else local."""
     workdir.mkdir(parents=True, exist_ok=True)
     if settings.services == "containers":
         from m8.devservices.containers import container_services
 
         return container_services(workdir)
-    return Services(workdir).start(settings, ephemeral=ephemeral)
+    return Services(workdir).start(settings)
