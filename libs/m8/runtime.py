@@ -14,7 +14,7 @@ import signal
 import socket
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -22,9 +22,17 @@ from m8.config import Settings, SettingsError
 from m8.eventstore import MongoEventRecorder, MongoInbox, OutboxRelay, Repository
 from m8.eventstore.mongo import Document, connect_database
 from m8.logs import configure_logging
-from m8.messaging import Broker, EventConsumer
+from m8.messaging import Broker
 
 log = logging.getLogger(__name__)
+
+
+class Worker(Protocol):
+    """Something that takes work from the broker: an event consumer, an RPC server."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class ConfigurationError(SettingsError):
@@ -43,7 +51,7 @@ class Runtime:
     inbox: MongoInbox
     relay: OutboxRelay
     repository: Repository
-    consumers: list[EventConsumer] = field(default_factory=list)
+    workers: list[Worker] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -78,15 +86,15 @@ class Runtime:
         self.tasks.append(task)
         return task
 
-    async def consume(self, consumer: EventConsumer) -> None:
-        """Starts a consumer that stops with the runtime."""
-        await consumer.start()
-        self.consumers.append(consumer)
+    async def consume(self, worker: Worker) -> None:
+        """Starts a consumer or RPC server that stops (finishing its work) with the runtime."""
+        await worker.start()
+        self.workers.append(worker)
 
     async def close(self) -> None:
         """Stops consumers (letting work in hand finish), loops, then connections."""
-        for consumer in self.consumers:
-            await consumer.stop()
+        for worker in self.workers:
+            await worker.stop()
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)

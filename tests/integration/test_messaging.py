@@ -206,3 +206,23 @@ async def test_rpc_without_answer_times_out(rpc: RpcClient) -> None:
         await rpc.call("m8.rpc.test", "echo", {"slow": True}, timeout=0.5)
     with pytest.raises(RpcTimeout):
         await rpc.call("m8.rpc.nobody-serves-this", "echo", {}, timeout=0.5)
+
+
+async def test_stopping_an_rpc_server_answers_the_requests_in_hand(amqp: AmqpBroker) -> None:
+    started = asyncio.Event()
+
+    async def slow(params: dict[str, Any]) -> dict[str, Any]:
+        started.set()
+        await asyncio.sleep(0.5)
+        return {"done": params["n"]}
+
+    server = RpcServer(amqp, "m8.rpc.stopping", {"slow": slow})
+    await server.start()
+    client = RpcClient(amqp)
+    await client.start()
+    call = asyncio.create_task(client.call("m8.rpc.stopping", "slow", {"n": 1}, timeout=10))
+    await started.wait()
+    await server.stop()
+    assert await call == {"done": 1}
+    with pytest.raises(RpcTimeout):  # stopped: it takes no new request
+        await client.call("m8.rpc.stopping", "slow", {"n": 2}, timeout=1)

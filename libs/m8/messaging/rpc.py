@@ -8,6 +8,7 @@ for the latter, `RpcTimeout` when no reply came in time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
@@ -16,6 +17,7 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractQueue
+from aio_pika.exceptions import AMQPError
 
 from m8.messaging.broker import Broker
 from m8.messaging.topology import RPC_EXCHANGE
@@ -112,6 +114,8 @@ class RpcServer:
         self.concurrency = concurrency
         self._queue: AbstractQueue | None = None
         self._channel: AbstractChannel | None = None
+        self._tag: str | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Declares the request queue and starts serving."""
@@ -120,9 +124,27 @@ class RpcServer:
         self._queue = await self._channel.declare_queue(self.queue_name, durable=True)
         await self._queue.bind(exchange, routing_key=self.queue_name)
         self.broker.keep(self._queue)
-        await self._queue.consume(self._on_request)
+        self._tag = await self._queue.consume(self._on_request)
+
+    async def stop(self) -> None:
+        """Takes no more requests and answers those in hand."""
+        if self._queue is not None and self._tag is not None:
+            with contextlib.suppress(AMQPError):  # connection already gone: nothing to cancel
+                await self._queue.cancel(self._tag)
+        if self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
 
     async def _on_request(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._in_flight.add(task)
+        try:
+            await self._serve(message)
+        finally:
+            if task is not None:
+                self._in_flight.discard(task)
+
+    async def _serve(self, message: AbstractIncomingMessage) -> None:
         async with message.process(requeue=False, ignore_processed=True):
             reply = await self._answer(message.body)
             if message.reply_to and self._channel is not None:

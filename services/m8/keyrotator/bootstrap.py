@@ -50,7 +50,9 @@ async def start(runtime: Runtime, settings: KeyRotatorSettings, keys: RotatorKey
     await signing.current()  # fails now, not at the first request, if the master key is wrong
     rotator = KeyRotator(runtime.repository, upload_keys, signing, keys.keks, lifetime)
     await _warn_of_missing_keks(rotator)
-    await RpcServer(runtime.broker, RPC_KEYROTATOR_QUEUE, RotatorRpc(rotator).procedures()).start()
+    await runtime.consume(
+        RpcServer(runtime.broker, RPC_KEYROTATOR_QUEUE, RotatorRpc(rotator).procedures())
+    )
     await runtime.consume(
         EventConsumer(runtime.broker, KEYROTATOR_QUEUE, rotator.on_outcome, runtime.inbox)
     )
