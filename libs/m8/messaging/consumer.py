@@ -11,14 +11,12 @@ A handler that is idempotent by construction (a projection) may go without an in
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import AMQPError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
@@ -26,6 +24,7 @@ from m8.eventsourcing import StoredEvent
 from m8.messaging.broker import Broker
 from m8.messaging.errors import PoisonMessage, TransientError
 from m8.messaging.topology import QueueSpec, declare_queue
+from m8.messaging.worker import QueueWorker
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +43,7 @@ class Inbox(Protocol):
         ...
 
 
-class EventConsumer:
+class EventConsumer(QueueWorker):
     """Consumes one queue with bounded concurrency."""
 
     def __init__(
@@ -65,37 +64,18 @@ class EventConsumer:
         self.concurrency = concurrency
         self.attempts = attempts
         self.max_backoff = max_backoff
-        self._queue: AbstractQueue | None = None
-        self._tag: str | None = None
-        self._in_flight: set[asyncio.Task[None]] = set()
+        super().__init__()
 
     async def start(self) -> None:
         """Declares the queue and starts consuming."""
         # Prefetch equals concurrency: the broker never hands us more than we work on.
         channel = await self.broker.channel(prefetch=self.concurrency)
-        self._queue = await declare_queue(channel, self.spec)
-        self.broker.keep(self._queue)
-        self._tag = await self._queue.consume(self._on_message)
+        queue = await declare_queue(channel, self.spec)
+        self.broker.keep(queue)
+        await self.consume(queue)
 
-    async def stop(self) -> None:
-        """Stops taking messages and waits for those in hand."""
-        if self._queue is not None and self._tag is not None:
-            with contextlib.suppress(AMQPError):  # connection already gone: nothing to cancel
-                await self._queue.cancel(self._tag)
-        if self._in_flight:
-            await asyncio.gather(*self._in_flight, return_exceptions=True)
-
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._in_flight.add(task)
-        try:
-            await self._handle(message)
-        finally:
-            if task is not None:
-                self._in_flight.discard(task)
-
-    async def _handle(self, message: AbstractIncomingMessage) -> None:
+    async def handle(self, message: AbstractIncomingMessage) -> None:
+        """Decodes, deduplicates, handles and settles one event message."""
         try:
             event = StoredEvent.from_json(json.loads(message.body))
         except (ValueError, KeyError, TypeError):

@@ -8,7 +8,6 @@ for the latter, `RpcTimeout` when no reply came in time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import uuid
@@ -16,11 +15,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractQueue
-from aio_pika.exceptions import AMQPError
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
 
 from m8.messaging.broker import Broker
 from m8.messaging.topology import RPC_EXCHANGE
+from m8.messaging.worker import QueueWorker
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +101,7 @@ class RpcClient:
             future.set_result({"ok": False, "error": {"code": "bad_reply", "detail": "not JSON"}})
 
 
-class RpcServer:
+class RpcServer(QueueWorker):
     """Serves procedures on one durable queue bound to `m8.rpc`."""
 
     def __init__(
@@ -112,39 +111,20 @@ class RpcServer:
         self.queue_name = queue
         self.procedures = dict(procedures)
         self.concurrency = concurrency
-        self._queue: AbstractQueue | None = None
         self._channel: AbstractChannel | None = None
-        self._tag: str | None = None
-        self._in_flight: set[asyncio.Task[None]] = set()
+        super().__init__()
 
     async def start(self) -> None:
         """Declares the request queue and starts serving."""
         self._channel = await self.broker.channel(prefetch=self.concurrency)
         exchange = await self._channel.get_exchange(RPC_EXCHANGE)
-        self._queue = await self._channel.declare_queue(self.queue_name, durable=True)
-        await self._queue.bind(exchange, routing_key=self.queue_name)
-        self.broker.keep(self._queue)
-        self._tag = await self._queue.consume(self._on_request)
+        queue = await self._channel.declare_queue(self.queue_name, durable=True)
+        await queue.bind(exchange, routing_key=self.queue_name)
+        self.broker.keep(queue)
+        await self.consume(queue)
 
-    async def stop(self) -> None:
-        """Takes no more requests and answers those in hand."""
-        if self._queue is not None and self._tag is not None:
-            with contextlib.suppress(AMQPError):  # connection already gone: nothing to cancel
-                await self._queue.cancel(self._tag)
-        if self._in_flight:
-            await asyncio.gather(*self._in_flight, return_exceptions=True)
-
-    async def _on_request(self, message: AbstractIncomingMessage) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._in_flight.add(task)
-        try:
-            await self._serve(message)
-        finally:
-            if task is not None:
-                self._in_flight.discard(task)
-
-    async def _serve(self, message: AbstractIncomingMessage) -> None:
+    async def handle(self, message: AbstractIncomingMessage) -> None:
+        """Answers one request."""
         async with message.process(requeue=False, ignore_processed=True):
             reply = await self._answer(message.body)
             if message.reply_to and self._channel is not None:
