@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from m8.devservices import Services
-from m8.devservices.manager import tool
+from m8.devservices.manager import pid_alive, tool
 from tests.servers import unique, virtual_host
 
 
@@ -60,12 +60,4 @@ def test_m8_dev_runs_the_system_the_demo_and_stops_on_ctrl_c(
                 proc.kill()
         assert not (tmp_path / "state" / "system.json").exists()
         for pid in pids:
-            assert not _alive(pid), f"service process {pid} outlived m8 dev"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+            assert not pid_alive(pid), f"service process {pid} outlived m8 dev"

@@ -26,6 +26,7 @@ from pymongo import MongoClient
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from m8.config import Settings
+from m8.crypto.keyfiles import write_private_file
 
 NAMES = ("rabbitmq", "mongodb", "openbao", "aws")
 STATE_FILE = "services.json"
@@ -149,11 +150,12 @@ def stop_process(pid: int, timeout: float = 10.0) -> None:
             return
         except PermissionError:
             return
-        if wait_until(lambda: not _pid_alive(pid), timeout):
+        if wait_until(lambda: not pid_alive(pid), timeout):
             return
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a child of ours that exited counts as gone)."""
     try:
         waited, _ = os.waitpid(pid, os.WNOHANG)
         if waited == pid:
@@ -336,8 +338,6 @@ class Services:
 
     def save(self) -> None:
         """Writes the state file that `status` and `down` read (0600: it holds a token)."""
-        from m8.crypto.keyfiles import write_private_file
-
         state = {n: asdict(i) for n, i in self.infos.items()}
         write_private_file(self.workdir / STATE_FILE, json.dumps(state, indent=2), overwrite=True)
 

@@ -24,6 +24,7 @@ from m8.devservices.manager import (
     free_port,
     http_ok,
     log_tail,
+    pid_alive,
     spawn,
     stop_process,
     tool,
@@ -154,7 +155,10 @@ class System:
             env = {**environments[name], **(overrides or {})}
             proc, _log = spawn(name, argv, self.workdir, env, inherit=_not_ours)
             self.pids[name] = proc.pid
-        if not wait_until(lambda: self._all_alive() and http_ok(f"{self.api_url}/readyz"), 90):
+        if not wait_until(
+            lambda: all(map(pid_alive, self.pids.values())) and http_ok(f"{self.api_url}/readyz"),
+            90,
+        ):
             logs = "".join(
                 f"\n{name}:{log_tail(str(self.workdir / 'logs' / f'{name}.log'))}"
                 for name in commands
@@ -167,16 +171,6 @@ class System:
             self.stop()
             raise ServiceError(f"could not register the dev stores: {exc}") from None
         self.save()
-
-    def _all_alive(self) -> bool:
-        for pid in self.pids.values():
-            try:
-                waited, _ = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                continue
-            if waited == pid:
-                return False
-        return True
 
     def register_stores(self, services: Services) -> None:
         """One Vault store and one AWS store, each on the local server (idempotent)."""
