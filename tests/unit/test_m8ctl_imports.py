@@ -10,7 +10,7 @@ SERVER_SIDE = ("fastapi", "pymongo", "boto3", "hvac", "aio_pika", "uvicorn")
 
 def test_m8ctl_never_imports_server_side_libraries() -> None:
     probe = (
-        "import sys, m8.client.m8ctl, m8.client.upload, m8.client.sdk; "
+        "import sys, m8.client.m8ctl, m8.client.upload, m8.client.sdk, m8.client.outcome; "
         f"print(','.join(m for m in {SERVER_SIDE!r} if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)

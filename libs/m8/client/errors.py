@@ -18,6 +18,7 @@ class ExitCode(IntEnum):
     UNTRUSTED_KEY = 7
     PENDING = 8
     EXPIRED = 9
+    UNVERIFIED = 10  # the server claims an outcome that no pinned receipt key vouches for
 
 
 class ClientError(Exception):
@@ -33,13 +34,28 @@ class ClientError(Exception):
 class ApiError(ClientError):
     """The API answered with a problem (RFC 9457)."""
 
-    def __init__(self, status: int, title: str, detail: str) -> None:
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        code: str = "",
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(f"{title}: {detail}" if detail else title)
         self.status = status
         self.title = title
         self.detail = detail
+        self.code = code  # the problem type's last part, e.g. `store_inactive`
+        self.retry_after = retry_after  # seconds, from a 429's or 503's Retry-After
         if status in (401, 403):
             self.exit_code = ExitCode.UNAUTHORISED
+
+
+class UsageError(ClientError):
+    """The command cannot run as given; the message says what to give instead."""
+
+    exit_code = ExitCode.USAGE
 
 
 class Unreachable(ClientError):
@@ -52,6 +68,12 @@ class UntrustedKey(ClientError):
     """The upload key is not signed by a rotator key this client trusts."""
 
     exit_code = ExitCode.UNTRUSTED_KEY
+
+
+class UnverifiedOutcome(ClientError):
+    """The server says how an upload ended, but no pinned receipt key signed that."""
+
+    exit_code = ExitCode.UNVERIFIED
 
 
 class NotLoggedIn(ClientError):

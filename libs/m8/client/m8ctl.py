@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +17,7 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from m8.client.errors import ClientError, ExitCode
-from m8.client.profile import Profile
+from m8.client.profile import PinSet, Profile
 
 if TYPE_CHECKING:
     from m8.client.sdk import M8Client
@@ -30,10 +29,12 @@ stores_app = typer.Typer(help="List stores; admins add, activate, deactivate the
 add_app = typer.Typer(help="Register an upstream store (admin).", no_args_is_help=True)
 secret_app = typer.Typer(help="Put secrets and see their fingerprints.", no_args_is_help=True)
 upload_app = typer.Typer(help="Follow an upload.", no_args_is_help=True)
+config_app = typer.Typer(help="Your profile: the store your uploads go to.", no_args_is_help=True)
 app.add_typer(stores_app, name="stores")
 stores_app.add_typer(add_app, name="add")
 app.add_typer(secret_app, name="secret")
 app.add_typer(upload_app, name="upload")
+app.add_typer(config_app, name="config")
 
 out = Console()
 err = Console(stderr=True)
@@ -44,6 +45,7 @@ FINAL = {
     "failed": ExitCode.FAILED,
     "expired": ExitCode.EXPIRED,
 }
+SIGNED = frozenset({"stored", "rejected", "failed"})  # outcomes a reactor signs a receipt for
 
 
 def fingerprint_column() -> Column:
@@ -90,55 +92,236 @@ def login(
     token_file: Annotated[
         Path | None, typer.Option(help="Read the token from this file (else stdin or a prompt).")
     ] = None,
+    store: Annotated[
+        str | None, typer.Option(help="Your store (else the server's default, shown to you).")
+    ] = None,
     repin: Annotated[
-        bool, typer.Option(help="Trust the rotator keys the server shows now, replacing pins.")
+        bool,
+        typer.Option("--repin", help="Trust the keys the server shows now, replacing your pins."),
+    ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="With --repin: do not ask (you checked the keys).")
+    ] = False,
+    insecure: Annotated[
+        bool,
+        typer.Option("--insecure", help="Allow plain http:// to a host other than this machine."),
     ] = False,
 ) -> None:
-    """Save the server and your token, and pin the rotator's verify keys."""
+    """Save the server, your token and your store, and pin the server's keys."""
+    from m8.client.errors import NotLoggedIn
+    from m8.client.keys import report, utc_now
+    from m8.client.pins import Changes, conflicts, parse_published, pin_first_use, refresh
+    from m8.client.profile import RECEIPT, ROTATOR
     from m8.client.sdk import M8Client
-    from m8.client.upload import pin_endorsed_keys, pin_published
+    from m8.crypto import format_utc
 
-    if token_file is not None:
-        token = token_file.read_text().strip()
-    elif not sys.stdin.isatty():
-        token = sys.stdin.readline().strip()
-    else:
-        token = typer.prompt("API token", hide_input=True).strip()
-    if not token:
-        fail("no token given", ExitCode.USAGE)
+    url = _server_url(server, insecure)  # before anything touches the network
     try:
-        previous = Profile.load()
-    except ClientError:
+        previous: Profile | None = Profile.load()
+    except NotLoggedIn:
         previous = None
-    profile = Profile(server.rstrip("/"), token)
-    keep_pins = previous is not None and previous.server == profile.server and not repin
-    if keep_pins and previous is not None:
-        profile.pinned = dict(previous.pinned)
+    except ClientError as exc:  # unreadable or insecure: never overwrite it unseen
+        fail(
+            f"{exc.message}. m8ctl did not log in, so as not to overwrite a profile it cannot "
+            "read (it holds the keys you pinned). Fix it, or move it away to start afresh.",
+            exc.exit_code,
+        )
+    if previous is not None and previous.server != url and not repin:
+        fail(
+            f"this profile is logged in to {previous.server}. Logging in to {url} means "
+            "trusting that server's keys instead: check its fingerprints with your operator, "
+            f"then run `m8ctl login {url} --repin`.",
+            ExitCode.USAGE,
+        )
+    token = _read_token(token_file)
     try:
-        with M8Client(profile.server, token) as client:
-            published = client.rotator_keys()
-            client.stores()  # proves the token works before we save it
+        with M8Client(url, token) as client:
+            rotator = parse_published(client.rotator_keys(), ROTATOR)
+            receipts = parse_published(client.receipt_keys(), RECEIPT)
+            stores = client.stores()  # also proves the token works before we save it
     except ClientError as exc:
         fail(exc.message, exc.exit_code)
-    if not profile.pinned:
-        pin_published(profile, published)
-    else:
-        pin_endorsed_keys(profile, published)
-        shown = {e["signing_key_id"]: e["verify_key"] for e in published}
-        changed = [
-            k for k, v in shown.items() if k in profile.pinned and profile.pinned[k].verify_key != v
-        ]
+    now = utc_now()
+    same_server = previous is not None and previous.server == url
+    profile = Profile(url, token, path=previous.path if previous else None)
+    if previous is not None and not repin:
+        profile.rotator_keys, profile.receipt_keys = previous.rotator_keys, previous.receipt_keys
+        changed = conflicts(profile.rotator_keys, rotator)
+        changed += conflicts(profile.receipt_keys, receipts)
         if changed:
             fail(
                 f"the server shows a different key under pinned id(s) {', '.join(changed)}. "
                 "This may be an attack. Check with your operator, then use --repin.",
                 ExitCode.UNTRUSTED_KEY,
             )
+    changes = Changes()
+    for pins, published in ((profile.rotator_keys, rotator), (profile.receipt_keys, receipts)):
+        if pins.pinned or pins.dropped:
+            changes.extend(refresh(pins, published, now))
+        else:  # trust on first use: shown below for the user to compare
+            changes.extend(pin_first_use(pins, published, now))
+    profile.keys_checked_at = format_utc(now)
+    report(changes)
+    if not profile.rotator_keys.pinned:
+        fail(
+            "m8ctl trusts no rotator key of this server (see the notes above), so every "
+            "upload would be refused. Tell your operator; once they confirm the fingerprints "
+            f"the server shows, run `m8ctl login {url} --repin`.",
+            ExitCode.UNTRUSTED_KEY,
+        )
+    if repin and previous is not None:
+        _confirm_repin(previous, profile, yes)
+    kept = previous.store if previous is not None and same_server else None
+    profile.store, how = _choose_store(store, kept, stores)
     path = profile.save()
-    out.print(f"Logged in to {profile.server}; profile saved to {path}.")
-    out.print("Pinned rotator keys (compare with your operator's):")
-    for key_id, pinned in profile.pinned.items():
-        out.print(f"  {key_id}  {pinned.fingerprint}", highlight=False)
+    out.print(f"Logged in to {profile.server}; profile saved to {path}.", highlight=False)
+    _show_pins("Pinned rotator keys (compare with your operator's):", profile.rotator_keys)
+    _show_pins("Pinned receipt keys (compare with your operator's):", profile.receipt_keys)
+    if not profile.receipt_keys.pinned:
+        err.print(
+            "[yellow]warning:[/] the server shows no receipt keys: m8ctl cannot confirm any "
+            "outcome (exit code 10) until you log in again once the reactors run.",
+            highlight=False,
+        )
+    out.print(f"Your store: {profile.store or '(none)'} - {how}", highlight=False)
+
+
+def _server_url(server: str, insecure: bool) -> str:
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    url = server.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        fail(f"{server!r} is not a server URL like https://m8.example.com", ExitCode.USAGE)
+    host = parts.hostname
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if parts.scheme == "http" and not loopback and not insecure:
+        fail(
+            f"{url} is plain http: your token and the keys m8ctl pins would cross the network "
+            "unprotected, and anyone on the way could swap them. Use https://, or add "
+            "--insecure if you really mean it (http to this machine, 127.0.0.1, is allowed).",
+            ExitCode.USAGE,
+        )
+    return url
+
+
+def _read_token(token_file: Path | None) -> str:
+    if token_file is not None:
+        try:
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            fail(f"cannot read {token_file}: {exc.strerror}", ExitCode.USAGE)
+    elif not sys.stdin.isatty():
+        token = sys.stdin.readline().strip()
+    else:
+        token = typer.prompt("API token", hide_input=True).strip()
+    if not token:
+        fail("no token given", ExitCode.USAGE)
+    return token
+
+
+def _confirm_repin(previous: Profile, profile: Profile, yes: bool) -> None:
+    """Shows what is trusted now and what would be, and asks (or takes --yes)."""
+    out.print(f"Now pinned (for {previous.server}):", highlight=False)
+    _show_pins("  rotator keys:", previous.rotator_keys)
+    _show_pins("  receipt keys:", previous.receipt_keys)
+    out.print(f"The server {profile.server} shows:", highlight=False)
+    _show_pins("  rotator keys:", profile.rotator_keys)
+    _show_pins("  receipt keys:", profile.receipt_keys)
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        fail(
+            "--repin replaces the keys you trust and there is no terminal to ask on. Compare "
+            "the new fingerprints above with your operator's, then run again with --yes.",
+            ExitCode.USAGE,
+        )
+    if not typer.confirm("Trust the keys the server shows now?", default=False):
+        fail("nothing changed", ExitCode.USAGE)
+
+
+def _choose_store(
+    option: str | None, kept: str | None, stores: dict[str, Any]
+) -> tuple[str | None, str]:
+    """The profile's store and how it was chosen (the server's default only on first use)."""
+    if option is not None:
+        return _usable_store(option, stores), "chosen with --store."
+    if kept is not None:
+        return kept, "kept from your profile."
+    default = stores.get("default")
+    if not isinstance(default, str):
+        return None, "the server has no default: choose one with `m8ctl config set-store NAME`."
+    if sys.stdin.isatty():
+        default = _usable_store(typer.prompt("Store for your uploads", default=default), stores)
+    return default, (
+        "the server's default today, taken on trust (trust on first use): check with your "
+        "operator that it is the store you mean. m8ctl always names it in uploads and never "
+        "follows a later change of the server's default; change it with "
+        "`m8ctl config set-store NAME`, or pass --store NAME for one upload."
+    )
+
+
+def _usable_store(name: str, stores: dict[str, Any]) -> str:
+    listed = {s.get("name"): s for s in stores.get("stores", []) if isinstance(s, dict)}
+    if name not in listed:
+        names = ", ".join(sorted(str(n) for n in listed)) or "none"
+        fail(f"the server has no store {name!r} you may use (it lists: {names})", ExitCode.USAGE)
+    if not listed[name].get("active"):
+        fail(f"store {name!r} is inactive: an admin must activate it first", ExitCode.USAGE)
+    return name
+
+
+def _show_pins(title: str, pins: PinSet) -> None:
+    out.print(title, highlight=False)
+    for key_id, pinned in pins.pinned.items():
+        until = f"  until {pinned.not_after}" if pinned.not_after else ""
+        out.print(f"  {key_id}  {pinned.fingerprint}{until}", highlight=False)
+    if not pins.pinned:
+        out.print("  (none)", highlight=False)
+
+
+# --- config -------------------------------------------------------------------------
+
+
+@config_app.command("set-store")
+def config_set_store(
+    name: Annotated[str, typer.Argument(help="A store from `stores list`.")],
+) -> None:
+    """Choose the store your uploads go to (when you pass no --store)."""
+    with session() as (client, profile):
+        profile.store = _usable_store(name, client.stores())
+        profile.save()
+    out.print(f"Your store is now {name}: uploads go there unless you pass --store.")
+
+
+@config_app.command("show")
+def config_show(as_json: JsonOpt = False) -> None:
+    """Your server, store and pinned keys (never the token)."""
+    try:
+        profile = Profile.load()
+    except ClientError as exc:
+        fail(exc.message, exc.exit_code)
+    data = {
+        "server": profile.server,
+        "store": profile.store,
+        "keys_checked_at": profile.keys_checked_at,
+        "rotator_keys": profile.rotator_keys.to_dict(),
+        "receipt_keys": profile.receipt_keys.to_dict(),
+    }
+
+    def render() -> None:
+        out.print(f"server {profile.server}\nstore  {profile.store or '(none)'}", highlight=False)
+        _show_pins("Pinned rotator keys:", profile.rotator_keys)
+        _show_pins("Pinned receipt keys:", profile.receipt_keys)
+        for pins in (profile.rotator_keys, profile.receipt_keys):
+            for key_id, dropped in pins.dropped.items():
+                out.print(f"dropped {key_id}: {dropped.reason} ({dropped.at})", highlight=False)
+
+    emit(data, as_json, render)
 
 
 # --- secrets ------------------------------------------------------------------------
@@ -160,7 +343,7 @@ def _read_secret(file: Path | None) -> bytes:
 def secret_put(
     path: Annotated[str, typer.Argument(help="Secret path, e.g. team/db/password")],
     store: Annotated[
-        str | None, typer.Option(help="Target store (default: the default one).")
+        str | None, typer.Option(help="Target store (default: your profile's store).")
     ] = None,
     file: Annotated[Path | None, typer.Option(help="Read the value from this file.")] = None,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Return once accepted.")] = False,
@@ -171,6 +354,7 @@ def secret_put(
 
     The value comes from --file, else standard input, else a hidden prompt; bytes are sent
     exactly as read (a trailing newline from `echo` is part of the value; use printf).
+    "Stored" is printed only when the reactor's signed receipt verifies.
     """
     from m8.client.upload import put_secret, read_value
 
@@ -186,26 +370,81 @@ def secret_put(
         if no_wait:
             emit(accepted, as_json, lambda: out.print(f"Accepted: upload {accepted['upload_id']}"))
             return
-        _follow(client, accepted["upload_id"], timeout, as_json)
+        # Our own upload id, store, path and ciphertext hash: never the API's echo of them.
+        chosen = (accepted["store"], accepted["path"], accepted["ciphertext_sha256"])
+        _follow(client, profile, accepted["upload_id"], timeout, as_json, chosen)
 
 
-def _follow(client: M8Client, upload_id: str, timeout: float, as_json: bool) -> NoReturn:
-    deadline = time.monotonic() + timeout
-    status: dict[str, Any] = {"status": "pending"}
+Chosen = tuple[str, str, str]  # store, path, SHA-256 of the ciphertext sent
+
+
+def _follow(
+    client: M8Client,
+    profile: Profile,
+    upload_id: str,
+    timeout: float,
+    as_json: bool,
+    chosen: Chosen | None = None,
+) -> NoReturn:
+    from m8.client.outcome import await_outcome
+
     with err.status(f"Waiting for upload {upload_id} to be stored…", spinner="dots"):
-        while status["status"] not in FINAL and (left := deadline - time.monotonic()) > 0:
-            status = client.upload(upload_id, wait=min(left, 20.0))
-    _print_upload(status, as_json)
-    raise typer.Exit(int(FINAL.get(status["status"], ExitCode.PENDING)))
+        status = await_outcome(client, upload_id, timeout, FINAL)
+    _finish(client, profile, upload_id, status, as_json, chosen)
+
+
+def _finish(
+    client: M8Client,
+    profile: Profile,
+    upload_id: str,
+    status: dict[str, Any],
+    as_json: bool,
+    chosen: Chosen | None,
+) -> NoReturn:
+    """Prints an outcome once its receipt is checked, and exits with its code.
+
+    An outcome a reactor signs ("stored", "rejected", "failed") counts only with a receipt
+    that verifies; any other is exit 10, so that a script never acts on the API's word.
+    """
+    from m8.client.outcome import check_receipt
+
+    state = status.get("status")
+    if state not in SIGNED:
+        _print_upload(status, as_json)
+        raise typer.Exit(int(FINAL.get(str(state), ExitCode.PENDING)))
+    # Without our own store, path and ciphertext hash (`upload status ID`), the shown ones
+    # are checked: the receipt binds them to the upload id, so a verified one vouches for them.
+    shown_hash = status.get("ciphertext_sha256")
+    store, path, sent = chosen or (
+        str(status.get("store")),
+        str(status.get("path")),
+        shown_hash if isinstance(shown_hash, str) else None,
+    )
+    check = check_receipt(client, profile, status, upload_id, store, path, sent)
+    shown = {**status, "upload_id": upload_id, "store": store, "path": path}
+    shown |= {"receipt_verified": check.verified, "receipt_problem": check.problem}
+    if not check.verified:
+        emit({**shown, "status": "unverified", "claimed_status": state}, as_json, lambda: None)
+        claimed = {"stored": "was stored", "rejected": "was rejected", "failed": "failed"}
+        err.print(
+            f"[red]unverified outcome[/]: the server says upload {upload_id} {claimed[state]}, "
+            f"but {check.problem}. m8ctl cannot confirm that outcome"
+            f"{', nor its fingerprint' if state == 'stored' else ''}. Check again with "
+            f"`m8ctl upload status {upload_id}`; if this persists, tell your operator.",
+            highlight=False,
+        )
+        raise typer.Exit(int(ExitCode.UNVERIFIED))
+    _print_upload(shown, as_json)
+    raise typer.Exit(int(FINAL[str(state)]))
 
 
 def _print_upload(status: dict[str, Any], as_json: bool) -> None:
     def render() -> None:
         state = status["status"]
-        if state == "stored":
+        if state == "stored":  # only ever with a verified receipt
             out.print(
                 f"Stored {status.get('store')}:{status.get('path')} "
-                f"(upstream version {status.get('upstream_version')})",
+                f"(upstream version {status.get('upstream_version')}; receipt verified)",
                 highlight=False,
             )
             out.print(f"fingerprint {status.get('fingerprint')}", highlight=False)
@@ -215,9 +454,10 @@ def _print_upload(status: dict[str, Any], as_json: bool) -> None:
                 "put the secret again",
                 highlight=False,
             )
-        elif state in ("rejected", "failed"):
+        elif state in ("rejected", "failed"):  # only ever with a verified receipt
             err.print(
-                f"[red]{state}[/]: {status.get('reason')}: {status.get('detail') or ''}",
+                f"[red]{state}[/]: {status.get('reason')}: {status.get('detail') or ''} "
+                "(receipt verified)",
                 highlight=False,
             )
         else:
@@ -289,12 +529,10 @@ def upload_status(
     as_json: JsonOpt = False,
 ) -> None:
     """Show an upload's status (pending, stored, rejected, failed, expired)."""
-    with session() as (client, _):
+    with session() as (client, profile):
         if wait:
-            _follow(client, upload_id, wait, as_json)
-        status = client.upload(upload_id)
-    _print_upload(status, as_json)
-    raise typer.Exit(int(FINAL.get(status["status"], ExitCode.PENDING)))
+            _follow(client, profile, upload_id, wait, as_json)
+        _finish(client, profile, upload_id, client.upload(upload_id), as_json, None)
 
 
 # --- stores -------------------------------------------------------------------------
@@ -327,16 +565,31 @@ def _admin(action: Callable[[M8Client], Any], done: str) -> None:
     out.print(done)
 
 
+FingerprintInMetadata = Annotated[
+    bool,
+    typer.Option(
+        "--fingerprint-in-metadata/--no-fingerprint-in-metadata",
+        help="Write each secret's fingerprint upstream in clear, so readers of the store can "
+        "see which secrets are equal (default: sealed, for the reactors only).",
+    ),
+]
+
+
 @add_app.command("vault")
 def add_vault(
     name: Annotated[str, typer.Argument()],
     address: Annotated[str, typer.Option(help="Vault/OpenBao URL.")],
     mount: Annotated[str, typer.Option(help="KV v2 mount.")] = "secret",
     path_prefix: Annotated[str, typer.Option(help="Prefix under the mount.")] = "",
+    fingerprint_in_metadata: FingerprintInMetadata = False,
 ) -> None:
-    """Register a Vault / OpenBao KV v2 store. Credentials belong to the reactors, not here."""
+    """Register a Vault / OpenBao KV v2 store. Credentials belong to the reactors, not here.
+
+    The reactors' credentials must pin the same address, mount, prefix and fingerprint setting.
+    """
     body = {"type": "vault", "name": name, "address": address, "mount": mount,
-            "path_prefix": path_prefix}  # fmt: skip
+            "path_prefix": path_prefix,
+            "fingerprint_in_metadata": fingerprint_in_metadata}  # fmt: skip
     _admin(lambda c: c.add_store(body), f"Store {name} registered.")
 
 
@@ -347,10 +600,16 @@ def add_aws(
     name_prefix: Annotated[str, typer.Option(help="Prefix of secret names.")] = "",
     kms_key_id: Annotated[str | None, typer.Option()] = None,
     endpoint_url: Annotated[str | None, typer.Option(help="For a non-AWS endpoint.")] = None,
+    fingerprint_in_metadata: FingerprintInMetadata = False,
 ) -> None:
-    """Register an AWS Secrets Manager store."""
+    """Register an AWS Secrets Manager store.
+
+    The reactors' credentials must pin the same region, endpoint, prefix, KMS key and
+    fingerprint setting.
+    """
     body: dict[str, Any] = {"type": "aws", "name": name, "region": region,
-                            "name_prefix": name_prefix}  # fmt: skip
+                            "name_prefix": name_prefix,
+                            "fingerprint_in_metadata": fingerprint_in_metadata}  # fmt: skip
     if kms_key_id:
         body["kms_key_id"] = kms_key_id
     if endpoint_url:

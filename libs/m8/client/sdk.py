@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 import httpx
 
-from m8.client.errors import ApiError, Unreachable
+from m8.client.errors import ApiError, ClientError, Unreachable
 
 Json = dict[str, Any]
 
@@ -15,12 +15,19 @@ Json = dict[str, Any]
 class M8Client:
     """One API server, one bearer token."""
 
-    def __init__(self, server: str, token: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        server: str,
+        token: str,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,  # tests: a stand-in server
+    ) -> None:
         self.server = server.rstrip("/")
         self._http = httpx.Client(
             base_url=self.server,
             headers={"Authorization": f"Bearer {token}", "User-Agent": "m8ctl"},
             timeout=timeout,
+            transport=transport,
         )
 
     def close(self) -> None:
@@ -42,24 +49,38 @@ class M8Client:
                 "check the URL and that the server runs"
             ) from None
         if response.is_success:
-            return response.json() if response.content else {}
+            try:
+                return response.json() if response.content else {}
+            except ValueError:
+                raise ClientError(
+                    f"the m8 API at {self.server} answered {method} {url} with something that "
+                    "is not JSON; check the URL, and tell your operator if it persists"
+                ) from None
         try:
             problem = response.json()
             title = str(problem.get("title") or response.reason_phrase)
             detail = str(problem.get("detail") or "")
-        except ValueError:
-            title, detail = response.reason_phrase, ""
-        raise ApiError(response.status_code, title, detail)
+            code = str(problem.get("type") or "").removeprefix("urn:m8:problem:")
+        except (ValueError, AttributeError):
+            title, detail, code = response.reason_phrase, "", ""
+        retry_after = _seconds(response.headers.get("Retry-After"))
+        raise ApiError(response.status_code, title, detail, code, retry_after)
 
     # --- keys -----------------------------------------------------------------------
 
-    def rotator_keys(self) -> list[Json]:
-        """The rotator's live verify keys."""
-        keys: list[Json] = self._call("GET", "/v1/keys/rotator")["keys"]
-        return keys
+    def rotator_keys(self) -> Json:
+        """The rotator's published verify keys and the ids it withdrew: {keys, withdrawn}."""
+        result: Json = self._call("GET", "/v1/keys/rotator")
+        return result
 
-    def upload_key(self, path: str, store: str | None) -> Json:
-        """A signed one-time upload key for `path` in `store` (or the default store)."""
+    def receipt_keys(self) -> Json:
+        """The reactors' published receipt verify keys: {keys}."""
+        result: Json = self._call("GET", "/v1/keys/receipts")
+        return result
+
+    def upload_key(self, path: str, store: str) -> Json:
+        """A signed one-time upload key for `path` in `store` (always named: never the
+        server's choice)."""
         result: Json = self._call("POST", "/v1/upload-keys", json={"store": store, "path": path})
         return result
 
@@ -71,12 +92,21 @@ class M8Client:
         return result
 
     def upload(self, upload_id: str, wait: float = 0) -> Json:
-        """An upload's status; with `wait`, the server holds the answer until it is final."""
+        """An upload's status; with `wait`, the server holds the answer until it is final.
+
+        The answer is an object with a string `status`, or a ClientError says it is not.
+        """
         params = {"wait": f"{wait:g}"} if wait else None
         timeout = httpx.Timeout(wait + 30.0)
-        result: Json = self._call(
+        result = self._call(
             "GET", f"/v1/uploads/{quote(upload_id, safe='')}", params=params, timeout=timeout
         )
+        if not isinstance(result, dict) or not isinstance(result.get("status"), str):
+            raise ClientError(
+                f"the m8 API at {self.server} answered about upload {upload_id} with no "
+                'status (expected a JSON object with a string "status"). Ask again later '
+                f"with `m8ctl upload status {upload_id}`; if this persists, tell your operator."
+            )
         return result
 
     # --- secrets --------------------------------------------------------------------
@@ -122,3 +152,12 @@ class M8Client:
 
 def _seg(text: str) -> str:
     return quote(text, safe="")
+
+
+def _seconds(retry_after: str | None) -> float | None:
+    """Retry-After in seconds; m8's API sends delta-seconds, an HTTP date counts as none."""
+    try:
+        seconds = float(retry_after) if retry_after is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and seconds >= 0 else None

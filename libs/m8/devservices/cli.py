@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from m8.client.errors import ClientError
+from m8.client.outcome import check_receipt
 from m8.client.profile import Profile
 from m8.client.sdk import M8Client
 from m8.client.upload import put_secret
@@ -168,10 +169,19 @@ def demo() -> None:
                 with SecretBytes(value) as secret:
                     accepted = put_secret(client, profile, "demo/value", store, secret)
                 status = client.upload(accepted["upload_id"], wait=30)
-                fingerprints[store] = status.get("fingerprint")
-                console.print(
-                    f"{store:10} {status['status']:8} {status.get('fingerprint')}", highlight=False
+                # Only what the reactor signed counts, as in `m8ctl secret put`.
+                check = check_receipt(
+                    client,
+                    profile,
+                    status,
+                    accepted["upload_id"],
+                    store,
+                    "demo/value",
+                    accepted["ciphertext_sha256"],
                 )
+                state = status["status"] if check.verified else "unverified"
+                fingerprints[store] = status.get("fingerprint") if check.verified else None
+                console.print(f"{store:10} {state:10} {status.get('fingerprint')}", highlight=False)
     except (ServiceError, ClientError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from None
