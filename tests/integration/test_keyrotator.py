@@ -11,6 +11,9 @@ import asyncio
 import base64
 import json
 import logging
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -21,16 +24,19 @@ from typing import Any
 import pytest
 from nacl.public import PrivateKey
 from nacl.signing import VerifyKey
+from pymongo.errors import DuplicateKeyError
 from typer.testing import CliRunner
 
-from m8.client.profile import PinnedKey, Profile
-from m8.client.upload import pin_endorsed_keys
 from m8.crypto import (
     Kek,
+    RotatorSigningKey,
     SealedUploadKey,
     SignedStatement,
     UnknownSigningKey,
     decode_verify_key,
+    encode_verify_key,
+    endorsement_valid,
+    key_self_signature_valid,
     read_kek_file,
     unseal_upload_key,
     verify_statement,
@@ -52,9 +58,10 @@ from m8.keyrotator.service import KeyRotator
 from m8.messaging import Broker as AmqpBroker
 from m8.messaging import EventConsumer, QueueSpec, RpcClient, RpcError, RpcTimeout
 from m8.messaging.topology import RPC_KEYROTATOR_QUEUE
-from m8.runtime import Runtime
+from m8.runtime import ConfigurationError, Runtime
 from tests.servers import Broker
 from tests.support.events import eventually
+from tests.support.standins import relay_events_of
 
 PATH = "team/db/password"
 ADMIN = Metadata(actor="admin", correlation_id="corr-keyrotator-test")
@@ -96,7 +103,7 @@ class Rotators:
 
     def settings(self, **overrides: Any) -> KeyRotatorSettings:
         values: dict[str, Any] = {
-            "amqp_url": self.broker.url,
+            "amqp_url": self.broker.service_url("keyrotator"),  # its own user, as deployed
             "mongodb_uri": self.mongodb_uri,
             "mongodb_database": self.database,
             "keyrotator_kek_files": {"vault": [self.keys.vault_public]},
@@ -109,6 +116,8 @@ class Rotators:
     async def start(self, **overrides: Any) -> tuple[Runtime, KeyRotator]:
         settings = self.settings(**overrides)
         runtime = await Runtime.start("keyrotator", settings)
+        # The tests record what the API and the reactors would: publish it as they would.
+        relay_events_of(runtime, self.broker.url, "api", "reactor-vault", "reactor-aws")
         self.running.append(runtime)
         return runtime, await start(runtime, settings, RotatorKeys.load(settings))
 
@@ -303,17 +312,276 @@ async def test_statements_of_a_replaced_signing_key_verify_until_they_expire(
     [entry] = [k for k in keys if k["signing_key_id"] == old.signing_key_id]
     assert _parse_time(entry["retires_at"]) >= old.statement.expires_at
 
-    # A client that pinned only the old key follows the rotation through its endorsement.
-    client = Profile("http://m8", "token")
-    client.pinned[old.signing_key_id] = PinnedKey(entry["verify_key"], entry["fingerprint"])
-    assert newer.signing_key_id in pin_endorsed_keys(client, keys)
+    # The old key vouches for its successor, and for the successor's whole life.
+    [successor] = [k for k in keys if k["signing_key_id"] == newer.signing_key_id]
+    assert successor["endorsed_by"] == old.signing_key_id
+    assert _endorsement_holds(successor, decode_verify_key(entry["verify_key"]))
 
     await eventually(lambda: _withdrawn(rpc, old.signing_key_id), timeout=30)
     assert datetime.now(UTC) >= old.statement.expires_at
+    # ...and the answer says it is gone, so clients drop their pin of it.
+    await eventually(lambda: _listed_withdrawn(rpc, old.signing_key_id))
     with pytest.raises(UnknownSigningKey):
         verify_statement(
             old, await verify_keys(rpc), now=old.statement.expires_at - timedelta(seconds=1)
         )
+
+
+async def test_a_published_key_has_a_not_after_fixed_at_creation_and_signed_by_itself(
+    rotators: Rotators, rpc: RpcClient, recorder: MongoEventRecorder
+) -> None:
+    await rotators.start(
+        keyrotator_upload_key_lifetime=timedelta(minutes=2),
+        keyrotator_signing_key_period=timedelta(hours=1),
+        keyrotator_signing_key_overlap=timedelta(minutes=1),
+    )
+
+    [entry] = await published(rpc)
+
+    key_id, not_after = entry["signing_key_id"], _parse_time(entry["not_after"])
+    assert not_after == _parse_time(entry["created_at"]) + timedelta(hours=1, minutes=3)
+    verify_key, signature = decode_verify_key(entry["verify_key"]), _b64(entry["self_signature"])
+    assert key_self_signature_valid(verify_key, key_id, not_after, signature)
+    later = not_after + timedelta(seconds=1)
+    assert not key_self_signature_valid(verify_key, key_id, later, signature)
+    stored = await recorder.db["rotator_signing_keys"].find_one({"_id": key_id})
+    assert stored is not None
+    assert (stored["not_after"], stored["self_signature"]) == (not_after, entry["self_signature"])
+
+
+async def test_an_endorsement_covers_the_successors_not_after(
+    rotators: Rotators, rpc: RpcClient
+) -> None:
+    await rotators.start(keyrotator_signing_key_period=timedelta(seconds=1))
+
+    await eventually(lambda: _more_than_one_key(rpc))
+
+    first, second, *_ = await published(rpc)
+    assert second["endorsed_by"] == first["signing_key_id"]
+    endorser = decode_verify_key(first["verify_key"])
+    assert _endorsement_holds(second, endorser)
+    longer = _parse_time(second["not_after"]) + timedelta(days=365)
+    assert not _endorsement_holds(second, endorser, not_after=longer)
+
+
+async def test_a_key_endorses_one_successor_and_the_database_refuses_a_second(
+    rotators: Rotators, rpc: RpcClient, recorder: MongoEventRecorder
+) -> None:
+    runtime, _ = await rotators.start(keyrotator_signing_key_period=timedelta(seconds=1))
+    await eventually(lambda: _more_than_one_key(rpc))
+    first, second, *_ = await published(rpc)
+    await rotators.stop(runtime)
+    keys = recorder.db["rotator_signing_keys"]
+    rival = await keys.find_one({"_id": second["signing_key_id"]})
+    assert rival is not None
+
+    # Whoever held the first key's seed endorses a key of their own beside the real successor.
+    rival |= {"_id": "rsk-rival", "seq": 10_000}
+    with pytest.raises(DuplicateKeyError):
+        await keys.insert_one(rival)
+    assert [d["_id"] async for d in keys.find({"endorsed_by": first["signing_key_id"]})] == [
+        second["signing_key_id"]
+    ]
+
+
+async def test_a_withdrawn_key_is_listed_as_withdrawn(rotators: Rotators, rpc: RpcClient) -> None:
+    await rotators.start(
+        keyrotator_upload_key_lifetime=timedelta(seconds=1),
+        keyrotator_signing_key_period=timedelta(seconds=1),
+        keyrotator_signing_key_overlap=timedelta(seconds=0.2),
+    )
+    [first] = await published(rpc)
+
+    await eventually(lambda: _listed_withdrawn(rpc, first["signing_key_id"]))
+
+    reply = await rpc.call(RPC_KEYROTATOR_QUEUE, "verify_keys", {})
+    [withdrawn] = [w for w in reply["withdrawn"] if w["signing_key_id"] == first["signing_key_id"]]
+    assert _parse_time(withdrawn["withdrawn_at"]) >= _parse_time(first["created_at"])
+    live = {k["signing_key_id"] for k in reply["keys"]}
+    assert not live & {w["signing_key_id"] for w in reply["withdrawn"]}
+
+
+async def test_a_statement_never_outlives_its_signer_even_after_the_lifetime_grew(
+    rotators: Rotators, rpc: RpcClient, repository: Repository
+) -> None:
+    await register(repository, "main")
+    period = timedelta(seconds=30)  # the key lives 32s; the test takes a few
+    short, _ = await rotators.start(
+        keyrotator_upload_key_lifetime=timedelta(seconds=2),
+        keyrotator_signing_key_period=period,
+        keyrotator_signing_key_overlap=timedelta(0),
+    )
+    before = await issue(rpc)
+    await rotators.stop(short)
+
+    # Restarted with upload keys that live longer than the current key has left.
+    await rotators.start(
+        keyrotator_upload_key_lifetime=timedelta(minutes=10),
+        keyrotator_signing_key_period=period,
+        keyrotator_signing_key_overlap=timedelta(0),
+    )
+    after = await issue(rpc)
+
+    not_after = {k["signing_key_id"]: _parse_time(k["not_after"]) for k in await published(rpc)}
+    for signed in (before, after):
+        assert signed.statement.expires_at <= not_after[signed.signing_key_id]
+    assert after.signing_key_id != before.signing_key_id  # rotated rather than sign too long
+
+
+async def test_the_master_key_rotates_while_rotators_run_and_the_signing_key_stays(
+    rotators: Rotators, rpc: RpcClient, repository: Repository, recorder: MongoEventRecorder
+) -> None:
+    await register(repository, "main")
+    old_file = rotators.keys.master
+    new_file = old_file.parent / "master-new.json"
+    made = CliRunner().invoke(
+        keys_app, ["generate-master-key", "--out", str(new_file), "--key-id", "master-new"]
+    )
+    assert made.exit_code == 0, made.output
+    only_old, _ = await rotators.start()
+    signer = (await issue(rpc)).signing_key_id
+    await rotators.stop(only_old)
+    # Before the seeds are moved, a rotator with only the new key says what is missing.
+    with pytest.raises(ConfigurationError, match="M8_KEYROTATOR_MASTER_KEY_FILES"):
+        await rotators.start(
+            keyrotator_master_key_file=None, keyrotator_master_key_files=[new_file]
+        )
+
+    both = {"keyrotator_master_key_file": None, "keyrotator_master_key_files": [new_file, old_file]}
+    await rotators.start(**both)  # step 2: every rotator holds both keys
+    first = await _rotate_master_key(rotators, [new_file, old_file])  # step 3, while it runs
+    assert (await issue(rpc)).signing_key_id == signer
+    again = await _rotate_master_key(rotators, [new_file, old_file])
+    for runtime in list(rotators.running):
+        await rotators.stop(runtime)
+    # Step 4: the old master key is gone; the same signing key goes on signing.
+    await rotators.start(keyrotator_master_key_file=None, keyrotator_master_key_files=[new_file])
+    signed = await issue(rpc)
+
+    assert first.returncode == 0, first.stderr
+    assert f"Re-sealed under it: 1 ({signer})" in first.stdout
+    assert "Re-sealed under it: 0" in again.stdout
+    assert "Already under it: 1" in again.stdout
+    assert signed.signing_key_id == signer
+    verify_statement(signed, await verify_keys(rpc))
+    docs = recorder.db["rotator_signing_keys"].find({"sealed_seed": {"$exists": True}})
+    assert {d["master_key_id"] async for d in docs} == {"master-new"}
+    old, new = read_kek_file(old_file), read_kek_file(new_file)
+    for secret in (bytes(old.private_key), bytes(new.private_key)):
+        for output in (first.stdout, first.stderr, again.stdout, again.stderr):
+            assert not any(form in output for form in _forms(secret))
+
+
+async def test_keys_written_before_not_after_existed_get_one_and_a_self_signature(
+    rotators: Rotators, rpc: RpcClient, repository: Repository, recorder: MongoEventRecorder
+) -> None:
+    await register(repository, "main")
+    master = MasterKey(read_kek_file(rotators.keys.master))
+    older, newer = RotatorSigningKey.generate("rsk-1-aa"), RotatorSigningKey.generate("rsk-2-bb")
+    now = datetime.now(UTC).replace(microsecond=0)
+    keys = recorder.db["rotator_signing_keys"]
+    for seq, key, created_at in ((1, older, now - timedelta(minutes=2)), (2, newer, now)):
+        doc: dict[str, Any] = {  # what the code before issue 10 wrote
+            "_id": key.signing_key_id,
+            "seq": seq,
+            "created_at": created_at,
+            "verify_key": encode_verify_key(key.verify_key),
+            "master_key_id": master.key_id,
+            "sealed_seed": base64.b64encode(master.seal(key)).decode(),
+        }
+        if seq == 2:
+            doc |= {"endorsed_by": older.signing_key_id, "endorsement": "djEtZW5kb3JzZW1lbnQ="}
+        await keys.insert_one(doc)
+
+    await rotators.start(
+        keyrotator_upload_key_lifetime=timedelta(minutes=2),
+        keyrotator_signing_key_period=timedelta(hours=1),
+        keyrotator_signing_key_overlap=timedelta(minutes=1),
+    )
+
+    entries = {k["signing_key_id"]: k for k in await published(rpc)}
+    assert set(entries) == {"rsk-1-aa", "rsk-2-bb"}
+    for entry in entries.values():
+        not_after = _parse_time(entry["not_after"])
+        assert not_after == _parse_time(entry["created_at"]) + timedelta(hours=1, minutes=3)
+        verify_key = decode_verify_key(entry["verify_key"])
+        assert key_self_signature_valid(
+            verify_key, entry["signing_key_id"], not_after, _b64(entry["self_signature"])
+        )
+        stored = await keys.find_one({"_id": entry["signing_key_id"]})
+        assert stored is not None
+        assert stored["not_after"] == not_after  # persisted
+    # Its endorser's seed is still here: the successor is endorsed again, with its not_after.
+    assert _endorsement_holds(entries["rsk-2-bb"], older.verify_key)
+    assert (await issue(rpc)).signing_key_id == "rsk-2-bb"
+
+
+async def test_a_database_writer_cannot_have_a_signing_key_re_signed_with_a_longer_life(
+    rotators: Rotators, rpc: RpcClient, repository: Repository, recorder: MongoEventRecorder
+) -> None:
+    await register(repository, "main")
+    lives = {
+        "keyrotator_upload_key_lifetime": timedelta(minutes=2),
+        "keyrotator_signing_key_overlap": timedelta(minutes=1),
+    }
+    runtime, _ = await rotators.start(**lives, keyrotator_signing_key_period=timedelta(seconds=1))
+    await eventually(lambda: _more_than_one_key(rpc))
+    await rotators.stop(runtime)
+    keys = recorder.db["rotator_signing_keys"]
+    target = await keys.find_one({}, sort=[("seq", -1)])
+    assert target is not None
+    endorser = await keys.find_one({"_id": target["endorsed_by"]})
+    assert endorser is not None
+
+    # It passes the key off as one from before not_after existed, made ten years from now.
+    await keys.update_one(
+        {"_id": target["_id"]},
+        {
+            "$unset": {"not_after": "", "self_signature": ""},
+            "$set": {"created_at": datetime.now(UTC) + timedelta(days=3650)},
+        },
+    )
+    started = datetime.now(UTC)
+    await rotators.start(**lives, keyrotator_signing_key_period=timedelta(hours=1))
+
+    # No longer a life than a key made now, self-signed and endorsed as that...
+    bound = started + timedelta(hours=1, minutes=3)
+    entries = {k["signing_key_id"]: k for k in await published(rpc)}
+    entry = entries[target["_id"]]
+    not_after = _parse_time(entry["not_after"])
+    assert not_after <= datetime.now(UTC) + timedelta(hours=1, minutes=3)
+    assert not_after >= bound - timedelta(seconds=1)
+    assert key_self_signature_valid(
+        decode_verify_key(entry["verify_key"]),
+        target["_id"],
+        not_after,
+        _b64(entry["self_signature"]),
+    )
+    assert _endorsement_holds(entry, decode_verify_key(endorser["verify_key"]))
+    # ...and a key "made in the future" is due at once: a fresh key signs, and none lives
+    # longer than one made now.
+    signed = await issue(rpc)
+    assert signed.signing_key_id != target["_id"]
+    for listed in await published(rpc):
+        assert _parse_time(listed["not_after"]) <= datetime.now(UTC) + timedelta(hours=1, minutes=3)
+
+
+@pytest.mark.parametrize("removed", ["not_after", "self_signature"])
+async def test_a_signing_key_with_one_of_its_fixed_life_fields_removed_is_refused(
+    rotators: Rotators, rpc: RpcClient, recorder: MongoEventRecorder, removed: str
+) -> None:
+    runtime, _ = await rotators.start()
+    [entry] = await published(rpc)
+    await rotators.stop(runtime)
+    keys = recorder.db["rotator_signing_keys"]
+    await keys.update_one({"_id": entry["signing_key_id"]}, {"$unset": {removed: ""}})
+
+    with pytest.raises(ConfigurationError, match="was altered"):
+        await rotators.start()
+
+    stored = await keys.find_one({"_id": entry["signing_key_id"]})
+    assert stored is not None
+    assert removed not in stored  # not "upgraded" to a life of the rotator's choosing
 
 
 async def test_two_rotators_starting_together_agree_on_one_signing_key(
@@ -478,6 +746,47 @@ def _forms(secret: bytes) -> Iterable[str]:
     yield repr(secret)[2:-1]
 
 
+def _b64(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)
+
+
+def _endorsement_holds(
+    entry: dict[str, Any], endorser: VerifyKey, not_after: datetime | None = None
+) -> bool:
+    """Whether `entry`'s endorsement is `endorser`'s over it and its not_after (or this one)."""
+    return endorsement_valid(
+        endorser,
+        entry["signing_key_id"],
+        decode_verify_key(entry["verify_key"]),
+        not_after or _parse_time(entry["not_after"]),
+        _b64(entry["endorsement"]),
+    )
+
+
+async def _rotate_master_key(
+    rotators: Rotators, files: list[Path]
+) -> subprocess.CompletedProcess[str]:
+    """`m8 keys rotate-master-key`, run by an operator with the rotators' settings."""
+    env = {
+        **os.environ,
+        "M8_MONGODB_URI": rotators.mongodb_uri,
+        "M8_MONGODB_DATABASE": rotators.database,
+        "M8_KEYROTATOR_MASTER_KEY_FILES": ",".join(str(f) for f in files),
+    }
+    for name in ("M8_KEYROTATOR_MASTER_KEY_FILE", "M8_KEYROTATOR_MASTER_KEY"):
+        env.pop(name, None)
+    m8 = str(Path(sys.executable).parent / "m8")
+    return await asyncio.to_thread(
+        subprocess.run,
+        [m8, "keys", "rotate-master-key"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def _parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
@@ -504,6 +813,11 @@ async def _more_than_one_key(rpc: RpcClient) -> bool:
 
 async def _withdrawn(rpc: RpcClient, signing_key_id: str) -> bool:
     return signing_key_id not in await verify_keys(rpc)
+
+
+async def _listed_withdrawn(rpc: RpcClient, signing_key_id: str) -> bool:
+    reply = await rpc.call(RPC_KEYROTATOR_QUEUE, "verify_keys", {})
+    return signing_key_id in [w["signing_key_id"] for w in reply["withdrawn"]]
 
 
 async def _no_keys_left(recorder: MongoEventRecorder) -> bool:

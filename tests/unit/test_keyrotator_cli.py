@@ -127,3 +127,20 @@ def test_the_rotator_with_malformed_json_in_a_setting_names_it_without_the_text(
     assert result.exit_code == 1
     assert "keyrotator_kek_files" in result.output
     assert "hunter2" not in result.output
+
+
+def test_rotate_master_key_without_a_master_key_or_a_database_says_what_to_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("M8_KEYROTATOR_MASTER_KEY_FILE", "M8_KEYROTATOR_MASTER_KEY", "M8_MONGODB_URI"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("M8_KEYROTATOR_MASTER_KEY_FILES", raising=False)
+    no_key = runner.invoke(keys_app, ["rotate-master-key"])
+    made = runner.invoke(keys_app, ["generate-master-key", "--out", str(tmp_path / "m.json")])
+    assert made.exit_code == 0, made.output
+    monkeypatch.setenv("M8_KEYROTATOR_MASTER_KEY_FILES", str(tmp_path / "m.json"))
+    no_database = runner.invoke(keys_app, ["rotate-master-key"])
+
+    assert no_key.exit_code == no_database.exit_code == 1
+    assert "m8 keys generate-master-key" in no_key.output
+    assert "M8_MONGODB_URI is not set" in no_database.output

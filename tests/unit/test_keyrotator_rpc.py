@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
 from pymongo.errors import ServerSelectionTimeoutError
 
-from m8.crypto import RotatorSigningKey, SignedStatement, UploadKeyStatement, sign_statement
+from m8.api.models import VerifyKeys
+from m8.crypto import (
+    RotatorSigningKey,
+    SignedStatement,
+    UploadKeyStatement,
+    endorse,
+    endorsement_valid,
+    key_self_signature,
+    key_self_signature_valid,
+    sign_statement,
+)
 from m8.domain.errors import UnknownStore
 from m8.eventsourcing import Metadata
 from m8.keyrotator.rpc import RotatorRpc
 from m8.keyrotator.service import KeyRotator
+from m8.keyrotator.signing_keys import PublishedKey, PublishedKeys, WithdrawnKey
 from m8.messaging import RpcError
 
-SIGNER = RotatorSigningKey.generate("rsk-1-aa")
+SIGNER = RotatorSigningKey.generate("rsk-2-bb")
 
 
 class FakeRotator:
@@ -98,3 +110,64 @@ async def test_verify_keys_takes_no_parameters() -> None:
         await _rpc(FakeRotator()).verify_keys({"all": True})
 
     assert refused.value.code == "bad_request"
+
+
+class FakeSigning:
+    """Publishes one live key (endorsed by a withdrawn one) and the withdrawn key."""
+
+    def __init__(self) -> None:
+        made = datetime(2025, 1, 1, tzinfo=UTC)
+        self.not_after = made + timedelta(days=31)
+        old = RotatorSigningKey.generate("rsk-1-aa")
+        self.answer = PublishedKeys(
+            [
+                PublishedKey(
+                    SIGNER.signing_key_id,
+                    SIGNER.verify_key,
+                    made,
+                    self.not_after,
+                    key_self_signature(SIGNER, self.not_after),
+                    None,
+                    old.signing_key_id,
+                    endorse(old, SIGNER.signing_key_id, SIGNER.verify_key, self.not_after),
+                )
+            ],
+            [WithdrawnKey(old.signing_key_id, made + timedelta(days=2))],
+        )
+        self.old = old
+
+    async def published(self) -> PublishedKeys:
+        return self.answer
+
+
+async def test_verify_keys_answers_the_contract_shape_and_the_api_passes_it_through() -> None:
+    signing = FakeSigning()
+    rotator = FakeRotator()
+    rotator.signing = signing  # type: ignore[attr-defined]
+
+    reply = await _rpc(rotator).verify_keys({})
+
+    [key] = reply["keys"]
+    assert set(key) == {
+        "signing_key_id",
+        "verify_key",
+        "fingerprint",
+        "created_at",
+        "not_after",
+        "self_signature",
+        "retires_at",
+        "endorsed_by",
+        "endorsement",
+    }
+    assert key["not_after"] == "2025-02-01T00:00:00.000000Z"
+    not_after, signature = signing.not_after, base64.b64decode(key["self_signature"])
+    assert key_self_signature_valid(SIGNER.verify_key, "rsk-2-bb", not_after, signature)
+    endorsement = base64.b64decode(key["endorsement"])
+    assert endorsement_valid(
+        signing.old.verify_key, "rsk-2-bb", SIGNER.verify_key, not_after, endorsement
+    )
+    assert reply["withdrawn"] == [
+        {"signing_key_id": "rsk-1-aa", "withdrawn_at": "2025-01-03T00:00:00.000000Z"}
+    ]
+    # GET /v1/keys/rotator answers the API's model of it: nothing may be lost on the way.
+    assert VerifyKeys.model_validate(reply).model_dump() == reply

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import nacl.exceptions
 import nacl.hash
 from nacl.encoding import RawEncoder
 from nacl.signing import SigningKey, VerifyKey
 
-from m8.crypto.encoding import b64decode, b64encode, canonical_json, check_text
+from m8.crypto.encoding import b64decode, b64encode, canonical_json, check_text, format_utc
 from m8.crypto.errors import InvalidInput
 
 VERIFY_KEY_FINGERPRINT_PREFIX = "ed25519:"
@@ -66,26 +67,88 @@ def verify_key_fingerprint(verify_key: VerifyKey) -> str:
     return VERIFY_KEY_FINGERPRINT_PREFIX + "-".join(groups)
 
 
-ENDORSEMENT_CONTEXT = b"m8-rotator-key-endorsement-v1\x00"
+# Which kind of key a self signature or endorsement speaks about goes into the signed
+# context, so a rotator key's endorsement can never pass as a receipt key's (or the reverse).
+KEY_KINDS = frozenset({"rotator", "receipt"})
 
 
-def _endorsement_message(signing_key_id: str, verify_key: VerifyKey) -> bytes:
-    body = {"signing_key_id": signing_key_id, "verify_key": encode_verify_key(verify_key)}
-    return ENDORSEMENT_CONTEXT + canonical_json(body)
+def _key_message(
+    purpose: str, kind: str, signing_key_id: str, verify_key: VerifyKey, not_after: datetime | None
+) -> bytes:
+    if kind not in KEY_KINDS:
+        raise InvalidInput(f"key kind must be one of {sorted(KEY_KINDS)}")
+    check_text(signing_key_id, field="signing_key_id")
+    body = {
+        "signing_key_id": signing_key_id,
+        "verify_key": encode_verify_key(verify_key),
+        "not_after": None if not_after is None else format_utc(not_after),
+    }
+    return f"m8-{kind}-{purpose}\x00".encode("ascii") + canonical_json(body)
 
 
-def endorse(endorser: RotatorSigningKey, signing_key_id: str, verify_key: VerifyKey) -> bytes:
-    """The endorser's signature over a successor key, so that clients which pinned the
-    endorser can follow a scheduled rotation without trusting anything new on first use."""
-    return endorser.signing_key.sign(_endorsement_message(signing_key_id, verify_key)).signature
+def _signature_valid(
+    verify_key: VerifyKey,
+    purpose: str,
+    kind: str,
+    key_fields: tuple[str, VerifyKey, datetime | None],
+    signature: bytes,
+) -> bool:
+    if kind not in KEY_KINDS:  # a caller's mistake, not bad input: say so
+        raise InvalidInput(f"key kind must be one of {sorted(KEY_KINDS)}")
+    try:
+        # Published fields come from the network: a malformed id is simply not valid.
+        verify_key.verify(_key_message(purpose, kind, *key_fields), signature)
+    except (nacl.exceptions.CryptoError, InvalidInput, ValueError, TypeError):
+        return False
+    return True
+
+
+def key_self_signature(
+    key: RotatorSigningKey, not_after: datetime | None, kind: str = "rotator"
+) -> bytes:
+    """The key's own signature over its id, public half and ``not_after``.
+
+    It binds ``not_after`` to the key itself: whoever holds only a published copy cannot
+    extend a key's life, and a client can check the date before trusting it.
+    """
+    message = _key_message("key-v1", kind, key.signing_key_id, key.verify_key, not_after)
+    return key.signing_key.sign(message).signature
+
+
+def key_self_signature_valid(
+    verify_key: VerifyKey,
+    signing_key_id: str,
+    not_after: datetime | None,
+    signature: bytes,
+    kind: str = "rotator",
+) -> bool:
+    """Whether `signature` is this key's self signature over exactly this id and date."""
+    key_fields = (signing_key_id, verify_key, not_after)
+    return _signature_valid(verify_key, "key-v1", kind, key_fields, signature)
+
+
+def endorse(
+    endorser: RotatorSigningKey,
+    signing_key_id: str,
+    verify_key: VerifyKey,
+    not_after: datetime | None,
+    kind: str = "rotator",
+) -> bytes:
+    """The endorser's signature over a successor key and its ``not_after``, so that clients
+    which pinned the endorser can follow a scheduled rotation without trusting anything new
+    on first use, and cannot be handed a successor that lives longer than was signed."""
+    message = _key_message("key-endorsement-v2", kind, signing_key_id, verify_key, not_after)
+    return endorser.signing_key.sign(message).signature
 
 
 def endorsement_valid(
-    endorser: VerifyKey, signing_key_id: str, verify_key: VerifyKey, signature: bytes
+    endorser: VerifyKey,
+    signing_key_id: str,
+    verify_key: VerifyKey,
+    not_after: datetime | None,
+    signature: bytes,
+    kind: str = "rotator",
 ) -> bool:
-    """Whether `signature` is the endorser's endorsement of this key."""
-    try:
-        endorser.verify(_endorsement_message(signing_key_id, verify_key), signature)
-    except nacl.exceptions.CryptoError:
-        return False
-    return True
+    """Whether `signature` is the endorser's endorsement of exactly this key and date."""
+    key_fields = (signing_key_id, verify_key, not_after)
+    return _signature_valid(endorser, "key-endorsement-v2", kind, key_fields, signature)

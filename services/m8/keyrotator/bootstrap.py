@@ -5,17 +5,21 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
+
 from m8.domain import CATALOG_ID, StoreCatalog
+from m8.eventstore.mongo import Document, connect_database
 from m8.keyrotator.keks import KekPublicKeys
-from m8.keyrotator.master_key import MasterKey
+from m8.keyrotator.master_key import MasterKeys
 from m8.keyrotator.rpc import RotatorRpc
 from m8.keyrotator.service import KeyRotator, every
 from m8.keyrotator.settings import KeyRotatorSettings
-from m8.keyrotator.signing_keys import SigningKeys
+from m8.keyrotator.signing_keys import Resealed, SigningKeys
 from m8.keyrotator.upload_keys import UploadKeyStore
 from m8.messaging import EventConsumer, RpcServer
 from m8.messaging.topology import KEYROTATOR_QUEUE, RPC_KEYROTATOR_QUEUE
-from m8.runtime import Runtime, service, wait_for_signal
+from m8.runtime import ConfigurationError, Runtime, service, wait_for_signal
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +29,13 @@ class RotatorKeys:
     """The keys the rotator needs from its operator, read before anything connects."""
 
     keks: KekPublicKeys
-    master: MasterKey
+    masters: MasterKeys
 
     @classmethod
     def load(cls, settings: KeyRotatorSettings) -> RotatorKeys:
         """Reads them; ConfigurationError says what to set."""
         return cls(
-            KekPublicKeys.load(settings.keyrotator_kek_files), MasterKey.from_settings(settings)
+            KekPublicKeys.load(settings.keyrotator_kek_files), MasterKeys.from_settings(settings)
         )
 
 
@@ -40,12 +44,7 @@ async def start(runtime: Runtime, settings: KeyRotatorSettings, keys: RotatorKey
     upload_keys = UploadKeyStore(runtime.db)
     await upload_keys.create_indexes()
     lifetime = settings.keyrotator_upload_key_lifetime
-    signing = SigningKeys(
-        runtime.db,
-        keys.master,
-        period=settings.keyrotator_signing_key_period,
-        retention=lifetime + settings.keyrotator_signing_key_overlap,
-    )
+    signing = signing_keys(runtime.db, settings, keys.masters)
     await signing.create_indexes()
     await signing.current()  # fails now, not at the first request, if the master key is wrong
     rotator = KeyRotator(runtime.repository, upload_keys, signing, keys.keks, lifetime)
@@ -60,6 +59,33 @@ async def start(runtime: Runtime, settings: KeyRotatorSettings, keys: RotatorKey
     runtime.spawn(every(interval, rotator.sweep, "upload key sweep"))
     runtime.spawn(every(interval, signing.maintain, "signing key rotation"))
     return rotator
+
+
+def signing_keys(
+    db: AsyncDatabase[Document], settings: KeyRotatorSettings, masters: MasterKeys
+) -> SigningKeys:
+    """The signing keys as the settings shape them (the rotator and `m8 keys` share this)."""
+    return SigningKeys(
+        db,
+        masters,
+        period=settings.keyrotator_signing_key_period,
+        retention=settings.keyrotator_upload_key_lifetime + settings.keyrotator_signing_key_overlap,
+    )
+
+
+async def reseal_signing_keys(settings: KeyRotatorSettings) -> Resealed:
+    """`m8 keys rotate-master-key`: re-seals the stored signing keys under the newest master
+    key of the rotator's settings. ConfigurationError says what to set."""
+    masters = MasterKeys.from_settings(settings)
+    if not settings.mongodb_uri:
+        raise ConfigurationError("M8_MONGODB_URI is not set: where is MongoDB?")
+    db = await connect_database(settings.mongodb_uri, settings.mongodb_database)
+    try:
+        return await signing_keys(db, settings, masters).reseal()
+    except PyMongoError as exc:
+        raise ConfigurationError(f"cannot reach MongoDB ({type(exc).__name__})") from None
+    finally:
+        await db.client.close()
 
 
 async def run(settings: KeyRotatorSettings) -> None:

@@ -12,8 +12,17 @@ from typing import Annotated, NoReturn
 import typer
 
 from m8.config import SettingsError, load_settings
-from m8.crypto import Kek, KeyFileError, write_key_file
-from m8.keyrotator.bootstrap import run
+from m8.crypto import (
+    Kek,
+    KeyFileError,
+    ReceiptKeyFile,
+    ReceiptSigningKey,
+    read_receipt_key_file,
+    verify_key_fingerprint,
+    write_key_file,
+    write_receipt_key_file,
+)
+from m8.keyrotator.bootstrap import reseal_signing_keys, run
 from m8.keyrotator.settings import KeyRotatorSettings
 from m8.runtime import ConfigurationError
 
@@ -87,7 +96,78 @@ def generate_master_key(
     typer.echo(
         f"Wrote the key rotator's master key {out} (mode 0600).\n"
         f"  Set M8_KEYROTATOR_MASTER_KEY_FILE={out.resolve()} for every key rotator process,\n"
-        "  and back the file up: without it the stored signing keys cannot be used."
+        "  and back the file up: without it the stored signing keys cannot be used.\n"
+        "  Replacing a master key in use: list both, new first, in "
+        "M8_KEYROTATOR_MASTER_KEY_FILES,\n  then run `m8 keys rotate-master-key`."
+    )
+
+
+@keys_app.command("rotate-master-key")
+def rotate_master_key() -> None:
+    """Re-seal the stored signing keys under the newest master key, while rotators run.
+
+    Reads the key rotator's settings: M8_KEYROTATOR_MASTER_KEY_FILES=NEW,OLD and
+    M8_MONGODB_URI. Safe to run again; prints signing key ids, never key material.
+    """
+    try:
+        done = asyncio.run(reseal_signing_keys(load_settings(KeyRotatorSettings)))
+    except (SettingsError, ConfigurationError) as exc:
+        _fail(str(exc))
+    typer.echo(f"Newest master key: {done.master_key_id!r}")
+    for what, ids in (
+        ("Re-sealed under it", done.resealed),
+        ("Already under it", done.already),
+        ("Withdrawn or re-sealed by another process meanwhile", done.changed),
+    ):
+        typer.echo(f"  {what}: {len(ids)}" + (f" ({', '.join(ids)})" if ids else ""))
+    if done.unopenable:
+        for key_id, why in done.unopenable.items():
+            typer.echo(f"error: {key_id}: {why}", err=True)
+        _fail(
+            f"{len(done.unopenable)} signing key(s) were not re-sealed: list the master key "
+            "that sealed them in M8_KEYROTATOR_MASTER_KEY_FILES, after the new one, and run "
+            "this again"
+        )
+    typer.echo(
+        f"Every live signing key is sealed under master key {done.master_key_id!r}.\n"
+        "  Once every key rotator runs with it first in M8_KEYROTATOR_MASTER_KEY_FILES, "
+        "drop the old\n  master key from that list and deploy the rotators again."
+    )
+
+
+@keys_app.command("generate-receipt-key")
+def generate_receipt_key(
+    key_id: Annotated[str, typer.Option("--id", help="The key's id, e.g. receipt-vault-1.")],
+    out: Annotated[Path, typer.Option(help="The file to write (mode 0600).")],
+    endorse_with: Annotated[
+        Path | None,
+        typer.Option(help="The receipt key file this key replaces; it vouches for the new one."),
+    ] = None,
+) -> None:
+    """Make a reactor's receipt key, which signs every outcome the reactor records."""
+    _check_id(key_id, "--id")
+    try:
+        key = ReceiptSigningKey.generate(key_id)
+        key_file = ReceiptKeyFile(key)
+        if endorse_with is not None:
+            old = read_receipt_key_file(endorse_with).key
+            if old.receipt_key_id == key_id:
+                _fail(f"{endorse_with} is {key_id!r} already; give the new key another --id")
+            key_file = ReceiptKeyFile.successor(key, old)
+        write_receipt_key_file(out, key_file)
+    except KeyFileError as exc:
+        _fail(str(exc))
+    endorsed = (
+        f"  Endorsed by {key_file.endorsed_by}: clients that pinned it follow this key.\n"
+        if key_file.endorsed_by
+        else ""
+    )
+    typer.echo(
+        f"Wrote the receipt key {key_id!r} {out} (mode 0600).\n"
+        f"  Its verify key: {verify_key_fingerprint(key.verify_key)}\n"
+        f"{endorsed}"
+        f"  Set M8_REACTOR_RECEIPT_KEY_FILE={out.resolve()} for one reactor group only;\n"
+        "  it registers the key at start, and m8ctl checks every outcome against it."
     )
 
 

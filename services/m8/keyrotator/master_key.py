@@ -18,11 +18,17 @@ m8.crypto.keyfiles already writes it atomically with mode 0600 and refuses it wh
 may read it, and its `kek_id` names the master key version recorded beside every box. The
 box key is BLAKE2b-256 of its 32 private bytes, personalised, so those bytes never serve
 two algorithms.
+
+Rotating the master key without downtime: a rotator loads several (`MasterKeys`, newest
+first), seals new seeds under the newest and opens each stored seed with the key its
+`master_key_id` names, so `m8 keys rotate-master-key` can re-seal the stored seeds one by
+one while rotators keep running; then the old key is dropped from the settings.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Sequence
 
 import nacl.exceptions
 import nacl.hash
@@ -60,26 +66,6 @@ class MasterKey:
         )
         self._box = SecretBox(box_key)
 
-    @classmethod
-    def from_settings(cls, settings: KeyRotatorSettings) -> MasterKey:
-        """The master key from its file or the environment; ConfigurationError if neither."""
-        try:
-            if settings.keyrotator_master_key is not None:
-                return cls(
-                    loads_kek(
-                        settings.keyrotator_master_key.get_secret_value(),
-                        source="M8_KEYROTATOR_MASTER_KEY",
-                    )
-                )
-            if settings.keyrotator_master_key_file is not None:
-                return cls(read_kek_file(settings.keyrotator_master_key_file))
-        except KeyFileError as exc:
-            raise ConfigurationError(str(exc)) from None
-        raise ConfigurationError(
-            "the key rotator has no master key: run `m8 keys generate-master-key --out FILE` "
-            "and set M8_KEYROTATOR_MASTER_KEY_FILE=FILE"
-        )
-
     def seal(self, key: RotatorSigningKey) -> bytes:
         """The key's seed in a box that only this master key opens."""
         plaintext = bytearray(_prefix(key.signing_key_id))
@@ -111,3 +97,64 @@ class MasterKey:
 
 def _prefix(signing_key_id: str) -> bytes:
     return _CONTEXT + signing_key_id.encode("utf-8") + b"\x00"
+
+
+class MasterKeys:
+    """The master keys a rotator holds: the newest seals, any of them opens."""
+
+    def __init__(self, keys: Sequence[MasterKey]) -> None:
+        if not keys:
+            raise ConfigurationError("the key rotator needs at least one master key")
+        self.newest = keys[0]
+        self._by_id: dict[str, MasterKey] = {}
+        for key in keys:
+            if key.key_id in self._by_id:
+                raise ConfigurationError(
+                    f"master key {key.key_id!r} is listed twice in "
+                    "M8_KEYROTATOR_MASTER_KEY_FILES: list each key once, newest first"
+                )
+            self._by_id[key.key_id] = key
+
+    @property
+    def key_ids(self) -> list[str]:
+        """The loaded keys' ids, newest first."""
+        return list(self._by_id)
+
+    def get(self, key_id: str) -> MasterKey | None:
+        """The loaded master key with this id, if any."""
+        return self._by_id.get(key_id)
+
+    @classmethod
+    def from_settings(cls, settings: KeyRotatorSettings) -> MasterKeys:
+        """The master keys from their files or the environment; ConfigurationError if none,
+        or if more than one of the three settings is set (which would be newest is unclear)."""
+        given = [
+            name
+            for name, value in (
+                ("M8_KEYROTATOR_MASTER_KEY_FILES", settings.keyrotator_master_key_files),
+                ("M8_KEYROTATOR_MASTER_KEY_FILE", settings.keyrotator_master_key_file),
+                ("M8_KEYROTATOR_MASTER_KEY", settings.keyrotator_master_key),
+            )
+            if value
+        ]
+        if len(given) > 1:
+            raise ConfigurationError(
+                f"set only one of {' and '.join(given)}: to rotate the master key, list the "
+                "new and the old file in M8_KEYROTATOR_MASTER_KEY_FILES (newest first) and "
+                "unset the others"
+            )
+        try:
+            if settings.keyrotator_master_key is not None:
+                text = settings.keyrotator_master_key.get_secret_value()
+                return cls([MasterKey(loads_kek(text, source="M8_KEYROTATOR_MASTER_KEY"))])
+            files = settings.keyrotator_master_key_files or [
+                path for path in [settings.keyrotator_master_key_file] if path is not None
+            ]
+            if files:
+                return cls([MasterKey(read_kek_file(path)) for path in files])
+        except KeyFileError as exc:
+            raise ConfigurationError(str(exc)) from None
+        raise ConfigurationError(
+            "the key rotator has no master key: run `m8 keys generate-master-key --out FILE` "
+            "and set M8_KEYROTATOR_MASTER_KEY_FILE=FILE"
+        )

@@ -63,11 +63,11 @@ class RotatorRpc:
         return signed.to_dict()
 
     async def verify_keys(self, params: JsonObject) -> JsonObject:
-        """The published rotator verify keys, oldest first."""
+        """The published rotator verify keys, oldest first, and the withdrawn ones."""
         _parse(VerifyKeysRequest, params)
         with _refusals():
-            keys = await self.rotator.signing.published()
-        return {"keys": [key.to_dict() for key in keys]}
+            published = await self.rotator.signing.published()
+        return published.to_dict()
 
 
 def _parse(model: type[M], params: JsonObject) -> M:

@@ -33,6 +33,7 @@ from m8.domain.errors import UnknownUpload
 from m8.domain.events import SecretStored, SecretUploadRejected, UploadKeyIssued
 from m8.eventsourcing import ConcurrencyConflict, Metadata, StoredEvent, UnknownEventType
 from m8.eventstore import Repository
+from m8.eventstore.mongo import NotRecorded
 from m8.keyrotator import clock
 from m8.keyrotator.keks import KekPublicKeys
 from m8.keyrotator.signing_keys import SigningKeys
@@ -70,9 +71,11 @@ class KeyRotator:
         catalog = await self.repository.load(StoreCatalog, CATALOG_ID)
         store = catalog.target(store_name)
         kek = self.keks.newest(store.store_type)
-        signer = await self.signing.current()
+        signer, signer_not_after = await self.signing.current_until()
         created_at = clock.now()
-        expires_at = clock.to_ms(created_at + self.lifetime)
+        # Never outlive the signer: m8ctl drops its pin at not_after (rotation makes this
+        # rare; the cap covers the milliseconds between the look and now).
+        expires_at = min(clock.to_ms(created_at + self.lifetime), signer_not_after)
         pair = UploadKeyPair.generate()
         sealed = seal_upload_key(pair, kek)
         signed = sign_statement(
@@ -128,25 +131,34 @@ class KeyRotator:
         log.info("upload key destroyed", extra={"key_id": key_id, "reason": reason})
         return True
 
-    async def on_outcome(self, stored: StoredEvent) -> None:
-        """Destroys the key of an upload that ended (consumer of `m8.keyrotator`)."""
+    async def on_outcome(self, message: StoredEvent) -> None:
+        """Destroys the key of an upload that ended (consumer of `m8.keyrotator`).
+
+        Acts on the outcome as the event store holds it, never on the message alone:
+        whoever can publish to the broker must not get a key destroyed (and an upload
+        still in flight turned into a rejection) with an outcome no reactor recorded.
+        """
+        if message.aggregate_type != Secret.aggregate_type:
+            raise PoisonMessage(f"a {message.aggregate_type} event is not an upload outcome")
         try:
+            stored, events = await self.repository.recorder.recorded(message)
             event = stored.decode()
-        except (UnknownEventType, TypeError) as exc:
-            raise PoisonMessage(f"undecodable {stored.event_type}: {exc}") from None
-        match event:
-            case SecretStored(upload_id=upload_id):
-                reason = "used"
-            case SecretUploadRejected(upload_id=upload_id):
-                reason = "rejected"
-            case _:
-                # SecretStoreFailed keeps the key: its message waits in the dead-letter
-                # queue for a re-drive, which needs it. The sweep destroys it at expiry.
-                return
-        try:
-            secret = await self.repository.load(Secret, stored.aggregate_id)
+            match event:
+                case SecretStored(upload_id=upload_id):
+                    reason = "used"
+                case SecretUploadRejected(upload_id=upload_id):
+                    reason = "rejected"
+                case _:
+                    # SecretStoreFailed keeps the key: its message waits in the dead-letter
+                    # queue for a re-drive, which needs it. The sweep destroys it at expiry.
+                    return
+            secret = Secret.replay(stored.aggregate_id, (e.decode() for e in events))
             key_id = secret.upload(upload_id).key_id
             await self.destroy(key_id, reason, stored.metadata.caused_by(stored, ACTOR))
+        except NotRecorded as exc:
+            raise PoisonMessage(str(exc)) from None
+        except (UnknownEventType, TypeError, KeyError) as exc:
+            raise PoisonMessage(f"undecodable {message.event_type}: {exc}") from None
         except UnknownUpload as exc:
             raise PoisonMessage(exc.detail) from None
         except (PyMongoError, ConcurrencyConflict) as exc:

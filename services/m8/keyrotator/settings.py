@@ -7,8 +7,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BeforeValidator, Field, SecretStr
-from pydantic_settings import SettingsConfigDict
+from pydantic import BeforeValidator, Field, SecretStr, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from m8.config import Settings
 
@@ -21,6 +21,21 @@ def _seconds(value: object) -> object:
 
 
 Duration = Annotated[timedelta, BeforeValidator(_seconds)]
+
+
+def _comma_separated(value: object) -> object:
+    # "a.json, b.json" from the environment; a list from code passes through.
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+CommaSeparatedPaths = Annotated[list[Path], NoDecode, BeforeValidator(_comma_separated)]
+
+# m8ctl refuses a successor key whose not_after exceeds its endorser's by more than 366
+# days; successive keys' not_after are one period apart, so a longer period would strand
+# every pinned client at the first rotation.
+MAX_SIGNING_KEY_PERIOD = timedelta(days=365)
 
 
 class KeyRotatorSettings(Settings):
@@ -40,9 +55,17 @@ class KeyRotatorSettings(Settings):
             "others stay listed until no key sealed to them can still be live."
         ),
     )
+    keyrotator_master_key_files: CommaSeparatedPaths = Field(
+        default_factory=list,
+        description=(
+            "Master key files, comma-separated, NEWEST FIRST: new signing keys are sealed "
+            "under the first; a stored key opens with whichever listed key sealed it. List "
+            "two while `m8 keys rotate-master-key` moves the stored keys to the new one."
+        ),
+    )
     keyrotator_master_key_file: Path | None = Field(
         default=None,
-        description="The 0600 file written by `m8 keys generate-master-key`.",
+        description="The 0600 file written by `m8 keys generate-master-key` (one key).",
     )
     keyrotator_master_key: SecretStr | None = Field(
         default=None,
@@ -53,7 +76,9 @@ class KeyRotatorSettings(Settings):
     keyrotator_signing_key_period: Duration = Field(
         default=timedelta(days=30),
         gt=timedelta(0),
-        description="How long one signing key signs before the next one replaces it.",
+        description=(
+            "How long one signing key signs before the next one replaces it; at most 365 days."
+        ),
     )
     keyrotator_signing_key_overlap: Duration = Field(
         default=timedelta(minutes=5),
@@ -64,3 +89,14 @@ class KeyRotatorSettings(Settings):
             "verifies until it expires."
         ),
     )
+
+    @field_validator("keyrotator_signing_key_period")
+    @classmethod
+    def _period_m8ctl_follows(cls, period: timedelta) -> timedelta:
+        if period > MAX_SIGNING_KEY_PERIOD:
+            raise ValueError(
+                f"must be at most {MAX_SIGNING_KEY_PERIOD.days} days (e.g. P365D or 31536000): "
+                "m8ctl refuses a successor signing key whose not_after is more than 366 "
+                "days past its predecessor's, so clients could not follow the rotation"
+            )
+        return period
