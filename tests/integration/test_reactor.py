@@ -7,11 +7,15 @@ uploads.py); what lands upstream is read directly with hvac and boto3.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import signal
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,13 +23,16 @@ from typing import Any
 
 import aio_pika
 import httpx
+import hvac
 import pytest
+from botocore.exceptions import ClientError
 from hvac.exceptions import InvalidPath
 from prometheus_client import REGISTRY, generate_latest
 from pydantic import SecretStr
 
 from m8.crypto import fingerprint, new_upload_id
 from m8.devservices import Services
+from m8.domain import UploadKey
 from m8.domain.events import SecretUploadRequested
 from m8.eventsourcing import StoredEvent
 from m8.eventstore import MongoEventRecorder
@@ -34,6 +41,7 @@ from m8.messaging.topology import reactor_queue
 from m8.reactors.adapters import VaultKvStore
 from tests.integration.test_upstream_adapters import AwsUpstream, Upstream, VaultUpstream
 from tests.servers import Aws, Broker, Vault
+from tests.support.api import api_settings, running_api
 from tests.support.events import METADATA, eventually
 from tests.support.uploads import (
     ReactorKeys,
@@ -65,25 +73,32 @@ async def reactors(
     await declare_reactor_queues(amqp)
     keys = ReactorKeys.create(state_dir)
     uploads = Uploads(recorder, keys.kek)
-    await uploads.register_store(
-        VAULT_STORE,
-        "vault",
-        {"address": vault.addr, "mount": vault.mount, "path_prefix": vault.prefix},
-    )
-    await uploads.register_store(
-        AWS_STORE,
-        "aws",
-        {"region": aws.region, "name_prefix": aws.prefix, "endpoint_url": aws.endpoint_url},
-    )
-    running = Reactors.create(uploads, keys, broker.url, services["mongodb"].url, mongo_db_name)
+    await uploads.register_store(VAULT_STORE, "vault", vault_config(vault))
+    await uploads.register_store(AWS_STORE, "aws", aws_config(aws))
+    running = Reactors.create(uploads, keys, broker, services["mongodb"].url, mongo_db_name)
     running.use_credentials(
         {
-            VAULT_STORE: {"address": vault.addr, "token": vault.token},
-            AWS_STORE: {"region": aws.region, "endpoint_url": aws.endpoint_url},
+            VAULT_STORE: {**vault_config(vault), "token": vault.token},
+            AWS_STORE: aws_config(aws),
         }
     )
     yield running
     await running.stop()
+
+
+def vault_config(vault: Vault, **changes: Any) -> dict[str, Any]:
+    """A Vault store's config, in the catalog and (with a login) pinned in credentials."""
+    return {"address": vault.addr, "mount": vault.mount, "path_prefix": vault.prefix, **changes}
+
+
+def aws_config(aws: Aws, **changes: Any) -> dict[str, Any]:
+    """An AWS store's config, in the catalog and pinned in credentials."""
+    return {
+        "region": aws.region,
+        "name_prefix": aws.prefix,
+        "endpoint_url": aws.endpoint_url,
+        **changes,
+    }
 
 
 @pytest.fixture
@@ -95,9 +110,16 @@ def upstreams(vault: Vault, aws: Aws) -> dict[str, Upstream]:
 def versions(upstream: Upstream, path: str) -> int:
     """How many versions the store holds at `path` (0 when there is no secret)."""
     try:
+        if isinstance(upstream, AwsUpstream):
+            # moto answers ListSecretVersionIds of a missing secret with a 500.
+            upstream.sm.describe_secret(SecretId=upstream.aws.prefix + path)
         return upstream.version_count(path)
     except InvalidPath:
         return 0
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            return 0
+        raise
 
 
 def uploads_counted(store_type: str, store: str, outcome: str, reason: str = "") -> float:
@@ -125,8 +147,12 @@ async def test_upload_to_each_store_is_readable_upstream_with_one_fingerprint_fo
         upstream = upstreams[store_type]
         assert upstream.value(path) == value
         assert upstream.version_count(path) == 1
-        assert upstream.marks(path).fingerprint == settled.fingerprint
-        assert upstream.marks(path).upload_id == upload.upload_id
+        # Sealed upstream: the store's readers cannot compare it; the reactors can open it.
+        marks = upstream.marks(path)
+        assert settled.fingerprint is not None
+        assert settled.fingerprint not in str(marks.fingerprint)
+        assert marks.opened(reactors.keys.fingerprint_key).fingerprint == settled.fingerprint
+        assert marks.upload_id == upload.upload_id
     fingerprints = {(await reactors.uploads.state(u)).fingerprint for u in sent.values()}
     assert fingerprints == {fingerprint(value, reactors.keys.fingerprint_key)}
 
@@ -215,9 +241,7 @@ async def test_uploads_failing_a_check_are_rejected_with_the_reason_and_never_re
     await recorder.db["upload_keys"].delete_one({"_id": destroyed.request.key_id})
 
     await uploads.register_store(
-        "vault-off",
-        "vault",
-        {"address": vault.addr, "mount": vault.mount, "path_prefix": vault.prefix + "off/"},
+        "vault-off", "vault", vault_config(vault, path_prefix=vault.prefix + "off/")
     )
     inactive = await uploads.upload("vault-off", "inactive", secret_value())
     await uploads.deactivate_store("vault-off")
@@ -335,25 +359,116 @@ async def test_store_pointed_away_from_where_the_operator_pinned_it_fails_and_is
 ) -> None:
     listener = Listener()
     try:
-        config = {"address": listener.url, "mount": vault.mount, "path_prefix": vault.prefix}
         # Pinned at the real Vault, but the catalog says elsewhere (an edited event).
-        await reactors.uploads.register_store("vault-moved", "vault", config)
-        # No entry at all: VAULT_TOKEN is for the Vault at VAULT_ADDR, not for this one.
-        await reactors.uploads.register_store("vault-rogue", "vault", config)
-        reactors.use_credentials({"vault-moved": {"address": vault.addr, "token": vault.token}})
+        await reactors.uploads.register_store(
+            "vault-moved", "vault", vault_config(vault, address=listener.url)
+        )
+        reactors.use_credentials({"vault-moved": {**vault_config(vault), "token": vault.token}})
         moved = await reactors.uploads.upload("vault-moved", "team/db/password", secret_value())
-        rogue = await reactors.uploads.upload("vault-rogue", "team/db/password", secret_value())
-        await reactors.start("vault", vault_addr=vault.addr, vault_token=SecretStr(vault.token))
-        for sent, said in [(moved, "credentials pin"), (rogue, "VAULT_ADDR")]:
-            settled = await reactors.uploads.settled(sent)
-            assert (settled.status, settled.reason) == ("failed", "store_misconfigured")
-            assert settled.detail is not None
-            assert said in settled.detail
-        dead = {(await _dead_letter(amqp, "vault")).message_id for _ in range(2)}
-        assert dead == {moved.event.event_id, rogue.event.event_id}
+        await reactors.start("vault")
+        settled = await reactors.uploads.settled(moved)
+        assert (settled.status, settled.reason) == ("failed", "store_misconfigured")
+        assert settled.detail is not None
+        assert "another address" in settled.detail
+        assert listener.url not in settled.detail
+        assert (await _dead_letter(amqp, "vault")).message_id == moved.event.event_id
         assert listener.requests == []
     finally:
         listener.close()
+
+
+@pytest.fixture
+def other_mount(vault: Vault) -> Iterator[str]:
+    """A second KV v2 mount on the test's OpenBao, where the reactor's token may write."""
+    root = hvac.Client(url=vault.addr, token=vault.token)
+    name = "m8-other-" + uuid.uuid4().hex[:8]
+    root.sys.enable_secrets_engine("kv", path=name, options={"version": "2"})
+    yield name
+    root.sys.disable_secrets_engine(name)
+
+
+@pytest.mark.parametrize(
+    "change", ["wider path_prefix", "another mount", "wider name_prefix", "foreign kms_key_id"]
+)
+async def test_catalog_entry_that_differs_from_the_pinned_store_fails_and_writes_nothing(
+    reactors: Reactors,
+    amqp: AmqpBroker,
+    vault: Vault,
+    aws: Aws,
+    other_mount: str,
+    change: str,
+) -> None:
+    """Whoever writes the catalog (a MongoDB writer appending StoreRegistered) chooses no
+    prefix, mount or KMS key of their own: the store fails and nothing goes upstream."""
+    field, path = change.split()[1], "team/db/password"
+    store = f"forged-{field.replace('_', '-')}"
+    # `where` reads the store at the place the catalog names, as a reader of it would.
+    where: Upstream
+    entry: dict[str, Any]
+    if field in ("path_prefix", "mount"):
+        store_type = "vault"
+        pinned = vault_config(vault, path_prefix=vault.prefix + "narrow/")
+        wider = {"path_prefix": vault.prefix} if field == "path_prefix" else {"mount": other_mount}
+        catalog = {**pinned, **wider}
+        where = VaultUpstream(
+            Vault(vault.addr, vault.token, catalog["mount"], catalog["path_prefix"])
+        )
+        entry = {**pinned, "token": vault.token}
+    elif field == "name_prefix":
+        store_type = "aws"
+        entry = aws_config(aws, name_prefix=aws.prefix + "narrow/")
+        catalog = {**entry, "name_prefix": aws.prefix}
+        where = AwsUpstream(aws)
+    else:
+        store_type = "aws"
+        entry = aws_config(aws)  # no kms_key_id: AWS's own key, and no other
+        catalog = {**entry, "kms_key_id": f"arn:aws:kms:{aws.region}:999999999999:key/x"}
+        where = AwsUpstream(aws)
+    reactors.use_credentials({store: entry})
+    await reactors.uploads.register_store(store, store_type, catalog)
+    sent = await reactors.uploads.upload(store, path, secret_value())
+    await reactors.start(store_type)
+    settled = await reactors.uploads.settled(sent)
+    assert (settled.status, settled.reason) == ("failed", "store_misconfigured")
+    assert settled.detail is not None
+    assert f"another {field}" in settled.detail
+    assert "999999999999" not in settled.detail
+    assert (await _dead_letter(amqp, store_type)).message_id == sent.event.event_id
+    assert versions(where, path) == 0
+
+
+@pytest.mark.parametrize("store_type", ["vault", "aws"])
+async def test_store_without_a_credentials_entry_is_refused_even_where_the_shell_points(
+    reactors: Reactors,
+    amqp: AmqpBroker,
+    vault: Vault,
+    aws: Aws,
+    store_type: str,
+    upstreams: dict[str, Upstream],
+) -> None:
+    """No entry, no service: not with the reactor's own identity, nor VAULT_ADDR's token."""
+    config = vault_config(vault) if store_type == "vault" else aws_config(aws)
+    await reactors.uploads.register_store("unpinned", store_type, config)
+    sent = await reactors.uploads.upload("unpinned", "team/db/password", secret_value())
+    shell = {"vault_addr": vault.addr, "vault_token": SecretStr(vault.token)}
+    await reactors.start(store_type, **shell, aws_endpoint_url=aws.endpoint_url)
+    settled = await reactors.uploads.settled(sent)
+    assert (settled.status, settled.reason) == ("failed", "store_misconfigured")
+    assert settled.detail is not None
+    assert "serves only the stores it was given" in settled.detail
+    assert (await _dead_letter(amqp, store_type)).message_id == sent.event.event_id
+    assert versions(upstreams[store_type], "team/db/password") == 0
+
+
+async def test_development_setting_serves_a_store_without_an_entry_where_the_shell_points(
+    reactors: Reactors, aws: Aws, upstreams: dict[str, Upstream]
+) -> None:
+    await reactors.uploads.register_store("unpinned", "aws", aws_config(aws))
+    value = secret_value()
+    sent = await reactors.uploads.upload("unpinned", "team/db/password", value)
+    await reactors.start("aws", reactor_dev_unpinned_stores=True, aws_endpoint_url=aws.endpoint_url)
+    assert (await reactors.uploads.settled(sent)).status == "stored"
+    assert upstreams["aws"].value("team/db/password") == value
 
 
 async def test_adapter_failing_in_a_way_it_does_not_know_fails_the_upload_without_its_text(
@@ -400,7 +515,7 @@ async def test_upload_written_upstream_before_its_key_expired_is_recorded_as_sto
     written = await claimed_then_expired("team/db/password", value)
     elsewhere = await claimed_then_expired("team/api/key", secret_value())
     value_fingerprint = fingerprint(value, reactors.keys.fingerprint_key)
-    adapter = upstream.store()
+    adapter = upstream.store(key=reactors.keys.fingerprint_key)
     try:
         await adapter.put("team/db/password", value, written.upload_id, value_fingerprint)
         # Here another upload's version is current: nothing says this one was written.
@@ -429,12 +544,19 @@ class SwallowingProxy:
     """An HTTP proxy that passes the first upstream write on and never answers it.
 
     The writer then hangs with its value stored upstream and nothing recorded: the moment
-    to kill it. Every other request, before and after, is passed on and answered.
+    to kill it. Every other request, before and after, is passed on and answered. With
+    `refusal` (status, headers, body), every write is answered so instead, and not passed.
     """
 
-    def __init__(self, target: str, is_write: Callable[[str, str, Mapping[str, str]], bool]):
+    def __init__(
+        self,
+        target: str,
+        is_write: Callable[[str, str, Mapping[str, str], bytes], bool],
+        refusal: tuple[int, dict[str, str], bytes] | None = None,
+    ):
         self.target = target
         self.is_write = is_write
+        self.refusal = refusal
         self.written = threading.Event()
         self.release = threading.Event()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -458,11 +580,21 @@ class SwallowingProxy:
             def forward(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+                lowered = {k.lower(): v for k, v in self.headers.items()}
+                if proxy.refusal and proxy.is_write(self.command, self.path, lowered, body):
+                    status, refusal_headers, content = proxy.refusal
+                    self.send_response(status)
+                    for name, value in refusal_headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(content)))
+                    self.end_headers()
+                    self.wfile.write(content)
+                    return
                 answer = httpx.request(
                     self.command, proxy.target + self.path, headers=headers, content=body
                 )
-                lowered = {k.lower(): v for k, v in self.headers.items()}
-                if not proxy.written.is_set() and proxy.is_write(self.command, self.path, lowered):
+                written = proxy.is_write(self.command, self.path, lowered, body)
+                if not proxy.written.is_set() and written:
                     proxy.written.set()
                     proxy.release.wait()
                     self.close_connection = True
@@ -480,35 +612,49 @@ class SwallowingProxy:
         return Handler
 
 
-def _is_vault_data_write(method: str, path: str, _headers: Mapping[str, str]) -> bool:
+def _is_vault_data_write(method: str, path: str, _headers: Mapping[str, str], _body: bytes) -> bool:
     return method == "POST" and "/data/" in path
 
 
-def _is_aws_value_write(_method: str, _path: str, headers: Mapping[str, str]) -> bool:
+def _is_vault_record(method: str, path: str, _headers: Mapping[str, str], body: bytes) -> bool:
+    """The last request of a Vault put: the ledger entry with the (marked) fingerprint."""
+    return method == "PATCH" and "/metadata/" in path and b'"m8_upload:' in body
+
+
+def _is_aws_value_write(_method: str, _path: str, headers: Mapping[str, str], _body: bytes) -> bool:
     target = headers.get("x-amz-target") or ""
     return target.endswith((".CreateSecret", ".PutSecretValue"))
 
 
-@pytest.mark.parametrize("store_type", ["vault", "aws"])
-async def test_reactor_killed_after_its_upstream_write_leaves_one_upstream_version(
+@dataclass(frozen=True)
+class Killed:
+    """An upload whose reactor was killed after its upstream write, before it recorded."""
+
+    sent: Sent
+    value: bytes
+    log: Path
+
+
+@contextlib.asynccontextmanager
+async def killed_after_write(
     reactors: Reactors,
+    store_type: str,
+    is_write: Callable[[str, str, Mapping[str, str], bytes], bool],
     vault: Vault,
     aws: Aws,
     state_dir: Path,
-    store_type: str,
-    upstreams: dict[str, Upstream],
-) -> None:
+) -> AsyncIterator[Killed]:
+    """A reactor process writes an upload through a proxy that swallows the `is_write`
+    request's answer, and is killed there; the proxy stays (and answers) until the end."""
     if store_type == "vault":
-        proxy = SwallowingProxy(vault.addr, _is_vault_data_write)
-        config = {"address": proxy.url, "mount": vault.mount, "path_prefix": vault.prefix}
+        proxy = SwallowingProxy(vault.addr, is_write)
+        config = vault_config(vault, address=proxy.url)
+        entry = {**config, "token": vault.token}
     else:
-        proxy = SwallowingProxy(aws.endpoint_url, _is_aws_value_write)
-        config = {"region": aws.region, "name_prefix": aws.prefix, "endpoint_url": proxy.url}
+        proxy = SwallowingProxy(aws.endpoint_url, is_write)
+        config = entry = aws_config(aws, endpoint_url=proxy.url)
     store = f"{store_type}-proxied"
-    if store_type == "vault":
-        reactors.use_credentials({store: {"address": proxy.url, "token": vault.token}})
-    else:
-        reactors.use_credentials({store: {"region": aws.region, "endpoint_url": proxy.url}})
+    reactors.use_credentials({store: entry})
     await reactors.uploads.register_store(store, store_type, config)
     log = state_dir / "reactor.log"
     with log.open("wb") as output:
@@ -517,7 +663,7 @@ async def test_reactor_killed_after_its_upstream_write_leaves_one_upstream_versi
             "-m",
             "m8.reactors.cli",
             store_type,
-            env={**reactors.environment(), "M8_REACTOR_UPSTREAM_TIMEOUT": "120"},
+            env={**reactors.environment(store_type), "M8_REACTOR_UPSTREAM_TIMEOUT": "120"},
             stdout=output,
             stderr=output,
         )
@@ -529,17 +675,129 @@ async def test_reactor_killed_after_its_upstream_write_leaves_one_upstream_versi
         doomed.send_signal(signal.SIGKILL)
         await doomed.wait()
         assert (await reactors.uploads.state(sent)).status == "pending"
-
-        await reactors.start(store_type)
-        settled = await reactors.uploads.settled(sent)
-        assert settled.status == "stored"
-        upstream = upstreams[store_type]
-        assert upstream.version_count("team/db/password") == 1
-        assert upstream.value("team/db/password") == value
-        assert [e.event_type for e in await reactors.uploads.outcomes(sent)] == ["SecretStored"]
-        assert value.decode() not in log.read_text()
+        yield Killed(sent, value, log)
     finally:
         if doomed.returncode is None:
             doomed.kill()
             await doomed.wait()
+        proxy.close()
+
+
+@pytest.mark.parametrize("store_type", ["vault", "aws"])
+async def test_reactor_killed_after_its_upstream_write_leaves_one_upstream_version(
+    reactors: Reactors,
+    vault: Vault,
+    aws: Aws,
+    state_dir: Path,
+    store_type: str,
+    upstreams: dict[str, Upstream],
+) -> None:
+    is_write = _is_vault_data_write if store_type == "vault" else _is_aws_value_write
+    async with killed_after_write(reactors, store_type, is_write, vault, aws, state_dir) as killed:
+        await reactors.start(store_type)
+        settled = await reactors.uploads.settled(killed.sent)
+        assert settled.status == "stored"
+        upstream = upstreams[store_type]
+        assert upstream.version_count("team/db/password") == 1
+        assert upstream.value("team/db/password") == killed.value
+        outcomes = await reactors.uploads.outcomes(killed.sent)
+        assert [e.event_type for e in outcomes] == ["SecretStored"]
+        assert killed.value.decode() not in killed.log.read_text()
+
+
+@pytest.mark.parametrize("store_type", ["vault", "aws"])
+async def test_upload_whose_ack_was_lost_is_recovered_from_a_sealed_fingerprint_upstream(
+    reactors: Reactors,
+    recorder: MongoEventRecorder,
+    vault: Vault,
+    aws: Aws,
+    state_dir: Path,
+    store_type: str,
+    upstreams: dict[str, Upstream],
+) -> None:
+    """Upstream readers see no fingerprint they could compare, yet a reactor that finds the
+    key gone after a lost ack still records SecretStored with the right fingerprint."""
+    # The last request of a put: after it, everything is upstream and nothing recorded.
+    is_write = _is_vault_record if store_type == "vault" else _is_aws_value_write
+    async with killed_after_write(reactors, store_type, is_write, vault, aws, state_dir) as killed:
+        value_fingerprint = fingerprint(killed.value, reactors.keys.fingerprint_key)
+        marks = upstreams[store_type].marks("team/db/password")
+        assert marks.upload_id == killed.sent.upload_id
+        assert marks.fingerprint is not None
+        assert value_fingerprint[4:] not in marks.fingerprint
+        # Meanwhile the key expired and the rotator destroyed it.
+        key_id = killed.sent.request.key_id
+        await reactors.uploads.repository.update(
+            UploadKey, key_id, lambda key: key.destroy("expired"), METADATA
+        )
+        await recorder.db["upload_keys"].delete_one({"_id": key_id})
+
+        await reactors.start(store_type)
+        settled = await reactors.uploads.settled(killed.sent)
+        assert (settled.status, settled.fingerprint) == ("stored", value_fingerprint)
+        assert upstreams[store_type].version_count("team/db/password") == 1
+        outcomes = await reactors.uploads.outcomes(killed.sent)
+        assert [e.event_type for e in outcomes] == ["SecretStored"]
+
+
+ACCOUNT = "123456789012"
+DENIED = (
+    f"User: arn:aws:sts::{ACCOUNT}:assumed-role/m8-reactor/i-0abc is not authorized to "
+    f"perform: secretsmanager:CreateSecret on resource: arn:aws:secretsmanager:us-east-1:"
+    f"{ACCOUNT}:secret:m8/team/db because no identity-based policy allows it "
+    "(see https://reactor:hunter2@audit.example/req/1)"
+)
+
+
+async def test_upstream_refusal_naming_accounts_and_roles_reaches_neither_events_nor_the_api(
+    reactors: Reactors,
+    recorder: MongoEventRecorder,
+    broker: Broker,
+    services: Services,
+    mongo_db_name: str,
+    aws: Aws,
+    state_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """AWS's refusal text names the account, the role and more: events and GET /v1/uploads
+    get m8's words and the error code, and nothing of it (the log gets what AWS said, for
+    the operator, but no credentials in a URL)."""
+    caplog.set_level(logging.DEBUG, logger="m8")
+    body = json.dumps({"__type": "AccessDeniedException", "Message": DENIED}).encode()
+    headers = {
+        "Content-Type": "application/x-amz-json-1.1",
+        "x-amzn-ErrorType": "AccessDeniedException",
+    }
+    proxy = SwallowingProxy(aws.endpoint_url, _is_aws_value_write, (400, headers, body))
+    try:
+        config = aws_config(aws, endpoint_url=proxy.url)
+        reactors.use_credentials({"aws-denied": config})
+        await reactors.uploads.register_store("aws-denied", "aws", config)
+        settings = api_settings(broker, services, mongo_db_name, state_dir)
+        async with running_api(settings) as api:
+            sent = await reactors.uploads.upload("aws-denied", "team/db/password", secret_value())
+            await reactors.start("aws")
+            settled = await reactors.uploads.settled(sent)
+            assert (settled.status, settled.reason) == ("failed", "upstream_refused")
+            assert settled.detail == "cannot create: access denied by AWS (AccessDeniedException)"
+
+            async def shown() -> dict[str, Any]:
+                answer = await api.call("GET", f"/v1/uploads/{sent.upload_id}")
+                assert answer.status_code == 200, answer.text
+                view: dict[str, Any] = answer.json()
+                return view
+
+            async def projected() -> bool:
+                return bool((await shown())["status"] == "failed")
+
+            await eventually(projected)
+            view = await shown()
+        assert view["detail"] == settled.detail
+        events = repr([doc async for doc in recorder.events.find({})])
+        for leak in (ACCOUNT, "arn:aws", "hunter2", "audit.example"):
+            assert leak not in events
+            assert leak not in repr(view)
+        assert ACCOUNT in caplog.text
+        assert "hunter2" not in caplog.text
+    finally:
         proxy.close()

@@ -11,7 +11,7 @@ import base64
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import boto3
@@ -19,10 +19,12 @@ import hvac
 import pytest
 from mypy_boto3_secretsmanager import SecretsManagerClient
 
+from m8.crypto import FingerprintKey
 from m8.devservices.manager import free_port
 from m8.reactors.adapters import (
     AwsSecretsManagerConfig,
     AwsSecretsManagerStore,
+    FingerprintMarks,
     NotManagedByM8,
     PermanentUpstreamError,
     TransientUpstreamError,
@@ -37,6 +39,7 @@ from tests.servers import Aws, Vault
 FP_ONE = "fp1:" + "1" * 43
 FP_TWO = "fp1:" + "2" * 43
 PATH = "team/db/password"
+FP_KEY = FingerprintKey.generate()  # the reactors' fingerprint key, which seals marks
 
 
 def upload_id() -> str:
@@ -49,15 +52,29 @@ class Marks:
     """What the store shows about who manages a secret and which upload wrote it."""
 
     managed: bool
-    fingerprint: str | None
+    fingerprint: str | None  # as it is upstream: sealed, or in clear
     upload_id: str | None
+
+    def opened(self, key: FingerprintKey = FP_KEY) -> Marks:
+        """The marks with a sealed fingerprint opened; a fingerprint in clear becomes None."""
+        sealed = self.fingerprint if (self.fingerprint or "").startswith("fps1:") else None
+        marks = FingerprintMarks(key, in_clear=False)
+        return replace(self, fingerprint=marks.read(sealed, self.upload_id or ""))
 
 
 class Upstream(Protocol):
     """A real store, seen both through an adapter and directly."""
 
-    def store(self, *, adopt_unmanaged: bool = False, unreachable: bool = False) -> UpstreamStore:
-        """A new adapter for this store (or for a port where nothing listens)."""
+    def store(
+        self,
+        *,
+        adopt_unmanaged: bool = False,
+        unreachable: bool = False,
+        in_clear: bool = False,
+        key: FingerprintKey = FP_KEY,
+    ) -> UpstreamStore:
+        """A new adapter for this store (or for a port where nothing listens); it seals
+        fingerprints with `key` unless `in_clear` (the store's fingerprint_in_metadata)."""
         ...
 
     def write_unmanaged(self, path: str, text: str) -> None:
@@ -84,12 +101,20 @@ class VaultUpstream:
         self.vault = vault
         self.kv = hvac.Client(url=vault.addr, token=vault.token).secrets.kv.v2
 
-    def store(self, *, adopt_unmanaged: bool = False, unreachable: bool = False) -> UpstreamStore:
+    def store(
+        self,
+        *,
+        adopt_unmanaged: bool = False,
+        unreachable: bool = False,
+        in_clear: bool = False,
+        key: FingerprintKey = FP_KEY,
+    ) -> UpstreamStore:
         address = f"http://127.0.0.1:{free_port()}" if unreachable else self.vault.addr
         return VaultKvStore(
             VaultKvConfig(
                 name="contract",
                 address=address,
+                marks=FingerprintMarks(key, in_clear=in_clear),
                 mount=self.vault.mount,
                 path_prefix=self.vault.prefix,
                 token=self.vault.token,
@@ -142,6 +167,8 @@ class AwsUpstream:
         *,
         adopt_unmanaged: bool = False,
         unreachable: bool = False,
+        in_clear: bool = False,
+        key: FingerprintKey = FP_KEY,
         max_writes_per_second: float = 40,
     ) -> UpstreamStore:
         endpoint = f"http://127.0.0.1:{free_port()}" if unreachable else self.aws.endpoint_url
@@ -149,6 +176,7 @@ class AwsUpstream:
             AwsSecretsManagerConfig(
                 name="contract",
                 region=self.aws.region,
+                marks=FingerprintMarks(key, in_clear=in_clear),
                 name_prefix=self.aws.prefix,
                 endpoint_url=endpoint,
                 adopt_unmanaged=adopt_unmanaged,
@@ -194,8 +222,13 @@ async def open_store(upstream: Upstream) -> AsyncIterator[Callable[..., Upstream
     """Makes adapters for the test and closes them after it."""
     opened: list[UpstreamStore] = []
 
-    def make(**options: bool) -> UpstreamStore:
-        opened.append(upstream.store(**options))
+    def make(
+        *, adopt_unmanaged: bool = False, unreachable: bool = False, in_clear: bool = False
+    ) -> UpstreamStore:
+        store = upstream.store(
+            adopt_unmanaged=adopt_unmanaged, unreachable=unreachable, in_clear=in_clear
+        )
+        opened.append(store)
         return opened[-1]
 
     yield make
@@ -216,10 +249,50 @@ async def test_put_then_value_is_readable_upstream(
     assert written.created
     assert upstream.value(PATH) == b"s3cr3t"
     assert await store.read_value(PATH) == b"s3cr3t"
-    assert upstream.marks(PATH) == Marks(managed=True, fingerprint=FP_ONE, upload_id=key)
+    assert upstream.marks(PATH).opened() == Marks(managed=True, fingerprint=FP_ONE, upload_id=key)
     assert await store.current(PATH) == UpstreamSecret(
         version=written.version, managed=True, upload_id=key, fingerprint=FP_ONE
     )
+
+
+async def test_fingerprint_is_upstream_only_sealed_unless_the_store_shows_it(
+    open_store: Callable[..., UpstreamStore], upstream: Upstream
+) -> None:
+    """Readers of the store cannot tell equal values apart; a reactor still reads it back."""
+    first, second = upload_id(), upload_id()
+    await open_store().put(PATH, b"same", first, FP_ONE)
+    sealed_first = upstream.marks(PATH).fingerprint
+    await open_store().put(PATH, b"same", second, FP_ONE)
+    sealed_second = upstream.marks(PATH).fingerprint
+    assert sealed_first is not None
+    assert sealed_second is not None
+    assert sealed_first != sealed_second  # equal values, marks that compare nothing
+    assert FP_ONE[4:] not in sealed_first + sealed_second
+    current = await open_store().current(PATH)
+    assert current is not None
+    assert (current.upload_id, current.fingerprint) == (second, FP_ONE)
+
+    shown = upload_id()
+    await open_store(in_clear=True).put(PATH, b"shown", shown, FP_TWO)
+    assert upstream.marks(PATH) == Marks(managed=True, fingerprint=FP_TWO, upload_id=shown)
+
+
+async def test_a_plain_fingerprint_mark_upstream_counts_only_in_a_store_that_shows_them(
+    open_store: Callable[..., UpstreamStore], upstream: Upstream
+) -> None:
+    """In a sealed store, whoever writes upstream metadata cannot choose the fingerprint a
+    reactor's recovery would record: a plain mark (as in clear) there holds none."""
+    written = upload_id()
+    await open_store(in_clear=True).put(PATH, b"shown", written, FP_TWO)
+    assert upstream.marks(PATH).fingerprint == FP_TWO
+
+    sealed = await open_store().current(PATH)
+    shown = await open_store(in_clear=True).current(PATH)
+
+    assert sealed is not None
+    assert (sealed.upload_id, sealed.fingerprint) == (written, None)
+    assert shown is not None
+    assert (shown.upload_id, shown.fingerprint) == (written, FP_TWO)
 
 
 async def test_same_idempotency_key_twice_makes_one_version(
@@ -241,7 +314,7 @@ async def test_second_upload_makes_a_new_version(store: UpstreamStore, upstream:
     assert second.version != first.version
     assert upstream.value(PATH) == b"two"
     assert upstream.version_count(PATH) == 2
-    assert upstream.marks(PATH) == Marks(managed=True, fingerprint=FP_TWO, upload_id=key)
+    assert upstream.marks(PATH).opened() == Marks(managed=True, fingerprint=FP_TWO, upload_id=key)
 
 
 async def test_redelivered_old_upload_does_not_replace_a_newer_one(
@@ -278,7 +351,7 @@ async def test_unmanaged_secret_is_adopted_when_configured(
     written = await open_store(adopt_unmanaged=True).put(PATH, b"ours", key, FP_ONE)
     assert written.created
     assert upstream.value(PATH) == b"ours"
-    assert upstream.marks(PATH) == Marks(managed=True, fingerprint=FP_ONE, upload_id=key)
+    assert upstream.marks(PATH).opened() == Marks(managed=True, fingerprint=FP_ONE, upload_id=key)
     # Once adopted, it is m8's: a store that does not adopt may write it too.
     await open_store().put(PATH, b"later", upload_id(), FP_TWO)
     assert upstream.value(PATH) == b"later"
@@ -375,6 +448,7 @@ async def approle_store(vault: Vault, approle: AppRole) -> AsyncIterator[Upstrea
         VaultKvConfig(
             name="approle",
             address=vault.addr,
+            marks=FingerprintMarks(FP_KEY, in_clear=False),
             mount=vault.mount,
             path_prefix=vault.prefix,
             role_id=approle.role_id,
@@ -410,7 +484,13 @@ async def test_vault_approle_logs_in_again_when_its_token_expires(
 async def test_vault_missing_mount_is_a_permanent_error(vault: Vault) -> None:
     mount = "no-such-mount-" + uuid.uuid4().hex[:8]
     store = VaultKvStore(
-        VaultKvConfig(name="nomount", address=vault.addr, mount=mount, token=vault.token)
+        VaultKvConfig(
+            name="nomount",
+            address=vault.addr,
+            marks=FingerprintMarks(FP_KEY, in_clear=False),
+            mount=mount,
+            token=vault.token,
+        )
     )
     try:
         with pytest.raises(PermanentUpstreamError, match=mount):
@@ -453,7 +533,7 @@ async def test_vault_put_that_died_before_recording_is_finished_by_its_redeliver
     assert again == UpstreamVersion("1", created=False)
     upstream = VaultUpstream(vault)
     assert upstream.version_count(PATH) == 1
-    assert upstream.marks(PATH) == Marks(managed=True, fingerprint=FP_ONE, upload_id=key)
+    assert upstream.marks(PATH).opened() == Marks(managed=True, fingerprint=FP_ONE, upload_id=key)
 
 
 async def test_vault_put_that_died_before_writing_writes_once_on_redelivery(
@@ -521,4 +601,4 @@ async def test_aws_put_that_died_before_tagging_is_finished_by_its_redelivery(
         await store.close()
     assert again == UpstreamVersion(key, created=False)
     assert upstream.version_count(PATH) == 2
-    assert upstream.marks(PATH) == Marks(managed=True, fingerprint=FP_TWO, upload_id=key)
+    assert upstream.marks(PATH).opened() == Marks(managed=True, fingerprint=FP_TWO, upload_id=key)

@@ -232,3 +232,66 @@ async def test_pool_call_gives_the_classified_error_without_the_clients_exceptio
             await pool.call("read", "team/db", fails(ValueError("a bug")), classify)
     finally:
         await pool.close()
+
+
+# --- what events and GET /v1/uploads show: m8's words and a code, bounded ----------
+
+ACCOUNT = "123456789012"
+DENIED = (
+    f"User: arn:aws:sts::{ACCOUNT}:assumed-role/m8-reactor/i-0abc is not authorized to "
+    f"perform: secretsmanager:PutSecretValue on resource: arn:aws:secretsmanager:eu-west-1:"
+    f"{ACCOUNT}:secret:m8/team/db because no identity-based policy allows it"
+)
+LEAKS = (ACCOUNT, "arn:", "hunter2", "https://", SECRET)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        client_error("AccessDeniedException", message=DENIED),
+        client_error("KMSAccessDeniedException", message=DENIED),
+        client_error("DecryptionFailure", message=DENIED),
+        client_error("InternalServiceError", 500, message=DENIED),
+        client_error(f"arn:aws:iam::{ACCOUNT}:role/x", message=DENIED),
+        client_error("ValidationException", message=f"Value '{SECRET}' failed"),
+        hvac_errors.Forbidden(errors=[f"permission denied on https://u:hunter2@vault/{SECRET}"]),
+        hvac_errors.InvalidRequest(errors=[f"1 error occurred: {DENIED}"]),
+        hvac_errors.InternalServerError(errors=[DENIED * 3]),
+        requests.exceptions.ConnectionError(f"https://u:hunter2@vault:8200 refused {SECRET}"),
+    ],
+    ids=error_id,
+)
+def test_error_detail_says_what_happened_in_m8s_words_and_never_repeats_upstream(
+    exc: BaseException,
+) -> None:
+    error = aws_error(exc) if isinstance(exc, ClientError) else vault_error(exc)
+    assert error is not None
+    assert error.detail.startswith("cannot write: ")
+    assert len(error.detail) <= 200
+    assert not [leak for leak in LEAKS if leak in error.detail]
+
+
+def test_aws_error_detail_keeps_the_error_code_and_the_log_text_keeps_what_aws_said() -> None:
+    error = aws_error(client_error("AccessDeniedException", message=DENIED))
+    assert error is not None
+    assert error.detail == "cannot write: access denied by AWS (AccessDeniedException)"
+    assert ACCOUNT in str(error)  # for the operator, in the reactor's log only
+
+
+def test_vault_error_detail_keeps_the_http_status() -> None:
+    error = vault_error(hvac_errors.InvalidRequest(errors=[DENIED]))
+    assert error is not None
+    assert error.detail == "cannot write: Vault refused the request (HTTP 400)"
+
+
+def test_not_managed_by_m8_detail_names_neither_store_nor_path() -> None:
+    error = NotManagedByM8(store="aws store 'a'", path="team/db")
+    assert error.detail.startswith("cannot write: the secret exists and is not managed by m8")
+    assert "team/db" not in error.detail
+
+
+def test_credentials_in_a_url_upstream_quotes_stay_out_of_the_log_text_too() -> None:
+    error = vault_error(hvac_errors.InvalidRequest(errors=["see https://u:hunter2@vault/x"]))
+    assert error is not None
+    assert "hunter2" not in str(error)
+    assert "https://***@vault/x" in str(error)

@@ -72,6 +72,9 @@ class SecretUploadRequested(_SecretEvent):
 class SecretStored(_SecretEvent):
     upstream_version: str
     fingerprint: str
+    # The reactor's signature over the outcome (m8.crypto.receipts); None in old events.
+    receipt_key_id: str | None = None
+    receipt_signature: str | None = None
 
 
 @registry.register("SecretUploadRejected")
@@ -81,6 +84,9 @@ class SecretUploadRejected(_SecretEvent):
 
     reason: str
     detail: str
+    # The reactor's signature over the outcome (m8.crypto.receipts); None in old events.
+    receipt_key_id: str | None = None
+    receipt_signature: str | None = None
 
 
 @registry.register("SecretStoreFailed")
@@ -90,6 +96,9 @@ class SecretStoreFailed(_SecretEvent):
 
     reason: str
     detail: str
+    # The reactor's signature over the outcome (m8.crypto.receipts); None in old events.
+    receipt_key_id: str | None = None
+    receipt_signature: str | None = None
 
 
 # --- upload keys (aggregate type "upload_key", one per key id) ---------------------

@@ -1,14 +1,15 @@
 """The API's read models, every document a pure function of one aggregate's events.
 
-- `rm_uploads`: one document per upload (by upload id): status, outcome, who and when.
+- `rm_uploads`: one document per upload (by upload id): status, outcome and its reactor's
+  receipt with the ciphertext hash it binds, who and when.
   Read by upload id, and by (store, path, requested_at) as a secret's history.
 - `rm_secrets`: one small document per secret (store and path): its current fingerprint.
 - `rm_upload_keys`: how each upload key ended, which tells an expired upload apart.
 
-Never a value or a ciphertext. A Secret event changes one upload and the secret's current
-state, so `SecretReadModels` writes just those two documents per event; a rebuild
-(`ProjectionRunner.rebuild` of the projections in PROJECTIONS) writes them all, with the
-same functions.
+Never a value or a ciphertext (its SHA-256 only). A Secret event changes one upload and
+the secret's current state, so `SecretReadModels` writes just those two documents per
+event; a rebuild (`ProjectionRunner.rebuild` of the projections in PROJECTIONS) writes
+them all, with the same functions.
 """
 
 from __future__ import annotations
@@ -20,8 +21,13 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from m8.domain import Secret, UploadKey
-from m8.domain.events import SecretStored, SecretUploadRequested
-from m8.eventsourcing import StoredEvent, registry
+from m8.domain.events import (
+    SecretStored,
+    SecretStoreFailed,
+    SecretUploadRejected,
+    SecretUploadRequested,
+)
+from m8.eventsourcing import DomainEvent, StoredEvent, registry
 from m8.eventstore import MongoEventRecorder, Projection
 from m8.eventstore.mongo import Document
 from m8.eventstore.projections import VERSION_FIELD
@@ -50,7 +56,25 @@ def upload_document(own: Sequence[StoredEvent]) -> Document:
         "upstream_version": upload.upstream_version,
         "reason": upload.reason,
         "detail": upload.detail,
+        "receipt": receipt(decoded),
+        # What the receipt binds (m8.crypto.receipts): m8ctl checks it is its own.
+        "ciphertext_sha256": first.ciphertext_sha256,
     }
+
+
+def receipt(own: Sequence[DomainEvent]) -> Document | None:
+    """The reactor's receipt of the upload's latest outcome, as GET /v1/uploads shows it.
+
+    The latest: after a re-drive a stored outcome follows a failed one. None while pending,
+    and for outcomes recorded before reactors signed them.
+    """
+    outcomes = [
+        e for e in own if isinstance(e, SecretStored | SecretUploadRejected | SecretStoreFailed)
+    ]
+    last = outcomes[-1] if outcomes else None
+    if last is None or last.receipt_key_id is None or last.receipt_signature is None:
+        return None
+    return {"receipt_key_id": last.receipt_key_id, "signature": last.receipt_signature}
 
 
 def _by_upload(events: Sequence[StoredEvent]) -> dict[str, list[StoredEvent]]:

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from m8.crypto import FingerprintKey, KekRing
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from m8.crypto import FingerprintKey, KekRing, ReceiptKeyFile, encode_verify_key
+from m8.crypto.encoding import b64encode
+from m8.eventstore.mongo import Document
 from m8.messaging import EventConsumer
+from m8.messaging.permissions import reactor_service
 from m8.messaging.topology import reactor_queue
 from m8.reactors import metrics
 from m8.reactors.credentials import load_credentials
@@ -19,6 +26,9 @@ from m8.runtime import ConfigurationError, Runtime, service, wait_for_signal
 
 log = logging.getLogger(__name__)
 
+# The reactors' receipt verify keys, which the API lists at GET /v1/keys/receipts.
+RECEIPT_KEYS = "receipt_keys"
+
 
 @dataclass(frozen=True)
 class ReactorConfig:
@@ -30,6 +40,7 @@ class ReactorConfig:
     stores: StoreAdapters
     retry: RetryPolicy
     concurrency: int
+    receipt_key: ReceiptKeyFile
 
 
 def configure(settings: ReactorSettings, store_type: str) -> ReactorConfig:
@@ -37,6 +48,7 @@ def configure(settings: ReactorSettings, store_type: str) -> ReactorConfig:
     if store_type not in STORE_TYPES:
         raise ConfigurationError(f"no reactor for store type {store_type!r}: {STORE_TYPES}")
     keks, fingerprint_key = settings.kek_ring(), settings.fingerprint_key()
+    receipt_key = settings.receipt_key()
     stores = StoreAdapters(
         load_credentials(settings),
         AdapterLimits(settings.reactor_upstream_timeout, settings.reactor_upstream_threads),
@@ -49,11 +61,54 @@ def configure(settings: ReactorSettings, store_type: str) -> ReactorConfig:
         stores,
         settings.retry_policy(),
         settings.reactor_concurrency,
+        receipt_key,
     )
+
+
+async def register_receipt_key(
+    db: AsyncDatabase[Document], key_file: ReceiptKeyFile, store_type: str
+) -> None:
+    """Publishes the receipt verify key in `receipt_keys` (for m8ctl to pin and check).
+
+    ConfigurationError if its id is registered with another verify key: a receipt under
+    that id must name one key only, or a client could not tell whose it is.
+    """
+    key = key_file.key
+    collection = db[RECEIPT_KEYS]
+    verify_key = encode_verify_key(key.verify_key)
+    endorsement = None if key_file.endorsement is None else b64encode(key_file.endorsement)
+    for _ in range(2):  # a twin reactor may insert the same key between our two steps
+        try:
+            # The filter holds the verify key: a document under this id with another key
+            # does not match, so the upsert's insert fails on the duplicate id.
+            await collection.update_one(
+                {"_id": key.receipt_key_id, "verify_key": verify_key},
+                {
+                    "$setOnInsert": {
+                        "endorsed_by": key_file.endorsed_by,
+                        "endorsement": endorsement,
+                        "registered_at": datetime.now(UTC),
+                    },
+                    "$addToSet": {"store_types": store_type},
+                },
+                upsert=True,
+            )
+            return
+        except DuplicateKeyError:
+            found = await collection.find_one({"_id": key.receipt_key_id})
+            if found is not None and found.get("verify_key") != verify_key:
+                raise ConfigurationError(
+                    f"receipt key id {key.receipt_key_id!r} is registered with another verify "
+                    "key; give this reactor that key's file, or make a new key under a new id "
+                    "(m8 keys generate-receipt-key --id NEW_ID --out FILE --endorse-with OLD_FILE)"
+                ) from None
+    raise ConfigurationError(f"could not register receipt key {key.receipt_key_id!r}")
 
 
 async def start(runtime: Runtime, config: ReactorConfig) -> Reactor:
     """Starts consuming `m8.reactor.<store_type>` on the runtime's connections."""
+    # Before any outcome: a receipt must never name a key that clients cannot find.
+    await register_receipt_key(runtime.db, config.receipt_key, config.store_type)
     reactor = Reactor(
         config.store_type,
         runtime.repository,
@@ -62,6 +117,7 @@ async def start(runtime: Runtime, config: ReactorConfig) -> Reactor:
         config.keks,
         config.fingerprint_key,
         config.retry,
+        config.receipt_key.key,
     )
     queue = reactor_queue(config.store_type)
     consumer = EventConsumer(
@@ -73,6 +129,7 @@ async def start(runtime: Runtime, config: ReactorConfig) -> Reactor:
         extra={
             "queue": queue.name,
             "kek_ids": [kek.kek_id for kek in config.keks],
+            "receipt_key_id": config.receipt_key.key.receipt_key_id,
             "concurrency": config.concurrency,
             "outage_tolerated_seconds": round(config.retry.patience(), 1),
         },
@@ -84,7 +141,7 @@ async def run(settings: ReactorSettings, store_type: str) -> None:
     """Runs the reactor of one store type until SIGTERM or SIGINT."""
     config = configure(settings, store_type)
     try:
-        async with service(f"reactor-{store_type}", settings) as runtime:
+        async with service(reactor_service(store_type), settings) as runtime:
             await start(runtime, config)
             metrics.serve(settings.reactor_metrics_port)
             await wait_for_signal()

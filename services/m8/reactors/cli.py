@@ -7,6 +7,7 @@ import asyncio
 import typer
 
 from m8.config import SettingsError, load_settings
+from m8.logs import configure_logging
 from m8.reactors.bootstrap import run
 from m8.reactors.settings import ReactorSettings
 
@@ -30,7 +31,11 @@ def aws() -> None:
 
 def _run(store_type: str) -> None:
     try:
-        asyncio.run(run(load_settings(ReactorSettings), store_type))
+        settings = load_settings(ReactorSettings)
+        # Before the keys and credentials are read, so that what that says is logged as
+        # everything else is (M8_REACTOR_DEV_UNPINNED_STORES' warning, say).
+        configure_logging(settings.log_level, settings.log_format)
+        asyncio.run(run(settings, store_type))
     except SettingsError as exc:  # a ConfigurationError too; never quotes a value
         typer.echo(f"m8 reactor {store_type}: {exc}", err=True)
         raise typer.Exit(2) from None

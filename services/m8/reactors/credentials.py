@@ -1,28 +1,45 @@
 """Upstream credentials of a reactor, per store name: given by the operator, never via the API.
 
 The JSON comes from a file (``M8_REACTOR_CREDENTIALS_FILE``, mode 0600) or from the
-environment (``M8_REACTOR_CREDENTIALS``). Each entry pins where its store lives, and the
-reactor refuses a store whose catalog config says otherwise (``store_misconfigured``): the
-catalog comes from the API and the event store, and must not be able to send the
-reactor's token, or the values it writes, anywhere else::
+environment (``M8_REACTOR_CREDENTIALS``). A reactor serves only the stores it has an entry
+for, and only exactly as the entry describes them: every field that decides where a value
+lands, how it is encrypted and what upstream shows besides it is pinned here, and a store
+whose catalog config says anything else is refused (``store_misconfigured``). The catalog
+comes from the API and the event store, and must not be able to send the reactor's token,
+or the values it writes, anywhere else::
 
-    {"vault-prod": {"address": "https://vault.example:8200", "token": "hvs.…"},
-     "vault-dr": {"address": "https://dr.example:8200",
+    {"vault-prod": {"address": "https://vault.example:8200", "mount": "secret",
+                    "path_prefix": "m8/", "token": "hvs.…"},
+     "vault-dr": {"address": "https://dr.example:8200", "mount": "kv", "path_prefix": "",
                   "role_id": "…", "secret_id": "…", "approle_mount": "approle"},
-     "aws-prod": {"region": "eu-west-1"},
-     "aws-local": {"region": "us-east-1", "endpoint_url": "http://127.0.0.1:5000"}}
+     "aws-prod": {"region": "eu-west-1", "name_prefix": "m8/",
+                  "kms_key_id": "arn:aws:kms:eu-west-1:111122223333:key/…"},
+     "aws-local": {"region": "us-east-1", "name_prefix": "m8/",
+                   "endpoint_url": "http://127.0.0.1:5000", "fingerprint_in_metadata": true}}
 
-A Vault entry has the store's ``address`` and a token or an AppRole. An AWS entry has the
-store's ``region`` and, for an endpoint other than AWS's own, its ``endpoint_url``; the
-keys come from boto3's usual chain (environment, profile, role).
+A Vault entry has the store's ``address``, ``mount`` and ``path_prefix``, and a token or an
+AppRole. An AWS entry has the store's ``region`` and ``name_prefix``, its ``kms_key_id``
+(absent: the store must name none, so AWS's own key is used) and, for an endpoint other
+than AWS's own, its ``endpoint_url`` (absent: AWS itself); the keys come from boto3's
+usual chain (environment, profile, role). ``fingerprint_in_metadata`` (default false)
+must equal the store's: only then are fingerprints written upstream in clear.
 
-For development, a store with no entry is served only where the developer's shell points:
-a Vault store at exactly ``VAULT_ADDR``, with ``VAULT_TOKEN``; an AWS store whose
-``endpoint_url`` is exactly ``AWS_ENDPOINT_URL`` (both unset: AWS itself).
+``adopt_unmanaged`` (default false, either kind) is the reactor's alone, never the
+catalog's: true lets m8 write over a secret that exists upstream without m8's mark (and
+mark it m8's); false refuses such a write (``not_managed_by_m8``), so m8 never clobbers
+what others keep in the store.
+
+A store without an entry is refused. Only for development, M8_REACTOR_DEV_UNPINNED_STORES
+=true serves such a store where the developer's shell points: a Vault store at exactly
+``VAULT_ADDR``, with ``VAULT_TOKEN``; an AWS store whose ``endpoint_url`` is exactly
+``AWS_ENDPOINT_URL`` (which must be set), each as its catalog config says.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Self
 
@@ -42,6 +59,8 @@ from m8.crypto.keyfiles import read_private_file
 from m8.reactors.settings import ReactorSettings
 from m8.runtime import ConfigurationError
 
+log = logging.getLogger(__name__)
+
 
 class VaultCredentials(BaseModel):
     """Where one Vault store lives and how a reactor logs in: a token, or an AppRole."""
@@ -49,10 +68,14 @@ class VaultCredentials(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     address: str
+    mount: str
+    path_prefix: str
+    fingerprint_in_metadata: bool = False
     token: SecretStr | None = None
     role_id: str | None = None
     secret_id: SecretStr | None = None
     approle_mount: str = "approle"
+    adopt_unmanaged: bool = False
 
     @model_validator(mode="after")
     def _one_login(self) -> Self:
@@ -70,7 +93,11 @@ class AwsCredentials(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     region: str
+    name_prefix: str
     endpoint_url: str | None = None
+    kms_key_id: str | None = None
+    fingerprint_in_metadata: bool = False
+    adopt_unmanaged: bool = False
 
 
 def _kind(entry: Any) -> str | None:
@@ -88,12 +115,34 @@ StoreCredentials = Annotated[
         custom_error_message="give a Vault store's 'address' or an AWS store's 'region'",
     ),
 ]
-Credentials = dict[str, VaultCredentials | AwsCredentials]
+Entry = VaultCredentials | AwsCredentials
 _CREDENTIALS = TypeAdapter(dict[str, StoreCredentials])
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """The operator's entries by store name; whether stores without one are served (dev)."""
+
+    stores: Mapping[str, Entry] = field(default_factory=dict)
+    dev_unpinned_stores: bool = False
+
+    def get(self, name: str) -> Entry | None:
+        """The entry of the store called `name`, if the operator gave one."""
+        return self.stores.get(name)
 
 
 def load_credentials(settings: ReactorSettings) -> Credentials:
     """The credentials the operator gave, by store name (none at all is allowed)."""
+    if settings.reactor_dev_unpinned_stores:
+        log.warning(
+            "M8_REACTOR_DEV_UNPINNED_STORES is on: stores without a credentials entry are "
+            "served at VAULT_ADDR and AWS_ENDPOINT_URL as their catalog config says. This "
+            "is for development only; never set it where the catalog is not yours alone"
+        )
+    return Credentials(_entries(settings), settings.reactor_dev_unpinned_stores)
+
+
+def _entries(settings: ReactorSettings) -> dict[str, Entry]:
     if settings.reactor_credentials_file and settings.reactor_credentials:
         raise ConfigurationError(
             "set M8_REACTOR_CREDENTIALS_FILE or M8_REACTOR_CREDENTIALS, not both"

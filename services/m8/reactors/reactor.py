@@ -16,6 +16,8 @@ re-drive; the re-driven copy is handled again (the outcome "failed" is not final
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import time
 import traceback
@@ -35,13 +37,18 @@ from m8.crypto import (
     FingerprintKey,
     KekRing,
     OpenedEnvelope,
+    OutcomeReceipt,
+    ReceiptSigningKey,
     SealedUploadKey,
     SecretBytes,
     UnknownKek,
     fingerprint,
     open_envelope,
+    sign_receipt,
     unseal_upload_key,
 )
+from m8.crypto.encoding import b64encode
+from m8.crypto.receipts import ReceiptStatus, is_sha256_hex
 from m8.domain import CATALOG_ID, Secret, StoreCatalog, UploadKey
 from m8.domain.events import (
     SecretStored,
@@ -52,11 +59,12 @@ from m8.domain.events import (
 from m8.domain.secrets import FINAL
 from m8.eventsourcing import StoredEvent, UnknownEventType
 from m8.eventstore import Repository
+from m8.eventstore.mongo import NotRecorded
 from m8.messaging import PoisonMessage, TransientError
 from m8.reactors.adapters import (
     NotManagedByM8,
-    PermanentUpstreamError,
     TransientUpstreamError,
+    UpstreamError,
     UpstreamStore,
     UpstreamVersion,
 )
@@ -131,6 +139,7 @@ class Reactor:
         keks: KekRing,
         fingerprint_key: FingerprintKey,
         retry: RetryPolicy,
+        receipt_key: ReceiptSigningKey,
     ) -> None:
         self.store_type = store_type
         self.repository = repository
@@ -139,6 +148,7 @@ class Reactor:
         self.keks = keks
         self.fingerprint_key = fingerprint_key
         self.retry = retry
+        self.receipt_key = receipt_key
         self.actor = f"reactor:{store_type}"
 
     async def handle(self, message: StoredEvent) -> None:
@@ -186,12 +196,12 @@ class Reactor:
         """The Secret aggregate and the request, as the event store has them."""
         if message.aggregate_type != Secret.aggregate_type:
             raise PoisonMessage(f"a {message.aggregate_type} event is not an upload request")
-        events = await self.repository.recorder.load(Secret.aggregate_type, message.aggregate_id)
         # The event store, not the message, says what was requested: whoever can publish
         # to the broker must not get m8 to act on an upload that the API never accepted.
-        stored = next((e for e in events if e.event_id == message.event_id), None)
-        if stored is None:
-            raise PoisonMessage(f"event {message.event_id} is not in the event store")
+        try:
+            stored, events = await self.repository.recorder.recorded(message)
+        except NotRecorded as exc:
+            raise PoisonMessage(str(exc)) from None
         try:
             request = stored.decode()
             secret = Secret.replay(message.aggregate_id, (e.decode() for e in events))
@@ -199,6 +209,9 @@ class Reactor:
             raise PoisonMessage(f"the events of {message.aggregate_id!r} do not decode") from exc
         if not isinstance(request, SecretUploadRequested):
             raise PoisonMessage(f"a {stored.event_type} event is not an upload request")
+        if not is_sha256_hex(request.ciphertext_sha256):
+            # The API always records one; without it there is no receipt to sign.
+            raise PoisonMessage(f"upload {request.upload_id} has no valid ciphertext_sha256")
         if request.store_type != self.store_type:
             raise PoisonMessage(
                 f"a {request.store_type} upload reached the {self.store_type} reactor"
@@ -216,7 +229,7 @@ class Reactor:
         if not store.active:
             raise Rejected("store_inactive", f"store {store.name!r} is inactive")
         try:
-            return self.stores.get(store)
+            return self.stores.get(store, self.fingerprint_key)
         except StoreConfigError as exc:
             raise StoreFailed("store_misconfigured", str(exc)) from None
 
@@ -274,6 +287,12 @@ class Reactor:
                     "ciphertext": request.ciphertext,
                 }
             )
+            # The receipt names the request's ciphertext_sha256, which m8ctl compares with
+            # the hash of what it sent: only ever store the ciphertext that hash is of.
+            if hashlib.sha256(encrypted.ciphertext).hexdigest() != request.ciphertext_sha256:
+                raise Rejected(
+                    "binding_mismatch", "the ciphertext does not match its recorded SHA-256"
+                )
             with unseal_upload_key(sealed, self.keks) as private_key:
                 return open_envelope(encrypted, private_key, expected)
         except UnknownKek as exc:
@@ -323,12 +342,11 @@ class Reactor:
             async for attempt in self.retry.retrying(before_retry):
                 with attempt:
                     return await call()
-        except TransientUpstreamError as exc:
-            raise StoreFailed("upstream_unavailable", str(exc)) from None
-        except NotManagedByM8 as exc:
-            raise StoreFailed("not_managed_by_m8", str(exc)) from None
-        except PermanentUpstreamError as exc:
-            raise StoreFailed("upstream_refused", str(exc)) from None
+        except UpstreamError as exc:
+            # The log gets what upstream said, for the operator; the event only the error's
+            # detail (m8's words and a status or code, bounded): it reaches GET /v1/uploads.
+            log.warning("upstream %s failed: %s", action, exc, extra=_fields(request))
+            raise StoreFailed(_failure_reason(exc), exc.detail) from None
         except Exception as exc:
             # An adapter's bug. Its text could quote anything, the value too: name only its
             # type, and for whoever fixes it, where it was raised.
@@ -367,6 +385,7 @@ class Reactor:
         self, message: StoredEvent, request: SecretUploadRequested, outcome: Outcome
     ) -> None:
         """Appends the outcome to the Secret, unless a twin delivery settled it first."""
+        outcome = self._signed(request, outcome)
 
         def record(secret: Secret) -> bool:
             match outcome:
@@ -391,6 +410,17 @@ class Reactor:
             log.warning("upload %s: %s", kind, outcome.detail, extra=fields)
         self._count(request, kind, reason)
 
+    def _signed(self, request: SecretUploadRequested, outcome: Outcome) -> Outcome:
+        """The outcome with this reactor's receipt, which m8ctl checks: the API cannot
+        invent an outcome or a fingerprint without the reactor's receipt key, nor pass
+        off the outcome of a ciphertext it swapped in as that of the one m8ctl sent."""
+        signature = sign_receipt(_receipt(request, outcome), self.receipt_key)
+        return dataclasses.replace(
+            outcome,
+            receipt_key_id=self.receipt_key.receipt_key_id,
+            receipt_signature=b64encode(signature),
+        )
+
     def _count(self, request: SecretUploadRequested, outcome: str, reason: str) -> None:
         # An unknown store's name came from the request: keep it out of the labels.
         store = "unknown" if reason == "unknown_store" else request.store
@@ -402,6 +432,15 @@ def _fields(request: SecretUploadRequested) -> dict[str, str]:
     return {"upload_id": request.upload_id, "store": request.store}
 
 
+def _failure_reason(error: UpstreamError) -> str:
+    """The SecretStoreFailed reason for an adapter's error."""
+    if isinstance(error, TransientUpstreamError):
+        return "upstream_unavailable"
+    if isinstance(error, NotManagedByM8):
+        return "not_managed_by_m8"
+    return "upstream_refused"
+
+
 def _kind(outcome: Outcome) -> tuple[str, str]:
     match outcome:
         case SecretStored():
@@ -410,6 +449,32 @@ def _kind(outcome: Outcome) -> tuple[str, str]:
             return "rejected", reason
         case SecretStoreFailed(reason=reason):
             return "failed", reason
+
+
+def _receipt(request: SecretUploadRequested, outcome: Outcome) -> OutcomeReceipt:
+    """What the reactor vouches for about the outcome of `request` (m8.crypto.receipts)."""
+    status: ReceiptStatus
+    version: str | None = None
+    value_fingerprint: str | None = None
+    match outcome:
+        case SecretStored():
+            status = "stored"
+            version, value_fingerprint = outcome.upstream_version, outcome.fingerprint
+        case SecretUploadRejected():
+            status = "rejected"
+        case SecretStoreFailed():
+            status = "failed"
+    return OutcomeReceipt(
+        outcome.upload_id,
+        outcome.store,
+        outcome.path,
+        status,
+        version,
+        value_fingerprint,
+        # The request's, for every outcome: `_open` stores only a ciphertext that has it,
+        # and a recovery in `_written_before` found a value an earlier delivery stored so.
+        request.ciphertext_sha256,
+    )
 
 
 def _stored(request: SecretUploadRequested, version: str, value_fingerprint: str) -> SecretStored:

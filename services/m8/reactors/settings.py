@@ -13,8 +13,10 @@ from m8.crypto import (
     CryptoError,
     FingerprintKey,
     KekRing,
+    ReceiptKeyFile,
     read_fingerprint_key_file,
     read_kek_file,
+    read_receipt_key_file,
 )
 from m8.reactors.retry import RetryPolicy
 from m8.runtime import ConfigurationError
@@ -30,10 +32,15 @@ class ReactorSettings(Settings):
 
     reactor_kek_files: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     reactor_fingerprint_key_file: Path | None = None
+    # The reactor's own key for signing the outcomes it records (m8.crypto.receipts).
+    reactor_receipt_key_file: Path | None = None
     # Upstream credentials per store name, each pinning where its store lives: a 0600
     # JSON file, or the same JSON in the env. The format is in credentials.py.
     reactor_credentials_file: Path | None = None
     reactor_credentials: SecretStr | None = None
+    # DEVELOPMENT ONLY (m8 dev, tests): also serve stores that have no credentials entry,
+    # at VAULT_ADDR / AWS_ENDPOINT_URL. Off, a store without an entry gets nothing.
+    reactor_dev_unpinned_stores: bool = False
     reactor_concurrency: int = Field(default=8, ge=1)
     reactor_upstream_threads: int = Field(default=8, ge=1)
     reactor_upstream_timeout: float = Field(default=10.0, gt=0)
@@ -71,6 +78,18 @@ class ReactorSettings(Settings):
             )
         try:
             return read_fingerprint_key_file(self.reactor_fingerprint_key_file)
+        except CryptoError as exc:
+            raise ConfigurationError(str(exc)) from None
+
+    def receipt_key(self) -> ReceiptKeyFile:
+        """The receipt key, read from its 0600 file."""
+        if self.reactor_receipt_key_file is None:
+            raise ConfigurationError(
+                "M8_REACTOR_RECEIPT_KEY_FILE is not set: a reactor signs every outcome it "
+                "records; make its key with `m8 keys generate-receipt-key --id ID --out FILE`"
+            )
+        try:
+            return read_receipt_key_file(self.reactor_receipt_key_file)
         except CryptoError as exc:
             raise ConfigurationError(str(exc)) from None
 

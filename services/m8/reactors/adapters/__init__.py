@@ -10,11 +10,13 @@ from m8.reactors.adapters.base import (
     UpstreamStore,
     UpstreamVersion,
 )
+from m8.reactors.adapters.marks import FingerprintMarks
 from m8.reactors.adapters.vault import VaultKvConfig, VaultKvStore
 
 __all__ = [
     "AwsSecretsManagerConfig",
     "AwsSecretsManagerStore",
+    "FingerprintMarks",
     "NotManagedByM8",
     "PermanentUpstreamError",
     "TransientUpstreamError",

@@ -4,10 +4,11 @@ Idempotency is AWS's own: every write carries ClientRequestToken = the upload id
 same token again gives back the same version (its id is the token) instead of a second
 one; the same token with another value is refused. A secret's name is name_prefix + path.
 
-Tags mark what m8 manages: managed-by=m8, and m8-fingerprint and m8-upload-id of the
-latest m8 write. Tags are set after the value, by a second request; a redelivery that
-finds its version current sets them again, so a crash between the two heals with the
-redelivery. Until then `current` reports the fingerprint as unknown rather than wrong.
+Tags mark what m8 manages: managed-by=m8, and m8-fingerprint (sealed unless the store
+shows fingerprints, see marks.py) and m8-upload-id of the latest m8 write. Tags are set
+after the value, by a second request; a redelivery that finds its version current sets
+them again, so a crash between the two heals with the redelivery. Until then `current`
+reports the fingerprint as unknown rather than wrong.
 
 The store's credentials come from boto3's usual chain (environment, role) and need, on
 the secrets ``<name_prefix>*``: secretsmanager:DescribeSecret, CreateSecret,
@@ -49,6 +50,7 @@ from m8.reactors.adapters.base import (
     label,
     utf8_or_none,
 )
+from m8.reactors.adapters.marks import FingerprintMarks
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
@@ -97,6 +99,8 @@ class AwsSecretsManagerConfig:
 
     name: str
     region: str
+    # Sealed fingerprints, unless the store is set to show them (marks.py).
+    marks: FingerprintMarks
     name_prefix: str = ""
     kms_key_id: str | None = None
     endpoint_url: str | None = None
@@ -150,46 +154,48 @@ def classify_aws_error(
 ) -> UpstreamError | None:
     """The UpstreamError for a botocore exception; None for anything else.
 
-    botocore's own texts are left out where they may quote request fields (parameter
-    validation, AWS's validation errors), so no secret value gets into a message.
+    The error's detail (events, the API) is m8's summary and AWS's error code. AWS's
+    message (which names accounts, roles and resources) goes to the log only, and not
+    even there where it may quote request fields (validation errors), nor botocore's own
+    texts, so no secret value gets into a message.
     """
-    where = f"{store}: cannot {action}" + (f" {path!r}" if path else "")
 
-    def transient(detail: str) -> UpstreamError:
-        return TransientUpstreamError(f"{where}: {detail}", store=store, path=path)
+    def transient(summary: str, code: str | None = None) -> UpstreamError:
+        return TransientUpstreamError(summary, store=store, path=path, action=action, code=code)
 
-    def permanent(detail: str) -> UpstreamError:
-        return PermanentUpstreamError(f"{where}: {detail}", store=store, path=path)
+    def permanent(summary: str, code: str | None = None, said: str = "") -> UpstreamError:
+        return PermanentUpstreamError(
+            summary, store=store, path=path, action=action, code=code, said=said
+        )
 
     if isinstance(exc, ClientError):
         code = _code(exc)
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-        message = str(exc.response.get("Error", {}).get("Message", ""))[:300]
+        message = str(exc.response.get("Error", {}).get("Message", ""))
         if code in THROTTLED:
-            return transient(f"AWS is throttling m8 ({code})")
+            return transient("AWS is throttling m8", code)
         if code in UNAVAILABLE or status >= 500:
-            return transient(f"AWS is unavailable ({code}, HTTP {status})")
+            return transient(f"AWS is unavailable (HTTP {status})", code)
         if exc.operation_name == "PutSecretValue" and (
             code == "ResourceExistsException"
             or (code == "InvalidRequestException" and "ClientRequestToken" in message)
         ):
-            return permanent(
-                f"this idempotency key was already used for a different value ({code})"
-            )
+            return permanent("this idempotency key was already used for a different value", code)
         if code in QUOTING:
             return permanent(
-                f"AWS refused the request as invalid ({code}); usual causes are a value "
-                "over 64 KiB, a name AWS does not accept, or a bad KMS key"
+                "AWS refused the request as invalid; usual causes are a value over 64 KiB, "
+                "a name AWS does not accept, or a bad KMS key",
+                code,
             )
         if code.startswith("AccessDenied"):
-            return permanent(f"access denied ({code}): {message}")
-        return permanent(f"{code}: {message}")
+            return permanent("access denied by AWS", code, said=message)
+        return permanent("AWS refused the request", code, said=message)
     if isinstance(exc, SSLError):
         return permanent("the TLS handshake with AWS failed (check endpoint_url and CA)")
     if isinstance(exc, BotoConnectionError | HTTPClientError | CredentialRetrievalError):
-        return transient(f"AWS is unreachable or did not answer in time ({type(exc).__name__})")
+        return transient("AWS is unreachable or did not answer in time", type(exc).__name__)
     if isinstance(exc, BotoCoreError):
-        return permanent(f"the AWS client refused the request ({type(exc).__name__})")
+        return permanent("the AWS client refused the request", type(exc).__name__)
     return None
 
 
@@ -239,10 +245,10 @@ class AwsSecretsManagerStore:
             found = await self._call("describe", path, self._describe_sync, path)
             if found is None:
                 raise TransientUpstreamError(
-                    f"{self._label}: cannot write {path!r}: it was created and deleted "
-                    "meanwhile; retry",
+                    "the secret was created and deleted meanwhile; retry",
                     store=self._label,
                     path=path,
+                    action="write",
                 )
         if idempotency_key in found.stages:
             if found.current == idempotency_key:
@@ -271,7 +277,7 @@ class AwsSecretsManagerStore:
             version=version,
             managed=found.managed,
             upload_id=version if ours else None,
-            fingerprint=found.tags.get(FINGERPRINT_TAG) if ours else None,
+            fingerprint=self._fingerprint(found, version) if ours else None,
         )
 
     async def read_value(self, path: str) -> bytes | None:
@@ -292,15 +298,25 @@ class AwsSecretsManagerStore:
 
     async def _mark(self, path: str, found: _Described, upload_id: str, fingerprint: str) -> None:
         """Tags the secret as m8's, with the fingerprint of `upload_id`, unless it is."""
-        wanted = {
-            MANAGED_BY_KEY: MANAGED_BY_VALUE,
-            FINGERPRINT_TAG: fingerprint,
-            UPLOAD_ID_TAG: upload_id,
-        }
-        if all(found.tags.get(k) == v for k, v in wanted.items()):
+        marked = (
+            found.managed
+            and found.tags.get(UPLOAD_ID_TAG) == upload_id
+            and self._fingerprint(found, upload_id) == fingerprint
+        )
+        if marked:
             return
         await self._limiter.acquire()
-        await self._call("tag", path, self._tag_sync, path, wanted)
+        await self._call("tag", path, self._tag_sync, path, self._tags(upload_id, fingerprint))
+
+    def _tags(self, upload_id: str, fingerprint: str) -> dict[str, str]:
+        return {
+            MANAGED_BY_KEY: MANAGED_BY_VALUE,
+            FINGERPRINT_TAG: self.config.marks.mark(fingerprint, upload_id),
+            UPLOAD_ID_TAG: upload_id,
+        }
+
+    def _fingerprint(self, found: _Described, upload_id: str) -> str | None:
+        return self.config.marks.read(found.tags.get(FINGERPRINT_TAG), upload_id)
 
     async def _call(
         self,
@@ -334,9 +350,7 @@ class AwsSecretsManagerStore:
     def _create_sync(self, path: str, value: bytes, token: str, fingerprint: str) -> str | None:
         """The new version id, or None when a secret of that name exists already."""
         tags: list[TagTypeDef] = [
-            {"Key": MANAGED_BY_KEY, "Value": MANAGED_BY_VALUE},
-            {"Key": FINGERPRINT_TAG, "Value": fingerprint},
-            {"Key": UPLOAD_ID_TAG, "Value": token},
+            {"Key": k, "Value": v} for k, v in self._tags(token, fingerprint).items()
         ]
         extra = _payload(value)
         if self.config.kms_key_id:

@@ -28,6 +28,14 @@ MANAGED_BY_VALUE = "m8"
 # AWS takes ClientRequestToken of 32 to 64 characters; a uuid4 (the upload id) has 36.
 _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_-]{32,64}")
 
+# Bounds of an error's texts: what events show, and what upstream said (logs only).
+DETAIL_MAX = 200
+SAID_MAX = 300
+# An HTTP status or an AWS error code ("HTTP 403", "AccessDeniedException").
+_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
+# Credentials in a URL upstream quotes ("https://user:password@host"): not even in logs.
+_USERINFO = re.compile(r"://[^/@\s]*@")
+
 
 @dataclass(frozen=True)
 class UpstreamVersion:
@@ -51,12 +59,50 @@ class UpstreamSecret:
 
 
 class UpstreamError(Exception):
-    """Base class of the errors an upstream store adapter raises."""
+    """Base class of the errors an upstream store adapter raises.
 
-    def __init__(self, message: str, *, store: str = "", path: str | None = None) -> None:
-        super().__init__(message)
+    Two texts, made in this one place. `detail` goes into events and so to GET
+    /v1/uploads: m8's own fixed `summary` of the error class and the HTTP status or AWS
+    error code, at most DETAIL_MAX characters, never upstream's words (they can name
+    accounts, roles, resources and URLs, or quote the request). `str()` is for the
+    operator's log: it adds the store, the path and what upstream `said`.
+    """
+
+    def __init__(
+        self,
+        summary: str,
+        *,
+        store: str = "",
+        path: str | None = None,
+        action: str = "",
+        code: str | None = None,
+        said: str = "",
+    ) -> None:
+        self.summary = summary
         self.store = store
         self.path = path
+        self.action = action
+        # A code that is not a plain token is upstream's text in disguise: left out.
+        self.code = code if code is not None and _CODE.fullmatch(code) else None
+        self.said = _USERINFO.sub("://***@", said)[:SAID_MAX]
+        super().__init__(self._log_text())
+
+    @property
+    def detail(self) -> str:
+        """What events and the API may show: m8's summary and the status or error code."""
+        text = f"cannot {self.action}: {self.summary}" if self.action else self.summary
+        if self.code:
+            text += f" ({self.code})"
+        return text if len(text) <= DETAIL_MAX else text[: DETAIL_MAX - 3] + "..."
+
+    def _log_text(self) -> str:
+        where = self.store
+        if self.action:
+            where += f": cannot {self.action}" + (f" {self.path!r}" if self.path else "")
+        text = f"{where}: {self.summary}" if where else self.summary
+        if self.code:
+            text += f" ({self.code})"
+        return f"{text}: {self.said}" if self.said else text
 
 
 class TransientUpstreamError(UpstreamError):
@@ -72,10 +118,13 @@ class NotManagedByM8(PermanentUpstreamError):
 
     def __init__(self, *, store: str, path: str) -> None:
         super().__init__(
-            f"{store}: {path!r} exists and is not managed by m8; refusing to overwrite it "
-            "(configure the store with adopt_unmanaged to let m8 take it over)",
+            # Within DETAIL_MAX: the event (and GET /v1/uploads) carries the advice whole.
+            "the secret exists and is not managed by m8; refusing to overwrite it (to let "
+            'm8 take it over: "adopt_unmanaged": true in the store\'s entry in '
+            "M8_REACTOR_CREDENTIALS_FILE, then re-drive)",
             store=store,
             path=path,
+            action="write",
         )
 
 
@@ -128,14 +177,18 @@ def check_request(store: str, path: str, idempotency_key: str) -> None:
         check_path(path)
     except InvalidPath as exc:
         raise PermanentUpstreamError(
-            f"{store}: {path[:100]!r} is not a valid secret path: {exc}", store=store, path=path
+            "the path is not a valid secret path",
+            store=store,
+            path=path[:100],
+            action="write",
+            said=str(exc),
         ) from None
     if not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         raise PermanentUpstreamError(
-            f"{store}: the idempotency key is not 32 to 64 characters of letters, digits, "
-            "'-' and '_'",
+            "the idempotency key is not 32 to 64 characters of letters, digits, '-' and '_'",
             store=store,
             path=path,
+            action="write",
         )
 
 

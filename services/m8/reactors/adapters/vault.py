@@ -18,7 +18,8 @@ small ledger in custom_metadata, keyed by upload id:
    managed-by=m8, so a new secret carries the mark before it has a value);
 3. write the data with check-and-set cas=C: of all writers, only one makes version C+1;
 4. record ``m8_upload:<upload id> = "<C+1> <fingerprint>"``, drop the pending entry, and
-   set m8_upload_id and m8_fingerprint (the latest write's, for people who look).
+   set m8_upload_id and m8_fingerprint (the latest write's, for people who look). The
+   fingerprint is sealed unless the store is set to show it (marks.py).
 
 A redelivery reads the ledger first. A recorded upload is done (created=False). A
 pending one whose base is still current never wrote: write it. One whose base+1 is
@@ -73,6 +74,7 @@ from m8.reactors.adapters.base import (
     label,
     utf8_or_none,
 )
+from m8.reactors.adapters.marks import FingerprintMarks
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -96,6 +98,8 @@ class VaultKvConfig:
 
     name: str
     address: str
+    # Sealed fingerprints, unless the store is set to show them (marks.py).
+    marks: FingerprintMarks
     mount: str = "secret"
     path_prefix: str = ""
     token: str | None = field(default=None, repr=False)
@@ -172,26 +176,46 @@ def _cas_conflict(exc: hvac_errors.VaultError) -> bool:
     return any("check-and-set" in str(e) for e in exc.errors or ())
 
 
+# The HTTP status behind each hvac error class, for the error's detail.
+_STATUS: tuple[tuple[type[hvac_errors.VaultError], int], ...] = (
+    (hvac_errors.InvalidRequest, 400),
+    (hvac_errors.Unauthorized, 401),
+    (hvac_errors.Forbidden, 403),
+    (hvac_errors.InvalidPath, 404),
+    (hvac_errors.PreconditionFailed, 412),
+    (hvac_errors.RateLimitExceeded, 429),
+    (hvac_errors.InternalServerError, 500),
+    (hvac_errors.VaultNotInitialized, 501),
+    (hvac_errors.BadGateway, 502),
+    (hvac_errors.VaultDown, 503),
+)
+
+
 def classify_vault_error(
     exc: BaseException, *, store: str, action: str, path: str | None, mount: str
 ) -> UpstreamError | None:
     """The UpstreamError for an hvac or requests exception; None for anything else.
 
-    The message is made from the exception's class and Vault's own error strings, which
-    never hold request data, so no secret value can get into it.
+    The error's detail (events, the API) is m8's summary and the HTTP status or the
+    client exception's class; Vault's own error strings go to the log only.
     """
-    where = f"{store}: cannot {action}" + (f" {path!r}" if path else "")
+    said = "; ".join(str(e) for e in getattr(exc, "errors", None) or ())
+    status = next((f"HTTP {code}" for kind, code in _STATUS if isinstance(exc, kind)), None)
 
-    def transient(detail: str) -> UpstreamError:
-        return TransientUpstreamError(f"{where}: {detail}", store=store, path=path)
+    def transient(summary: str, code: str | None = status) -> UpstreamError:
+        return TransientUpstreamError(
+            summary, store=store, path=path, action=action, code=code, said=said
+        )
 
-    def permanent(detail: str) -> UpstreamError:
-        return PermanentUpstreamError(f"{where}: {detail}", store=store, path=path)
+    def permanent(summary: str, code: str | None = status) -> UpstreamError:
+        return PermanentUpstreamError(
+            summary, store=store, path=path, action=action, code=code, said=said
+        )
 
     if isinstance(exc, requests.exceptions.SSLError):
         return permanent("the TLS handshake with Vault failed (check the address and CA)")
     if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
-        return transient(f"Vault is unreachable or did not answer in time ({type(exc).__name__})")
+        return transient("Vault is unreachable or did not answer in time", type(exc).__name__)
     if isinstance(
         exc,
         requests.exceptions.InvalidURL
@@ -200,37 +224,35 @@ def classify_vault_error(
     ):
         return permanent("the Vault address is not a valid URL")
     if isinstance(exc, requests.exceptions.RequestException):
-        return transient(f"the HTTP request failed ({type(exc).__name__})")
+        return transient("the HTTP request failed", type(exc).__name__)
     if not isinstance(exc, hvac_errors.VaultError):
         return None
-    said = "; ".join(str(e) for e in exc.errors or ())[:300]
-    said = f": {said}" if said else ""
     if isinstance(exc, hvac_errors.VaultDown):
-        return transient("Vault is sealed or unavailable (HTTP 503)")
+        return transient("Vault is sealed or unavailable")
     if isinstance(exc, hvac_errors.InternalServerError | hvac_errors.BadGateway):
-        return transient(f"Vault answered with a server error{said}")
+        return transient("Vault answered with a server error")
     if isinstance(exc, hvac_errors.RateLimitExceeded):
-        return transient("Vault is rate limiting m8 (HTTP 429)")
+        return transient("Vault is rate limiting m8")
     if isinstance(exc, hvac_errors.PreconditionFailed):
-        return transient("a Vault standby has not caught up yet (HTTP 412)")
+        return transient("a Vault standby has not caught up yet")
     if isinstance(exc, hvac_errors.UnexpectedError):
-        return transient(f"Vault gave an unexpected answer{said}")
+        return transient("Vault gave an unexpected answer")
     if isinstance(exc, hvac_errors.Forbidden):
         return permanent(
-            f"permission denied (HTTP 403): the token or AppRole policy does not allow this "
-            f"on mount {mount!r}, or the mount does not exist"
+            f"permission denied: the token or AppRole policy does not allow this on the "
+            f"store's mount ({mount!r}), or the mount does not exist"
         )
     if isinstance(exc, hvac_errors.Unauthorized):
-        return permanent("not authenticated (HTTP 401)")
+        return permanent("not authenticated")
     if isinstance(exc, hvac_errors.InvalidPath):
         if _mount_missing(exc):
-            return permanent(f"no secrets engine is mounted at {mount!r} (HTTP 404)")
-        return permanent(f"not found (HTTP 404){said}")
+            return permanent(f"no secrets engine is mounted at {mount!r}")
+        return permanent("not found")
     if isinstance(exc, hvac_errors.InvalidRequest):
-        return permanent(f"Vault refused the request (HTTP 400){said}")
+        return permanent("Vault refused the request")
     if isinstance(exc, hvac_errors.VaultNotInitialized):
-        return permanent("Vault is not initialized (HTTP 501)")
-    return permanent(f"{type(exc).__name__}{said}")
+        return permanent("Vault is not initialized")
+    return permanent("Vault refused the request", type(exc).__name__)
 
 
 class VaultKvStore:
@@ -297,11 +319,12 @@ class VaultKvStore:
         if meta.current_version == 0:
             return None
         upload_id = meta.owner(meta.current_version)
+        mark = meta.stored()[upload_id][1] if upload_id else None
         return UpstreamSecret(
             version=str(meta.current_version),
             managed=meta.managed,
             upload_id=upload_id,
-            fingerprint=meta.stored()[upload_id][1] if upload_id else None,
+            fingerprint=self.config.marks.read(mark, upload_id) if upload_id else None,
         )
 
     async def read_value(self, path: str) -> bytes | None:
@@ -340,11 +363,12 @@ class VaultKvStore:
             # Maybe ours, maybe another's; writing on top loses nothing newer.
             return None
         raise PermanentUpstreamError(
-            f"{self._label}: cannot write {path!r}: an earlier attempt of this upload stopped "
-            f"halfway and the secret has changed since (version {base} then {current}), so "
-            "m8 cannot tell whether that attempt wrote; upload again",
+            "an earlier attempt of this upload stopped halfway and the secret has changed "
+            "since, so m8 cannot tell whether that attempt wrote; upload again",
             store=self._label,
             path=path,
+            action="write",
+            said=f"version {base} then {current}",
         )
 
     async def _after_conflict(self, path: str, key: str) -> UpstreamVersion:
@@ -364,10 +388,10 @@ class VaultKvStore:
             # Left behind, our entry would let a retry take the winner's version for ours.
             await self._call("clear", path, self._patch_sync, path, {PENDING_PREFIX + key: None})
         raise TransientUpstreamError(
-            f"{self._label}: cannot write {path!r}: another write changed it first "
-            "(check-and-set conflict); retry",
+            "another write changed the secret first (check-and-set conflict); retry",
             store=self._label,
             path=path,
+            action="write",
         )
 
     async def _record(
@@ -384,11 +408,12 @@ class VaultKvStore:
             for up, seen in meta.pending().items()
             if up in stored or seen < version - LEDGER_SIZE
         }
+        mark = self.config.marks.mark(fingerprint, key)
         changes |= {
-            STORED_PREFIX + key: f"{version} {fingerprint}",
+            STORED_PREFIX + key: f"{version} {mark}",
             PENDING_PREFIX + key: None,
             UPLOAD_ID_KEY: key,
-            FINGERPRINT_KEY: fingerprint,
+            FINGERPRINT_KEY: mark,
             MANAGED_BY_KEY: MANAGED_BY_VALUE,
         }
         await self._call("record the upload on", path, self._patch_sync, path, changes)
