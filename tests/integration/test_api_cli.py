@@ -13,7 +13,8 @@ import httpx
 
 from m8.devservices import Services
 from tests.servers import Broker
-from tests.support.api import auth, write_token_file
+from tests.support.api import ENTRIES, auth, write_token_file
+from tests.support.events import eventually
 
 SERVE = "from m8.api.cli import app; app(prog_name='m8 api')"
 
@@ -82,3 +83,46 @@ async def test_the_api_process_names_a_bad_setting_without_echoing_its_value() -
     assert b"M8_LOG_FORMAT" in stderr
     assert b"s3cr3t" not in stderr
     assert b"Traceback" not in stderr
+
+
+async def test_sighup_makes_the_api_process_read_its_token_file_again(
+    broker: Broker, services: Services, mongo_db_name: str, tmp_path: Path
+) -> None:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "M8_AMQP_URL": broker.url,
+        "M8_MONGODB_URI": services["mongodb"].url,
+        "M8_MONGODB_DATABASE": mongo_db_name,
+        "M8_API_TOKEN_FILE": str(write_token_file(tmp_path)),
+        # The file is not looked at again by itself during this test: only SIGHUP reads it.
+        "M8_API_TOKEN_FILE_CHECK_SECONDS": "3600",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SERVE, "--port", str(port), env=env, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+
+            async def ready() -> bool:
+                try:
+                    return (await client.get("/readyz")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await eventually(ready)
+            before = await client.get("/v1/stores", headers=auth("bob"))
+            write_token_file(tmp_path, [e for e in ENTRIES if e["subject"] != "bob"])
+            process.send_signal(signal.SIGHUP)
+
+            async def revoked() -> bool:
+                return (await client.get("/v1/stores", headers=auth("bob"))).status_code == 401
+
+            await eventually(revoked, timeout=10)
+            others = await client.get("/v1/stores", headers=auth("alice"))
+        assert before.status_code == others.status_code == 200
+        assert process.returncode is None  # SIGHUP did not end it
+    finally:
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            await process.communicate()

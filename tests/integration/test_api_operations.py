@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from m8.devservices import Services
@@ -19,6 +21,12 @@ from tests.support.api import (
 
 LIMIT = 4096
 RETRY_AFTER = 7
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
@@ -60,13 +68,21 @@ async def test_readiness_fails_while_the_broker_connection_is_down_and_says_when
     assert ready.headers["retry-after"] == str(RETRY_AFTER)  # as configured
 
 
-async def test_metrics_count_requests_by_route_template_never_by_path(api: RunningApi) -> None:
-    await api.add_store(VAULT_STORE)
-    await api.call("GET", "/v1/secrets/vault-a/team-a/very-secret-name")
-    await api.call("GET", "/v1/no/such/route/for-a-secret-path")
+async def test_metrics_count_requests_by_route_template_never_by_path(
+    broker: Broker, services: Services, mongo_db_name: str, tmp_path: Path
+) -> None:
+    port = _free_port()
+    settings = api_settings(broker, services, mongo_db_name, tmp_path, api_metrics_port=port)
+    async with running_api(settings) as api:
+        await api.add_store(VAULT_STORE)
+        await api.call("GET", "/v1/secrets/vault-a/team-a/very-secret-name")
+        await api.call("GET", "/v1/no/such/route/for-a-secret-path")
+        on_the_api_port = await api.client.get("/metrics")
 
-    metrics = (await api.client.get("/metrics")).text
+        async with httpx.AsyncClient() as scraper:
+            metrics = (await scraper.get(f"http://127.0.0.1:{port}/metrics")).text
 
+    assert on_the_api_port.status_code == 404
     assert (
         'm8_api_requests_total{method="GET",route="/v1/secrets/{store}/{path:path}",status="404"}'
         in metrics
@@ -75,6 +91,28 @@ async def test_metrics_count_requests_by_route_template_never_by_path(api: Runni
     assert 'route="unmatched"' in metrics
     assert "very-secret-name" not in metrics
     assert "for-a-secret-path" not in metrics
+
+
+@pytest.mark.parametrize("url", ["/metrics", "/docs", "/redoc", "/openapi.json"])
+async def test_metrics_and_api_documents_are_not_public_by_default(
+    api: RunningApi, url: str
+) -> None:
+    anonymous = await api.client.get(url)
+    as_admin = await api.call("GET", url)
+
+    assert anonymous.status_code == as_admin.status_code == 404
+
+
+async def test_the_api_documents_are_served_when_asked_for(
+    broker: Broker, services: Services, mongo_db_name: str, tmp_path: Path
+) -> None:
+    settings = api_settings(broker, services, mongo_db_name, tmp_path, api_public_docs=True)
+    async with running_api(settings) as api:
+        docs = await api.client.get("/docs")
+        document = await api.client.get("/openapi.json")
+
+    assert docs.status_code == document.status_code == 200
+    assert document.json()["info"]["title"] == "m8 secrets API"
 
 
 async def test_unknown_routes_and_methods_answer_with_problems(api: RunningApi) -> None:
@@ -86,6 +124,25 @@ async def test_unknown_routes_and_methods_answer_with_problems(api: RunningApi) 
     assert route.json()["detail"].startswith("there is no such resource")
     assert method.status_code == 405
     assert method.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "allowed"),
+    [
+        ("DELETE", "/v1/stores", {"GET", "POST"}),
+        ("PUT", "/v1/secrets", {"GET", "POST"}),
+        ("POST", "/v1/secrets/vault-a/team-a/db", {"GET"}),
+        ("GET", "/v1/upload-keys", {"POST"}),
+    ],
+)
+async def test_a_method_not_allowed_lists_every_method_the_path_takes(
+    api: RunningApi, method: str, url: str, allowed: set[str]
+) -> None:
+    response = await api.call(method, url)
+
+    assert response.status_code == 405
+    assert {m.strip() for m in response.headers["allow"].split(",")} == allowed
+    assert response.headers["content-type"] == "application/problem+json"
 
 
 async def test_a_body_over_the_limit_is_refused_by_its_declared_length(api: RunningApi) -> None:

@@ -41,6 +41,7 @@ async def test_first_store_registered_becomes_the_default(api: RunningApi) -> No
             "address": "https://vault.example.com:8200",
             "mount": "secret",
             "path_prefix": "m8/",
+            "fingerprint_in_metadata": False,
         },
     }
     assert second.status_code == 201

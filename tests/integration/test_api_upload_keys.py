@@ -95,7 +95,7 @@ async def test_without_a_rotator_key_requests_are_unavailable_with_a_retry_hint(
 ) -> None:
     settings = api_settings(broker, services, mongo_db_name, tmp_path, api_rpc_timeout=0.5)
     async with running_api(settings) as api:
-        issued = await api.call("POST", "/v1/upload-keys", json={"path": PATH})
+        issued = await api.call("POST", "/v1/upload-keys", json={"store": "vault-a", "path": PATH})
         published = await api.call("GET", "/v1/keys/rotator")
 
     for answer in (issued, published):

@@ -162,7 +162,7 @@ async def test_a_key_issued_for_another_path_is_refused(api: RunningApi) -> None
 
     response = await api.call("POST", "/v1/secrets", json=body)
 
-    assert response.status_code == 422
+    assert response.status_code == 409
     assert "another store or path" in response.json()["detail"]
     assert await _events(api, "secret", secret_id("vault-a", PATH)) == []
 

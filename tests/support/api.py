@@ -30,17 +30,22 @@ from m8.keyrotator import KeyRotatorSettings, RotatorKeys, start
 from m8.keyrotator.cli import keys_app
 from m8.runtime import Runtime
 from tests.servers import Broker
+from tests.support.standins import relay_events_of
 
 TOKENS = {
     "admin": "admin-token-0123456789",
-    "alice": "alice-token-0123456789",  # user, may write team-a/ only
-    "bob": "bob-token-0123456789",  # user, any path
+    "alice": "alice-token-0123456789",  # user, may write team-a/ only, in any store
+    "bob": "bob-token-0123456789",  # user, any path in any store
+    "dave": "dave-token-0123456789",  # user, may write team-a/ in vault-a only
+    "erin": "erin-token-0123456789",  # user whose entry names no prefixes and no stores
     "nobody": "nobody-token-0123456789",  # authenticated, no role
 }
 ENTRIES: list[dict[str, Any]] = [
     {"subject": "admin", "roles": ["admin"]},
-    {"subject": "alice", "roles": ["user"], "prefixes": ["team-a/"]},
-    {"subject": "bob", "roles": ["user"]},
+    {"subject": "alice", "roles": ["user"], "prefixes": ["team-a/"], "stores": ["*"]},
+    {"subject": "bob", "roles": ["user"], "prefixes": ["*"], "stores": ["*"]},
+    {"subject": "dave", "roles": ["user"], "prefixes": ["team-a/"], "stores": ["vault-a"]},
+    {"subject": "erin", "roles": ["user"]},
     {"subject": "nobody", "roles": []},
 ]
 VAULT_STORE = {
@@ -53,14 +58,17 @@ VAULT_STORE = {
 AWS_STORE = {"type": "aws", "name": "aws-b", "region": "eu-west-1", "name_prefix": "m8/"}
 
 
-def write_token_file(directory: Path) -> Path:
-    """A token file for TOKENS, holding only their hashes."""
+def write_token_file(directory: Path, entries: list[dict[str, Any]] | None = None) -> Path:
+    """A token file for TOKENS (or for `entries` of them), holding only their hashes."""
     tokens = [
         {**entry, "sha256": hashlib.sha256(TOKENS[entry["subject"]].encode()).hexdigest()}
-        for entry in ENTRIES
+        for entry in (ENTRIES if entries is None else entries)
     ]
     path = directory / "tokens.json"
-    path.write_text(json.dumps({"tokens": tokens}))
+    # Replaced in one step, as an operator's tooling should: a reader never sees half a file.
+    partial = directory / "tokens.json.partial"
+    partial.write_text(json.dumps({"tokens": tokens}))
+    partial.replace(path)
     return path
 
 
@@ -151,7 +159,10 @@ async def running_api(settings: ApiSettings) -> AsyncIterator[RunningApi]:
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://m8") as client,
     ):
-        yield RunningApi(app, client)
+        running = RunningApi(app, client)
+        # Tests record reactors' outcomes themselves: publish them as the reactors would.
+        relay_events_of(running.context.runtime, settings.amqp_url, "reactor-vault", "reactor-aws")
+        yield running
 
 
 async def start_rotator(
@@ -168,7 +179,7 @@ async def start_rotator(
         made = runner.invoke(keys_app, args)
         assert made.exit_code == 0, made.output
     settings = KeyRotatorSettings(
-        amqp_url=broker.url,
+        amqp_url=broker.service_url("keyrotator"),  # its own broker user, as deployed
         mongodb_uri=services["mongodb"].url,
         mongodb_database=database,
         keyrotator_kek_files={

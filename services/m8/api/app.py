@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+import signal
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from fastapi import FastAPI
+from prometheus_client import start_http_server
 
 from m8.api import problems
 from m8.api.auth import Authenticator
 from m8.api.bodylimit import BodySizeLimit
 from m8.api.deps import ApiContext
 from m8.api.handlers import Commands
+from m8.api.limits import Limits
 from m8.api.metrics import ApiMetrics, MetricsMiddleware
 from m8.api.projections import SecretReadModels, UploadKeysProjection
 from m8.api.queries import Queries
@@ -26,12 +31,20 @@ from m8.messaging import EventConsumer, Handler
 from m8.messaging.topology import API_PROJECTIONS_QUEUE
 from m8.runtime import Runtime
 
+log = logging.getLogger(__name__)
+
 
 def create_app(settings: ApiSettings) -> FastAPI:
     """The API as an ASGI app; its lifespan connects to MongoDB and RabbitMQ."""
     # Built now, so that a bad token file or OIDC setup stops the process at once.
     authenticator = Authenticator.from_settings(settings)
     metrics = ApiMetrics()
+    limits = Limits.share_of(
+        settings.api_replicas,
+        upload_keys_per_minute=settings.api_upload_keys_per_minute,
+        uploads_per_minute=settings.api_uploads_per_minute,
+        long_polls=settings.api_long_polls_per_caller,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -54,8 +67,10 @@ def create_app(settings: ApiSettings) -> FastAPI:
                 commands=Commands(runtime),
                 queries=queries,
                 metrics=metrics,
+                limits=limits,
             )
-            yield
+            with _reload_on_sighup(authenticator), _metrics_server(settings, metrics):
+                yield
         finally:
             await runtime.close()
 
@@ -64,10 +79,18 @@ def create_app(settings: ApiSettings) -> FastAPI:
         version="1",
         description="Put secrets into upstream stores; m8 never sees their values.",
         lifespan=lifespan,
+        # Public documents map the attack surface: only where an operator asks for them.
+        docs_url="/docs" if settings.api_public_docs else None,
+        redoc_url="/redoc" if settings.api_public_docs else None,
+        openapi_url="/openapi.json" if settings.api_public_docs else None,
     )
     problems.install(app, retry_after=settings.api_retry_after_seconds)
+    # The routes themselves, not routers included: the app's router then lists every
+    # route, which a 405's Allow header needs (problems.allowed_methods). Metrics are
+    # served on their own port only (M8_API_METRICS_PORT): what the API's port answers is
+    # what the public may reach.
     for module in (health, stores, keys, uploads, secrets):
-        app.include_router(module.router)
+        app.router.routes.extend(module.router.routes)
     app.add_middleware(BodySizeLimit, limit=settings.api_max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees every answer
     generate = app.openapi
@@ -77,6 +100,39 @@ def create_app(settings: ApiSettings) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+@contextlib.contextmanager
+def _reload_on_sighup(authenticator: Authenticator) -> Iterator[None]:
+    """SIGHUP reads the token file again (an operator's explicit "revoke now")."""
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, authenticator.reload)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
+        log.info("SIGHUP cannot be handled here; the token file is still read when it changes")
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def _metrics_server(settings: ApiSettings, metrics: ApiMetrics) -> Iterator[None]:
+    """/metrics on its own port (M8_API_METRICS_PORT), so the API's port never serves it."""
+    if settings.api_metrics_port is None:
+        yield
+        return
+    server, thread = start_http_server(
+        settings.api_metrics_port, settings.api_host, registry=metrics.registry
+    )
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 def _read_side(runtime: Runtime) -> Handler:

@@ -11,10 +11,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from m8.api.auth import Authenticator, Principal
 from m8.api.handlers import Commands
+from m8.api.limits import Limits
 from m8.api.metrics import ApiMetrics
 from m8.api.queries import Queries
 from m8.api.rotator import RotatorClient
 from m8.api.settings import ApiSettings
+from m8.domain import CATALOG_ID, StoreCatalog
+from m8.domain.errors import NoDefaultStore
 from m8.eventsourcing import Metadata
 from m8.runtime import Runtime
 
@@ -30,6 +33,20 @@ class ApiContext:
     commands: Commands
     queries: Queries
     metrics: ApiMetrics
+    limits: Limits
+
+    async def store_or_default(self, store: str | None) -> str:
+        """`store`, or the default store now (NoDefaultStore if there is none).
+
+        Rights are checked on a store by name, so a request that names none is checked, and
+        then carried out, on the store the catalog resolves it to.
+        """
+        if store is not None:
+            return store
+        catalog = await self.runtime.repository.load(StoreCatalog, CATALOG_ID)
+        if catalog.default is None:
+            raise NoDefaultStore("no store is registered yet; an admin must add one")
+        return catalog.default
 
 
 def context(request: Request) -> ApiContext:

@@ -123,6 +123,8 @@ class Commands:
                     "store": store.name,
                     "path": command.path,
                     "key_id": command.key_id,
+                    # What the reactor's receipt binds: shown while the upload is pending too.
+                    "ciphertext_sha256": command.ciphertext_sha256,
                     "requested_by": command.requested_by,
                     "requested_at": datetime.now(UTC),
                 },

@@ -10,6 +10,7 @@ from nacl.bindings.crypto_box import crypto_box_MACBYTES
 from nacl.public import PrivateKey
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from m8.api.patterns import PATH_PATTERN, base64_min_pattern, base64_pattern
 from m8.crypto import Binding, MalformedEnvelope, seal_envelope
 from m8.crypto.encoding import b64decode
 from m8.crypto.envelope import MAX_VALUE_BYTES, NONCE_BYTES, PUBLIC_KEY_BYTES
@@ -52,7 +53,12 @@ def secret_path(path: str) -> str:
 StoreName = Annotated[str, Field(pattern=STORE_PATTERN, examples=["prod-vault"])]
 SecretPath = Annotated[
     str,
-    Field(max_length=MAX_PATH_LENGTH, examples=["team-a/db/password"]),
+    Field(
+        max_length=MAX_PATH_LENGTH,
+        # In the document only: the validator's messages say what is wrong in words.
+        json_schema_extra={"pattern": PATH_PATTERN},
+        examples=["team-a/db/password"],
+    ),
     AfterValidator(secret_path),
 ]
 
@@ -64,6 +70,18 @@ class Strict(BaseModel):
 
 
 # --- stores ----------------------------------------------------------------------
+
+# Off by default: a fingerprint in clear upstream lets the store's readers see which
+# secrets are equal. The reactors' credentials pin the same setting per store.
+FingerprintInMetadata = Annotated[
+    bool,
+    Field(
+        description=(
+            "write each secret's fingerprint upstream in clear (the store's readers can then "
+            "see which secrets are equal); otherwise it is sealed for the reactors"
+        )
+    ),
+]
 
 
 class VaultStoreIn(Strict):
@@ -79,6 +97,7 @@ class VaultStoreIn(Strict):
     )
     mount: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,128}$", examples=["secret"])
     path_prefix: str = Field(max_length=256, pattern=r"^([A-Za-z0-9_.+=@-]+/)*$", examples=["m8/"])
+    fingerprint_in_metadata: FingerprintInMetadata = False
 
 
 class AwsStoreIn(Strict):
@@ -94,6 +113,7 @@ class AwsStoreIn(Strict):
         max_length=2048,
         pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$",
     )
+    fingerprint_in_metadata: FingerprintInMetadata = False
 
 
 StoreIn = Annotated[VaultStoreIn | AwsStoreIn, Field(discriminator="type")]
@@ -104,7 +124,7 @@ class StoreView(BaseModel):
     type: str
     active: bool
     default: bool
-    config: dict[str, str | None]
+    config: dict[str, str | bool | None]
 
 
 class StoreList(BaseModel):
@@ -144,15 +164,31 @@ class VerifyKey(BaseModel):
     verify_key: str
     fingerprint: str
     created_at: str
+    # Optional only so that a rotator of the release before still answers; m8ctl refuses
+    # a key without them.
+    not_after: str | None = Field(
+        default=None, description="fixed when the key was made: it signs nothing that outlives it"
+    )
+    self_signature: str | None = Field(
+        default=None, description="the key's own signature over its id and not_after, base64"
+    )
     retires_at: str | None = None
     endorsed_by: str | None = Field(
-        default=None, description="the key that vouches for this one after a rotation"
+        default=None, description="the key that vouches for this one (and its not_after)"
     )
     endorsement: str | None = Field(default=None, description="its signature, base64")
 
 
+class WithdrawnVerifyKey(BaseModel):
+    signing_key_id: str
+    withdrawn_at: str
+
+
 class VerifyKeys(BaseModel):
     keys: list[VerifyKey]
+    withdrawn: list[WithdrawnVerifyKey] = Field(
+        default_factory=list, description="keys the rotator no longer signs with: unpin them"
+    )
 
 
 # --- uploads -----------------------------------------------------------------------
@@ -170,9 +206,20 @@ class UploadIn(Strict):
 
     upload_id: str = Field(pattern=UUID_PATTERN, description="made by the client (uuid4)")
     key_id: str = Field(pattern=KEY_ID_PATTERN)
-    client_public_key: str = Field(max_length=_base64_length(PUBLIC_KEY_BYTES))
-    nonce: str = Field(max_length=_base64_length(NONCE_BYTES))
-    ciphertext: str = Field(max_length=_base64_length(max_ciphertext_bytes()))
+    # The patterns state the byte lengths in the OpenAPI document only; the validators
+    # below enforce them (strict decoding), with messages that say what is wrong.
+    client_public_key: str = Field(
+        max_length=_base64_length(PUBLIC_KEY_BYTES),
+        json_schema_extra={"pattern": base64_pattern(PUBLIC_KEY_BYTES)},
+    )
+    nonce: str = Field(
+        max_length=_base64_length(NONCE_BYTES),
+        json_schema_extra={"pattern": base64_pattern(NONCE_BYTES)},
+    )
+    ciphertext: str = Field(
+        max_length=_base64_length(max_ciphertext_bytes()),
+        json_schema_extra={"pattern": base64_min_pattern(crypto_box_MACBYTES + 1)},
+    )
     store: StoreName | None = None
     path: SecretPath
 
@@ -194,7 +241,11 @@ class UploadIn(Strict):
     @classmethod
     def _ciphertext(cls, value: str) -> str:
         size = len(_decoded(value, "ciphertext"))
-        if not crypto_box_MACBYTES < size <= max_ciphertext_bytes():
+        # Up to what the longest base64 text allowed holds (the largest ciphertext rounded
+        # up to whole 3-byte groups), so the document's maxLength is the whole rule; the
+        # reactor refuses an envelope whose value is over MAX_VALUE_BYTES.
+        largest = 3 * (_base64_length(max_ciphertext_bytes()) // 4)
+        if not crypto_box_MACBYTES < size <= largest:
             raise ValueError(
                 f"ciphertext must be {crypto_box_MACBYTES + 1} to {max_ciphertext_bytes()} "
                 f"bytes (a value of at most {MAX_VALUE_BYTES} bytes in its envelope)"
@@ -206,6 +257,29 @@ class UploadAccepted(BaseModel):
     upload_id: str
     status: Literal["pending"] = "pending"
     status_url: str
+
+
+class ReceiptKey(BaseModel):
+    """A reactor's receipt verify key: pin it, and check every outcome's receipt against it."""
+
+    receipt_key_id: str
+    verify_key: str = Field(description="Ed25519 public key, base64")
+    fingerprint: str
+    endorsed_by: str | None = Field(
+        default=None, description="the receipt key that vouches for this one after a rotation"
+    )
+    endorsement: str | None = Field(default=None, description="its signature, base64")
+
+
+class ReceiptKeys(BaseModel):
+    keys: list[ReceiptKey]
+
+
+class UploadReceipt(BaseModel):
+    """The reactor's signature over the outcome (m8.crypto.verify_receipt checks it)."""
+
+    receipt_key_id: str
+    signature: str = Field(description="Ed25519 signature, base64")
 
 
 class UploadView(BaseModel):
@@ -222,6 +296,16 @@ class UploadView(BaseModel):
     upstream_version: str | None = None
     reason: str | None = None
     detail: str | None = None
+    receipt: UploadReceipt | None = Field(
+        default=None, description="who recorded the outcome; null while pending"
+    )
+    ciphertext_sha256: str | None = Field(
+        default=None,
+        description=(
+            "lowercase hex SHA-256 of the ciphertext uploaded, as the receipt signs it; "
+            "null only for a just-accepted upload not yet in the read model"
+        ),
+    )
 
 
 # --- secrets (metadata only: never a value or a ciphertext) ----------------------------

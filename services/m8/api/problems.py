@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from pymongo.errors import PyMongoError
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from m8.domain import errors as domain
 from m8.eventsourcing import ConcurrencyConflict
@@ -86,6 +87,16 @@ class Unavailable(ApiError):
     code = "unavailable"
 
 
+class TooManyRequests(ApiError):
+    """A caller over one of its limits (m8.api.limits); Retry-After says when to come back."""
+
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail, {"Retry-After": str(retry_after)})
+
+
 class BadGateway(ApiError):
     status = 502
     code = "bad_gateway"
@@ -97,7 +108,9 @@ class BadGateway(ApiError):
 _STATUS = {
     "invalid_path": 422,
     "bad_request": 422,
-    "upload_key_mismatch": 422,
+    # A well-formed upload whose key was issued for another store or path: a conflict with
+    # the key's state, not malformed input (422 is only for what the document forbids).
+    "upload_key_mismatch": 409,
     "unknown_store": 404,
     "unknown_upload": 404,
     "unknown_upload_key": 404,
@@ -179,17 +192,20 @@ def install(app: FastAPI, retry_after: int) -> None:
             422, "validation_error", f"fix these fields of the request: {fields}", errors=errors
         )
 
-    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
         detail = exc.detail
+        headers = exc.headers
         if exc.status_code == 404 and detail == HTTPStatus.NOT_FOUND.phrase:
-            detail = "there is no such resource; see /docs for the endpoints of this API"
+            detail = "there is no such resource; see the API's OpenAPI document for its endpoints"
         elif exc.status_code == 400:
             detail = "the request body cannot be read as JSON in UTF-8"
         elif exc.status_code == 405:
-            detail = "this endpoint does not take that method; see /docs"
+            allowed = allowed_methods(request)
+            detail = f"this endpoint takes {', '.join(allowed)} only"
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)}
         code = HTTPStatus(exc.status_code).name.lower()
-        return answer(exc.status_code, code, str(detail), exc.headers)
+        return answer(exc.status_code, code, str(detail), headers)
 
     async def conflict(_: Request, exc: Exception) -> JSONResponse:
         return answer(409, "conflict", "the resource changed while this request ran; send it again")
@@ -217,6 +233,20 @@ def install(app: FastAPI, retry_after: int) -> None:
     app.add_exception_handler(Exception, unexpected)
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes at the request's path.
+
+    Starlette's 405 names only the methods of the first route matching the path, and GET
+    and POST on one path are two routes here.
+    """
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
+
+
 def _field_error(error: Mapping[str, Any]) -> FieldError:
     # Only `loc` and `msg`: pydantic's `input` and `ctx` may hold what was submitted.
     field = ".".join(str(part) for part in error.get("loc", ())) or "request"
@@ -230,10 +260,23 @@ def _field_error(error: Mapping[str, Any]) -> FieldError:
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI documentation of the problem responses an operation may give."""
     ref = {"$ref": "#/components/schemas/Problem"}
-    return {
-        status: {"description": HTTPStatus(status).phrase, "content": {MEDIA_TYPE: {"schema": ref}}}
-        for status in statuses
-    }
+    documented: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        response: dict[str, Any] = {
+            "description": HTTPStatus(status).phrase,
+            "content": {MEDIA_TYPE: {"schema": ref}},
+        }
+        if status in (429, 503):  # every "try again" says when
+            response["headers"] = {"Retry-After": _RETRY_AFTER}
+        documented[status] = response
+    return documented
+
+
+_RETRY_AFTER = {
+    "description": "seconds to wait before trying again",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 1},
+}
 
 
 def add_schemas(openapi: dict[str, Any]) -> dict[str, Any]:

@@ -49,9 +49,9 @@ class Queries:
         )
 
     async def upload(
-        self, upload_id: str, visible: Callable[[str], bool], wait: float = 0
+        self, upload_id: str, visible: Callable[[str, str], bool], wait: float = 0
     ) -> UploadView | None:
-        """The upload's state, None unless its path is `visible` to the caller.
+        """The upload's state, None unless its (store, path) is `visible` to the caller.
 
         With `wait`, polls with backoff until it settles or time is up.
         """
@@ -59,7 +59,7 @@ class Queries:
         pause = _FIRST_POLL
         while True:
             view = await self._upload(upload_id)
-            if view is None or not visible(view.path):
+            if view is None or not visible(view.store, view.path):
                 return None
             remaining = deadline - time.monotonic()
             if view.status in SETTLED or remaining <= 0:
@@ -92,12 +92,14 @@ class Queries:
         limit: int,
         after: str | None,
         scope: tuple[str, ...] | None,
+        stores: tuple[str, ...] | None = (),
     ) -> SecretList:
         """Secrets in (store, path) order, `limit` at a time, after the secret `after`.
 
-        Only those under a prefix of `scope` (None: all); `after` is a secret's id.
+        Only those under a prefix of `scope` (None: all) in one of `stores` (None: all);
+        `after` is a secret's id.
         """
-        if scope is not None and not scope:
+        if (scope is not None and not scope) or (stores is not None and not stores):
             return SecretList(secrets=[], next_after=None)
         conditions: list[Document] = []
         if store is not None:
@@ -106,6 +108,8 @@ class Queries:
             conditions.append({"path": _starting_with(prefix)})
         if scope is not None:
             conditions.append({"$or": [_covered_by(allowed) for allowed in scope]})
+        if stores is not None:
+            conditions.append({"store": {"$in": list(stores)}})
         if after is not None:
             # Ids are "<store>:<path>" and store names hold no ':'.
             after_store, _, after_path = after.partition(":")

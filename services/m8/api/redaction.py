@@ -11,8 +11,10 @@ import logging
 
 from m8.domain import Secret, UploadKey, secret_id
 from m8.domain.events import SecretUploadRequested, UploadKeyDestroyed
-from m8.eventsourcing import StoredEvent
+from m8.eventsourcing import StoredEvent, UnknownEventType
 from m8.eventstore import MongoEventRecorder, Repository
+from m8.eventstore.mongo import NotRecorded
+from m8.messaging import PoisonMessage
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +26,25 @@ class CiphertextRedactor:
         self.recorder = recorder
         self.repository = repository
 
-    async def handle(self, event: StoredEvent) -> None:
-        """Acts on UploadKeyDestroyed, ignores everything else; idempotent."""
-        if event.event_type != UploadKeyDestroyed.event_type:
+    async def handle(self, message: StoredEvent) -> None:
+        """Acts on UploadKeyDestroyed, ignores everything else; idempotent.
+
+        Only on a destruction the event store holds: a forged message (anyone who can
+        publish to the broker could send one) is poison and redacts nothing.
+        """
+        if message.event_type != UploadKeyDestroyed.event_type:
             return
-        key = await self.repository.load(UploadKey, event.aggregate_id)
+        if message.aggregate_type != UploadKey.aggregate_type:
+            raise PoisonMessage(f"a {message.aggregate_type} event destroys no upload key")
+        try:
+            stored, events = await self.recorder.recorded(message)
+            key = UploadKey.replay(stored.aggregate_id, (e.decode() for e in events))
+        except NotRecorded as exc:
+            raise PoisonMessage(str(exc)) from None
+        except (UnknownEventType, TypeError, KeyError) as exc:
+            raise PoisonMessage(f"the events of {message.aggregate_id!r} do not decode") from exc
+        if stored.event_type != UploadKeyDestroyed.event_type or key.destroyed is None:
+            raise PoisonMessage(f"key {message.aggregate_id!r} is not destroyed")
         if key.issued is None or key.claimed_by is None:
             return  # never used: no upload carries a ciphertext for it
         for stored in await self.recorder.load(

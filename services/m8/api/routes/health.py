@@ -1,11 +1,10 @@
-"""Liveness, readiness and metrics for operators and orchestrators."""
+"""Liveness and readiness for orchestrators (metrics have a port of their own: m8.api.app)."""
 
 from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi import APIRouter
 from pymongo.errors import PyMongoError
 
 from m8.api.deps import Api
@@ -34,14 +33,3 @@ async def readyz(api: Api) -> Readiness:
     if not api.runtime.broker.connection.connected.is_set():
         raise Unavailable("the connection to RabbitMQ is down")
     return Readiness(checks={"mongodb": "ok", "broker": "ok"})
-
-
-@router.get(
-    "/metrics",
-    response_class=Response,
-    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
-)
-async def metrics(api: Api) -> Response:
-    """Prometheus metrics."""
-    registry = api.metrics.registry
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

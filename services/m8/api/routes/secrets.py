@@ -1,8 +1,9 @@
 """What m8 knows about secrets: where they are and their fingerprints, never values.
 
-A caller sees only the secrets it may write (admins: all). Any other secret answers 404,
-like one that does not exist, so neither its existence nor its fingerprint leaks: with
-both, a user could upload guesses to a path of its own and compare fingerprints.
+A caller sees only the secrets it may write: its paths in its stores (admins: all). Any
+other secret answers 404, like one that does not exist, so neither its existence nor its
+fingerprint leaks: with both, a user could upload guesses to a path of its own and compare
+fingerprints.
 
 History is `GET /v1/history/{store}/{path}`, not DESIGN's `/v1/secrets/{store}/{path}/history`:
 under /v1/secrets it shadowed every secret whose last segment is `history`, and answered
@@ -35,7 +36,9 @@ async def list_secrets(
     after: Annotated[str | None, Query(max_length=512, description="next_after of a page")] = None,
 ) -> SecretList:
     """Secrets, optionally of one store and under a path prefix, a page at a time."""
-    return await api.queries.secrets_page(store, prefix, limit, after, principal.path_scope())
+    return await api.queries.secrets_page(
+        store, prefix, limit, after, principal.path_scope(), principal.store_scope()
+    )
 
 
 @router.get("/secrets/{store}/{path:path}", responses=responses(401, 403, 404, 422))
@@ -64,7 +67,7 @@ async def secret_history(
 
 def _may_see(principal: Principal, store: str, path: str) -> None:
     # Checked before the lookup: not even the time taken tells whether it exists.
-    if not principal.may_write(path):
+    if not principal.may_write(store, path):
         raise _not_found(store, path)
 
 

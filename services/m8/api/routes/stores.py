@@ -28,6 +28,9 @@ def _view(catalog: StoreCatalog, name: str) -> StoreView:
 @router.get("", responses=responses(401, 403))
 async def list_stores(api: Api, principal: Caller) -> StoreList:
     """The stores uploads may target (admins also see inactive ones) and the default."""
+    # Every active store, also those the caller may not write in: a user needs the names
+    # (and which is the default) to ask for rights and to read refusals; a store's entry
+    # holds no credential. Rights are enforced where a store is written or read.
     # The catalog aggregate itself, not a read model: it is small and always current.
     catalog = await api.runtime.repository.load(StoreCatalog, CATALOG_ID)
     views = [_view(catalog, name) for name in sorted(catalog.stores)]
