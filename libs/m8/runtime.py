@@ -23,8 +23,12 @@ from m8.eventstore import MongoEventRecorder, MongoInbox, OutboxRelay, Repositor
 from m8.eventstore.mongo import Document, connect_database
 from m8.logs import configure_logging
 from m8.messaging import Broker
+from m8.messaging.permissions import consumes
+from m8.messaging.topology import MissingQueue
 
 log = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT = 10.0
 
 
 class Worker(Protocol):
@@ -64,9 +68,15 @@ class Runtime:
         inbox = MongoInbox(db)
         await recorder.create_indexes()
         await inbox.create_indexes()
-        broker = await Broker.connect(settings.amqp_url, name=f"m8-{name}")
+        # On its own broker user a service may declare only its own queues.
+        try:
+            broker = await Broker.connect(settings.amqp_url, f"m8-{name}", consumes(name))
+        except MissingQueue as exc:
+            await db.client.close()
+            raise ConfigurationError(str(exc)) from None
         owner = f"{name}@{socket.gethostname()}:{os.getpid()}"
-        relay = OutboxRelay(recorder, broker, owner=owner)
+        # Publishes this service's events only: its broker user may publish no others.
+        relay = OutboxRelay(recorder, broker, owner=owner, service=name)
         runtime = cls(
             name=name,
             settings=settings,
@@ -101,8 +111,12 @@ class Runtime:
         # One last relay pass, so that nothing this process stored waits for another.
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.relay.publish_pending(), timeout=5)
-        await self.broker.close()
-        await self.db.client.close()
+        # Bounded: a connection stuck on a dead peer must not keep the process from exiting.
+        for what, closing in (("RabbitMQ", self.broker.close), ("MongoDB", self.db.client.close)):
+            try:
+                await asyncio.wait_for(closing(), timeout=CLOSE_TIMEOUT)
+            except TimeoutError:
+                log.warning("the %s connection did not close in %gs", what, CLOSE_TIMEOUT)
 
 
 async def wait_for_signal() -> None:

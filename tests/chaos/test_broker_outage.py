@@ -1,10 +1,14 @@
-"""RabbitMQ goes away while events flow: nothing is lost, nobody needs a hand."""
+"""RabbitMQ goes away while events flow: nothing is lost, nobody needs a hand.
+
+Closing connections touches only the test's own virtual host; the restart stops a node of
+the test's own (tests/support/rabbitmq_node.py), never the machine's RabbitMQ."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
@@ -13,19 +17,24 @@ from m8.messaging import Broker as AmqpBroker
 from m8.messaging import EventConsumer, QueueSpec
 from tests.servers import Broker
 from tests.support.events import METADATA, Received, SampleHappened, eventually
+from tests.support.rabbitmq_node import RabbitNode, rabbitmq_node
 
 SPEC = QueueSpec("m8.test.chaos", ("test.#",))
 EVENTS = 150
 
 
 def rabbitmqctl(*args: str) -> None:
+    """Only for what touches nothing but the test's own virtual host."""
     subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
 
 
-@pytest.fixture
-async def flowing(
+Flowing = tuple[Received, Callable[[], asyncio.Task[list[str]]]]
+
+
+@contextlib.asynccontextmanager
+async def events_flowing(
     recorder: MongoEventRecorder, inbox: MongoInbox, amqp: AmqpBroker
-) -> AsyncIterator[tuple[Received, Callable[[], asyncio.Task[list[str]]]]]:
+) -> AsyncIterator[Flowing]:
     """A consumer and a relay running; the test starts the appender when it likes."""
     received = Received()
     consumer = EventConsumer(amqp, SPEC, received.handler, inbox, concurrency=8)
@@ -42,9 +51,27 @@ async def flowing(
             await asyncio.sleep(0.02)
         return ids
 
-    yield received, lambda: asyncio.create_task(append_slowly())
-    relay_task.cancel()
-    await consumer.stop()
+    try:
+        yield received, lambda: asyncio.create_task(append_slowly())
+    finally:
+        relay_task.cancel()
+        await consumer.stop()
+
+
+@pytest.fixture
+async def flowing(
+    recorder: MongoEventRecorder, inbox: MongoInbox, amqp: AmqpBroker
+) -> AsyncIterator[Flowing]:
+    """Events flowing through a virtual host of the machine's RabbitMQ."""
+    async with events_flowing(recorder, inbox, amqp) as flow:
+        yield flow
+
+
+@pytest.fixture
+def own_node() -> Iterator[RabbitNode]:
+    """A RabbitMQ node of this test's own: the one it may stop."""
+    with rabbitmq_node() as node:
+        yield node
 
 
 async def _all_arrive(
@@ -77,15 +104,18 @@ async def test_connections_closed_by_the_broker_lose_no_event(
 
 
 async def test_broker_restart_loses_no_event(
-    recorder: MongoEventRecorder,
-    flowing: tuple[Received, Callable[[], asyncio.Task[list[str]]]],
+    recorder: MongoEventRecorder, inbox: MongoInbox, own_node: RabbitNode
 ) -> None:
-    received, start = flowing
-    appender = start()
-    await received.wait_for(30)
+    amqp = await AmqpBroker.connect(own_node.url, name="chaos")
     try:
-        await asyncio.to_thread(rabbitmqctl, "stop_app")
-        await asyncio.sleep(2)  # events keep being stored while the broker is down
+        async with events_flowing(recorder, inbox, amqp) as (received, start):
+            appender = start()
+            await received.wait_for(30)
+            try:
+                await asyncio.to_thread(own_node.stop_app)
+                await asyncio.sleep(2)  # the outage: events keep being stored meanwhile
+            finally:
+                await asyncio.to_thread(own_node.start_app)
+            await _all_arrive(recorder, received, appender)
     finally:
-        await asyncio.to_thread(rabbitmqctl, "start_app")
-    await _all_arrive(recorder, received, appender)
+        await amqp.close()

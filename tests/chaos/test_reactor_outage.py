@@ -94,11 +94,11 @@ async def reactors(
     await declare_reactor_queues(amqp)
     keys = ReactorKeys.create(state_dir)
     uploads = Uploads(recorder, keys.kek)
-    await uploads.register_store(
-        STORE, "vault", {"address": openbao.addr, "mount": "secret", "path_prefix": "m8/"}
-    )
-    running = Reactors.create(uploads, keys, broker.url, services["mongodb"].url, mongo_db_name)
-    running.use_credentials({STORE: {"address": openbao.addr, "token": openbao.token}})
+    config = {"address": openbao.addr, "mount": "secret", "path_prefix": "m8/"}
+    await uploads.register_store(STORE, "vault", config)
+    running = Reactors.create(uploads, keys, broker, services["mongodb"].url, mongo_db_name)
+    # The entry describes the store exactly as registered (the reactor pins it).
+    running.use_credentials({STORE: {**config, "token": openbao.token}})
     yield running
     await running.stop()
 

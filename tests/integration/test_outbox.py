@@ -101,6 +101,19 @@ async def test_only_the_lease_holder_publishes(
     assert not await second._hold_lease()
 
 
+async def test_each_services_relays_share_a_lease_of_their_own(
+    recorder: MongoEventRecorder, amqp: AmqpBroker
+) -> None:
+    api = OutboxRelay(recorder, amqp, owner="api-1", service="api")
+    another_api = OutboxRelay(recorder, amqp, owner="api-2", service="api")
+    rotator = OutboxRelay(recorder, amqp, owner="rotator-1", service="keyrotator")
+    assert await api._hold_lease()
+    assert not await another_api._hold_lease()
+    assert await rotator._hold_lease()  # one service's relay never waits for another's
+    leases = {doc["_id"] async for doc in recorder.db["outbox_lease"].find()}
+    assert leases == {"outbox:api", "outbox:keyrotator"}
+
+
 async def _published_at_least(recorder: MongoEventRecorder, count: int) -> bool:
     return await recorder.events.count_documents({"published": True}) >= count
 

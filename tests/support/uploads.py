@@ -26,6 +26,8 @@ from m8.crypto import (
     EncryptedUpload,
     FingerprintKey,
     Kek,
+    ReceiptKeyFile,
+    ReceiptSigningKey,
     RotatorSigningKey,
     SignedStatement,
     UploadKeyPair,
@@ -36,7 +38,9 @@ from m8.crypto import (
     seal_upload_key,
     sign_statement,
     write_key_file,
+    write_receipt_key_file,
 )
+from m8.devservices.vhosts import VirtualHost
 from m8.domain import CATALOG_ID, Secret, StoreCatalog, UploadKey, secret_id
 from m8.domain.events import SecretUploadRequested, UploadKeyIssued
 from m8.domain.secrets import Upload
@@ -48,6 +52,7 @@ from m8.reactors.bootstrap import configure, start
 from m8.reactors.settings import ReactorSettings
 from m8.reactors.stores import StoreAdapters
 from m8.runtime import Runtime
+from tests.support.standins import StandInRelays
 
 METADATA = Metadata(actor="test", correlation_id="corr-uploads")
 KEY_LIFETIME = timedelta(minutes=15)
@@ -67,22 +72,27 @@ async def declare_reactor_queues(broker: Broker) -> None:
 
 @dataclass(frozen=True)
 class ReactorKeys:
-    """A reactor group's KEK and the fingerprint key, written to 0600 key files."""
+    """A reactor group's KEK, the fingerprint key and a receipt key, in 0600 key files."""
 
     kek: Kek
     fingerprint_key: FingerprintKey
     kek_file: Path
     fingerprint_key_file: Path
+    receipt_key: ReceiptSigningKey
+    receipt_key_file: Path
 
     @classmethod
     def create(cls, directory: Path, kek_id: str = "kek-1") -> ReactorKeys:
         """Fresh keys in `directory`."""
         kek, fp_key = Kek.generate(kek_id), FingerprintKey.generate()
+        receipt_key = ReceiptSigningKey.generate("receipt-1")
         return cls(
             kek,
             fp_key,
             write_key_file(directory / f"{kek_id}.json", kek),
             write_key_file(directory / "fingerprint-key.json", fp_key),
+            receipt_key,
+            write_receipt_key_file(directory / "receipt-key.json", ReceiptKeyFile(receipt_key)),
         )
 
 
@@ -268,33 +278,46 @@ class Reactors:
     uploads: Uploads
     keys: ReactorKeys
     settings: ReactorSettings
+    stand_ins: StandInRelays
+    broker: VirtualHost
     running: list[tuple[Runtime, StoreAdapters]] = field(default_factory=list)
 
     @classmethod
     def create(
-        cls, uploads: Uploads, keys: ReactorKeys, amqp_url: str, mongodb_uri: str, database: str
+        cls,
+        uploads: Uploads,
+        keys: ReactorKeys,
+        broker: VirtualHost,
+        mongodb_uri: str,
+        database: str,
     ) -> Reactors:
-        """Reactors on the test's virtual host and database, with `keys`."""
+        """Reactors on the test's virtual host and database, with `keys`; each reactor on its
+        type's own broker user, as deployed."""
         settings = ReactorSettings(
-            amqp_url=amqp_url,
+            amqp_url=broker.url,
             mongodb_uri=mongodb_uri,
             mongodb_database=database,
             reactor_kek_files=[keys.kek_file],
             reactor_fingerprint_key_file=keys.fingerprint_key_file,
+            reactor_receipt_key_file=keys.receipt_key_file,
             reactor_concurrency=4,
         )
-        return cls(uploads, keys, settings)
+        # The test appends what the API and the rotator would: publish it as they would.
+        stand_ins = StandInRelays(uploads.recorder, broker.url, ("api", "keyrotator"))
+        stand_ins.start()
+        return cls(uploads, keys, settings, stand_ins, broker)
 
-    def use_credentials(self, credentials: dict[str, dict[str, str]]) -> None:
+    def use_credentials(self, credentials: dict[str, dict[str, Any]]) -> None:
         """Credentials entries by store name (see m8.reactors.credentials: each pins its
-        store's address, or region and endpoint), for reactors started from now on."""
+        store's whole config), for reactors started from now on."""
         self.settings = self.settings.model_copy(
             update={"reactor_credentials": SecretStr(json.dumps(credentials))}
         )
 
     async def start(self, store_type: str, **overrides: Any) -> None:
         """A reactor of `store_type` in this process; `overrides` change its settings."""
-        settings = self.settings.model_copy(update=overrides)
+        own_user = {"amqp_url": self.broker.service_url(f"reactor-{store_type}")}
+        settings = self.settings.model_copy(update={**own_user, **overrides})
         config = configure(settings, store_type)
         runtime = await Runtime.start(f"reactor-{store_type}", settings)
         self.running.append((runtime, config.stores))
@@ -306,17 +329,19 @@ class Reactors:
             await runtime.close()
             await stores.close()
         self.running.clear()
+        await self.stand_ins.stop()
 
-    def environment(self) -> dict[str, str]:
+    def environment(self, store_type: str) -> dict[str, str]:
         """The settings as the environment of a reactor process (`m8 reactor <type>`)."""
         credentials = self.settings.reactor_credentials
         return {
             **os.environ,
-            "M8_AMQP_URL": self.settings.amqp_url,
+            "M8_AMQP_URL": self.broker.service_url(f"reactor-{store_type}"),
             "M8_MONGODB_URI": self.settings.mongodb_uri or "",
             "M8_MONGODB_DATABASE": self.settings.mongodb_database,
             "M8_REACTOR_KEK_FILES": str(self.keys.kek_file),
             "M8_REACTOR_FINGERPRINT_KEY_FILE": str(self.keys.fingerprint_key_file),
+            "M8_REACTOR_RECEIPT_KEY_FILE": str(self.keys.receipt_key_file),
             "M8_REACTOR_CREDENTIALS": credentials.get_secret_value() if credentials else "{}",
             "M8_LOG_FORMAT": "console",
         }

@@ -16,7 +16,14 @@ from pathlib import Path
 
 import httpx
 
-from m8.crypto import FingerprintKey, Kek, write_key_file
+from m8.crypto import (
+    FingerprintKey,
+    Kek,
+    ReceiptKeyFile,
+    ReceiptSigningKey,
+    write_key_file,
+    write_receipt_key_file,
+)
 from m8.crypto.keyfiles import write_private_file
 from m8.devservices.manager import (
     ServiceError,
@@ -30,6 +37,7 @@ from m8.devservices.manager import (
     tool,
     wait_until,
 )
+from m8.devservices.vhosts import management, provision
 
 SYSTEM_FILE = "system.json"
 VAULT_STORE = "vault-dev"
@@ -56,6 +64,10 @@ class DevKeys:
     def fingerprint(self) -> Path:
         return self.directory / "fingerprint.key.json"
 
+    def receipt(self, store_type: str) -> Path:
+        """The receipt key of one reactor, `receipt-<store_type>-dev`: its own, not shared."""
+        return self.directory / f"receipt-{store_type}-dev.key.json"
+
     def ensure(self) -> None:
         """Writes every key file that is missing (0600 for private halves)."""
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -69,6 +81,10 @@ class DevKeys:
             write_key_file(self.master, Kek.generate("rotator-master-dev"))
         if not self.fingerprint.exists():
             write_key_file(self.fingerprint, FingerprintKey.generate())
+        for store_type in ("vault", "aws"):
+            if not self.receipt(store_type).exists():
+                key = ReceiptSigningKey.generate(f"receipt-{store_type}-dev")
+                write_receipt_key_file(self.receipt(store_type), ReceiptKeyFile(key))
 
 
 @dataclass
@@ -98,8 +114,19 @@ class System:
             credentials,
             json.dumps(
                 {
-                    VAULT_STORE: {"address": vault.url, "token": vault.extra.get("token", "")},
-                    AWS_STORE: {"region": "us-east-1", "endpoint_url": aws.url},
+                    # Exactly as register_stores registers them: a reactor serves a store
+                    # only as its entry describes it.
+                    VAULT_STORE: {
+                        "address": vault.url,
+                        "mount": "secret",
+                        "path_prefix": "m8/",
+                        "token": vault.extra.get("token", ""),
+                    },
+                    AWS_STORE: {
+                        "region": "us-east-1",
+                        "name_prefix": "m8/",
+                        "endpoint_url": aws.url,
+                    },
                 },
                 indent=2,
             ),
@@ -117,16 +144,22 @@ class System:
         }
         kek_files = {t: [str(keys.kek(t)[1])] for t in ("vault", "aws")}
         return {
-            "api": {**common, "M8_API_TOKEN_FILE": str(token_file)},
+            # The OpenAPI pages are off in production; a developer wants them.
+            "api": {**common, "M8_API_TOKEN_FILE": str(token_file), "M8_API_PUBLIC_DOCS": "true"},
             "keyrotator": {
                 **common,
                 "M8_KEYROTATOR_MASTER_KEY_FILE": str(keys.master),
                 "M8_KEYROTATOR_KEK_FILES": json.dumps(kek_files),
             },
-            "reactor-vault": {**reactor, "M8_REACTOR_KEK_FILES": str(keys.kek("vault")[0])},
+            "reactor-vault": {
+                **reactor,
+                "M8_REACTOR_KEK_FILES": str(keys.kek("vault")[0]),
+                "M8_REACTOR_RECEIPT_KEY_FILE": str(keys.receipt("vault")),
+            },
             "reactor-aws": {
                 **reactor,
                 "M8_REACTOR_KEK_FILES": str(keys.kek("aws")[0]),
+                "M8_REACTOR_RECEIPT_KEY_FILE": str(keys.receipt("aws")),
                 # moto takes any keys; a real AWS uses boto3's usual credential chain.
                 "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "dev"),
                 "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "dev"),
@@ -142,6 +175,7 @@ class System:
         keys = DevKeys(self.workdir / "keys")
         keys.ensure()
         environments = self.environments(services, keys)
+        amqp_urls = _broker_users(services, (overrides or {}).get("M8_AMQP_URL"))
         port = free_port()
         self.api_url = f"http://127.0.0.1:{port}"
         m8 = tool("m8")
@@ -152,7 +186,7 @@ class System:
             "reactor-aws": [m8, "reactor", "aws"],
         }
         for name, argv in commands.items():
-            env = {**environments[name], **(overrides or {})}
+            env = {**environments[name], **(overrides or {}), "M8_AMQP_URL": amqp_urls[name]}
             proc, _log = spawn(name, argv, self.workdir, env, inherit=_not_ours)
             self.pids[name] = proc.pid
         if not wait_until(
@@ -221,6 +255,16 @@ class System:
         return cls(workdir, raw["api_url"], raw["pids"])
 
 
+def _broker_users(services: Services, amqp_url: str | None) -> dict[str, str]:
+    """Each service's AMQP URL, on a RabbitMQ user of its own with only its own rights, in
+    the virtual host of `amqp_url` (deleted with it, or left without rights after it)."""
+    try:
+        with management(services["rabbitmq"]) as api:
+            return provision(api, amqp_url or services["rabbitmq"].url, secrets.token_hex(3))
+    except httpx.HTTPError as exc:
+        raise ServiceError(f"could not make the services' RabbitMQ users: {exc}") from None
+
+
 def _not_ours(name: str) -> bool:
     # A developer's shell may hold tokens and keys: a service gets only what it needs.
     return not name.startswith(("M8_", "VAULT_", "BAO_", "AWS_"))
@@ -231,9 +275,13 @@ def _auth(token: str) -> dict[str, str]:
 
 
 def m8ctl_login(system: System, config: Path) -> None:
-    """Logs a dev m8ctl profile in as the dev admin (token by file, never by argument)."""
+    """Logs a dev m8ctl profile in as the dev admin (token by file, never by argument).
+
+    Its store is named, `vault-dev`: a profile never takes the server's default on trust.
+    """
+    token = str(system.admin_token_file)
     done = subprocess.run(
-        [tool("m8ctl"), "login", system.api_url, "--token-file", str(system.admin_token_file)],
+        [tool("m8ctl"), "login", system.api_url, "--token-file", token, "--store", VAULT_STORE],
         env={**os.environ, "M8CTL_CONFIG": str(config)},
         check=False,
         capture_output=True,

@@ -22,6 +22,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 
 from m8.eventsourcing import ConcurrencyConflict, DomainEvent, Metadata, StoredEvent
+from m8.messaging.permissions import EventKind
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,18 @@ class TransactionConflict(ConcurrencyConflict):
         Exception.__init__(self, "a concurrent transaction changed the same data")
         self.aggregate_type = self.aggregate_id = ""
         self.expected_version = -1
+
+
+class NotRecorded(LookupError):
+    """A message names an event that the event store does not hold (a forgery, or an event
+    of another store)."""
+
+    def __init__(self, message: StoredEvent) -> None:
+        super().__init__(
+            f"event {message.event_id} ({message.event_type}) is not in the event store as "
+            f"an event of {message.aggregate_type} {message.aggregate_id!r}"
+        )
+        self.event_id = message.event_id
 
 
 async def connect_database(uri: str, name: str) -> AsyncDatabase[Document]:
@@ -161,6 +174,19 @@ class MongoEventRecorder:
         ).sort("version", ASCENDING)
         return [from_document(doc) async for doc in cursor]
 
+    async def recorded(self, message: StoredEvent) -> tuple[StoredEvent, list[StoredEvent]]:
+        """The event store's own copy of the event a message carries, and all the events of
+        its aggregate (version order); NotRecorded if the aggregate has no event of that id.
+
+        Consumers act on this copy, never on the message: whoever can publish to the broker
+        must not get m8 to act on an event that no service recorded.
+        """
+        events = await self.load(message.aggregate_type, message.aggregate_id)
+        stored = next((e for e in events if e.event_id == message.event_id), None)
+        if stored is None:
+            raise NotRecorded(message)
+        return stored, events
+
     async def get(self, event_id: str) -> StoredEvent | None:
         """One event by id (None for an unknown or malformed id)."""
         if not ObjectId.is_valid(event_id):
@@ -180,13 +206,19 @@ class MongoEventRecorder:
         async for doc in self.events.find(query).sort("_id", ASCENDING).batch_size(1000):
             yield from_document(doc)
 
-    async def unpublished(self, limit: int) -> list[StoredEvent]:
-        """The oldest events the relay has not yet seen confirmed by the broker.
+    async def unpublished(
+        self, limit: int, kinds: Sequence[EventKind] | None = None
+    ) -> list[StoredEvent]:
+        """The oldest events the relay has not yet seen confirmed by the broker; only
+        those of `kinds` when given (a service's relay publishes only its own events).
 
         A document that is no valid event (changed by hand, say) is set aside as
         `published: "undecodable"` and logged, so it cannot hold up the events behind it.
         """
-        cursor = self.events.find({"published": False}).sort("_id", ASCENDING).limit(limit)
+        query: Document = {"published": False}
+        if kinds is not None:
+            query["$or"] = [_kind_query(kind) for kind in kinds]
+        cursor = self.events.find(query).sort("_id", ASCENDING).limit(limit)
         events = []
         async for doc in cursor:
             try:
@@ -214,6 +246,16 @@ class MongoEventRecorder:
         updates = {f"data.{name}": value for name, value in replacements.items()}
         result = await self.events.update_many({"_id": ObjectId(event_id)}, {"$set": updates})
         return result.matched_count == 1
+
+
+def _kind_query(kind: EventKind) -> Document:
+    # Events without a routing suffix store None there.
+    suffix: Any = {"$in": list(kind.store_types)} if kind.store_types else None
+    return {
+        "aggregate_type": kind.aggregate_type,
+        "type": {"$in": list(kind.event_types)},
+        "routing_suffix": suffix,
+    }
 
 
 def _publishable(doc: Mapping[str, Any]) -> StoredEvent:

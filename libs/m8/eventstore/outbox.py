@@ -2,8 +2,13 @@
 
 Appending marks each event `published: false` in the same write; the relay publishes
 those with publisher confirms and then marks them published. A crash between the two
-republishes with the same message id, which consumers absorb. One relay at a time holds
-a lease, so that several processes running relays do not all publish every event. A
+republishes with the same message id, which consumers absorb.
+
+Each service runs its own relay, publishing only the events it owns
+(`m8.messaging.permissions.publishes`) with its own broker credentials, which allow
+those routing keys and no others; events appended by older code are published by their
+owner's relay all the same. One relay per service holds that service's lease
+(`outbox:<service>`), so that its replicas do not all publish every event. A
 document that does not decode is set aside (see `MongoEventRecorder.unpublished`) rather
 than stopping the relay, or every relay after it, in front of it.
 """
@@ -19,14 +24,21 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from m8.eventstore.mongo import MongoEventRecorder
 from m8.messaging import Broker
+from m8.messaging.permissions import publishes
 
 log = logging.getLogger(__name__)
 
 LEASE_ID = "outbox"
 
 
+def lease_id(service: str | None) -> str:
+    """The lease of `service`'s relays (`outbox` for a relay of every event)."""
+    return f"{LEASE_ID}:{service}" if service else LEASE_ID
+
+
 class OutboxRelay:
-    """Publishes unpublished events in id order, in batches, while holding the lease."""
+    """Publishes unpublished events (of `service`, or all) in id order, in batches, while
+    holding the lease."""
 
     def __init__(
         self,
@@ -34,6 +46,7 @@ class OutboxRelay:
         broker: Broker,
         *,
         owner: str,
+        service: str | None = None,
         batch: int = 200,
         poll_interval: float = 0.2,
         lease_seconds: float = 10.0,
@@ -43,6 +56,10 @@ class OutboxRelay:
         self.recorder = recorder
         self.broker = broker
         self.owner = owner
+        # None: every event (tests and tools that stand in for several services).
+        self.service = service
+        self.kinds = publishes(service) if service is not None else None
+        self.lease_id = lease_id(service)
         self.batch = batch
         self.poll_interval = poll_interval
         self.lease = timedelta(seconds=lease_seconds)
@@ -84,7 +101,7 @@ class OutboxRelay:
 
     async def publish_pending(self) -> int:
         """One pass: publishes up to `batch` events; returns how many were confirmed."""
-        events = await self.recorder.unpublished(self.batch)
+        events = await self.recorder.unpublished(self.batch, self.kinds)
         if not events:
             return 0
         outcomes = await asyncio.gather(
@@ -112,7 +129,7 @@ class OutboxRelay:
             return True
         try:
             doc = await self._leases.find_one_and_update(
-                {"_id": LEASE_ID, "$or": [{"owner": self.owner}, {"until": {"$lt": now}}]},
+                {"_id": self.lease_id, "$or": [{"owner": self.owner}, {"until": {"$lt": now}}]},
                 {"$set": {"owner": self.owner, "until": now + self.lease}},
                 upsert=True,
                 return_document=ReturnDocument.AFTER,

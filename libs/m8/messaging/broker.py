@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 
 from m8.eventsourcing import StoredEvent
-from m8.messaging.topology import declare_topology
+from m8.messaging.topology import QueueSpec, declare_topology, ensure_topology
 
 DEFAULT_CONFIRM_TIMEOUT = 10.0
 
@@ -54,14 +55,27 @@ class Broker:
         self._kept: list[object] = []
 
     @classmethod
-    async def connect(cls, url: str, name: str) -> Broker:
-        """Connects (retrying in the background after losses) and declares the exchanges."""
+    async def connect(
+        cls, url: str, name: str, own_queues: Sequence[QueueSpec] | None = None
+    ) -> Broker:
+        """Connects (retrying in the background after losses) and declares the topology.
+
+        With `own_queues` (a service on its own user) it declares those and makes sure
+        the others exist (`ensure_topology`); without, it declares every queue.
+        """
         connection = await aio_pika.connect_robust(
             url, client_properties={"connection_name": name}, reconnect_interval=1
         )
-        # A message no queue takes comes back as an error, so the outbox keeps it.
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        events = await declare_topology(channel)
+        try:
+            # A message no queue takes comes back as an error, so the outbox keeps it.
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            if own_queues is None:
+                events = await declare_topology(channel)
+            else:
+                events = await ensure_topology(connection, channel, own_queues)
+        except BaseException:
+            await connection.close()
+            raise
         return cls(connection, channel, events)
 
     async def channel(self, prefetch: int | None = None) -> AbstractChannel:

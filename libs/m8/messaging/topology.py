@@ -7,16 +7,20 @@ operators see and re-drive it in the management UI.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractQueue
 from aiormq.abc import FieldTable
+from aiormq.exceptions import ChannelAccessRefused, ChannelNotFoundEntity
 
 EVENTS_EXCHANGE = "m8.events"
 RPC_EXCHANGE = "m8.rpc"
 DEAD_LETTER_EXCHANGE = "m8.dlx"
 DEFAULT_DELIVERY_LIMIT = 5
+# The upstream types that have reactors (and so queues and broker users of their own).
+STORE_TYPES: tuple[str, ...] = ("vault", "aws")
 
 
 @dataclass(frozen=True)
@@ -63,18 +67,58 @@ RPC_KEYROTATOR_QUEUE = "m8.rpc.keyrotator"
 
 def consumer_queues() -> tuple[QueueSpec, ...]:
     """Every consumer queue of m8."""
-    return (reactor_queue("vault"), reactor_queue("aws"), KEYROTATOR_QUEUE, API_PROJECTIONS_QUEUE)
+    return (*(reactor_queue(t) for t in STORE_TYPES), KEYROTATOR_QUEUE, API_PROJECTIONS_QUEUE)
 
 
 async def declare_topology(channel: AbstractChannel) -> AbstractExchange:
     """Declares every exchange and consumer queue; returns `m8.events`.
 
-    Every process does this at start, so an event published before its consumer first
-    ran still has a queue to wait in.
+    For a user with every right (an administrator, the tests). A service's own user may
+    declare only its own queues: it uses `ensure_topology`.
     """
     for spec in consumer_queues():
         await declare_queue(channel, spec)
     return await channel.get_exchange(EVENTS_EXCHANGE)
+
+
+class MissingQueue(Exception):
+    """A consumer queue does not exist and this user may not declare it."""
+
+
+async def ensure_topology(
+    connection: AbstractConnection, channel: AbstractChannel, own: Sequence[QueueSpec]
+) -> AbstractExchange:
+    """Declares the exchanges and the `own` queues, and makes sure every other consumer
+    queue exists, so that an event published before its consumer first ran still has a
+    queue to wait in; returns `m8.events`.
+
+    Another service's queue is declared here only if this user may (declaring a queue
+    that dead-letters needs read rights on it); otherwise it must exist already (the
+    operator's definitions, or `m8 dev`, declare the topology), or MissingQueue.
+    """
+    for spec in own:
+        await declare_queue(channel, spec)
+    for spec in consumer_queues():
+        if spec not in own and not await _queue_exists(connection, spec):
+            try:
+                async with connection.channel() as other:
+                    await declare_queue(other, spec)
+            except ChannelAccessRefused:
+                raise MissingQueue(
+                    f"queue {spec.name} does not exist and this user may not declare it: "
+                    "import m8's RabbitMQ definitions (deploy/rabbitmq/definitions.json)"
+                ) from None
+    return await declare_exchanges(channel)
+
+
+async def _queue_exists(connection: AbstractConnection, spec: QueueSpec) -> bool:
+    # A passive declare needs no rights, but closes its channel when the queue is missing.
+    try:
+        async with connection.channel() as probe:
+            await probe.declare_queue(spec.name, passive=True)
+    except ChannelNotFoundEntity:
+        return False
+    return True
 
 
 async def declare_exchanges(channel: AbstractChannel) -> AbstractExchange:

@@ -9,6 +9,8 @@ from abc import ABC, abstractmethod
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from aio_pika.exceptions import AMQPError
 
+CANCEL_TIMEOUT = 5.0
+
 
 class QueueWorker(ABC):
     """Handles the messages of one queue; `stop()` waits for those in hand."""
@@ -30,8 +32,11 @@ class QueueWorker(ABC):
     async def stop(self) -> None:
         """Takes no more messages and waits for those in hand."""
         if self._queue is not None and self._tag is not None:
-            with contextlib.suppress(AMQPError):  # connection already gone: nothing to cancel
-                await self._queue.cancel(self._tag)
+            # A channel the broker closed may never answer: closing the connection cancels
+            # the consumer as well, so waiting longer than this buys nothing.
+            with contextlib.suppress(AMQPError, TimeoutError):
+                async with asyncio.timeout(CANCEL_TIMEOUT):
+                    await self._queue.cancel(self._tag)
         if self._in_flight:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
 

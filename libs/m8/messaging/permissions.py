@@ -1,0 +1,274 @@
+"""Who may do what on the broker: each service's events, queues and RabbitMQ permissions.
+
+Defined once here and used everywhere: the outbox relay of a service publishes only the
+events that service owns (`publishes`), `m8 dev` and the tests give each service a
+RabbitMQ user with exactly `permissions(service)`, and deploy/'s RabbitMQ definitions are
+generated from `definitions()` (`python -m m8.messaging.permissions`) and checked against
+it by a test. So a service whose credentials leak can publish only its own events: the
+API cannot record an outcome, a reactor cannot request an upload or record another
+type's outcome (RabbitMQ's topic permissions on `m8.events` check each routing key).
+
+RabbitMQ matches permission patterns as unanchored regular expressions, so every pattern
+here is anchored. Every process declares every consumer queue at start (see
+`declare_topology`), so each service may configure (declare) and bind all of them: a
+service could delete or rebind another's queue (denial of service), never publish an
+event that is not its own or consume another's queue.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from m8.eventsourcing import StoredEvent
+from m8.eventsourcing.events import snake
+from m8.messaging.topology import (
+    API_PROJECTIONS_QUEUE,
+    DEAD_LETTER_EXCHANGE,
+    EVENTS_EXCHANGE,
+    KEYROTATOR_QUEUE,
+    RPC_EXCHANGE,
+    RPC_KEYROTATOR_QUEUE,
+    STORE_TYPES,
+    QueueSpec,
+    consumer_queues,
+    reactor_queue,
+)
+
+API = "api"
+KEYROTATOR = "keyrotator"
+# The default exchange: RPC replies go through it to the caller's direct reply-to.
+DEFAULT_EXCHANGE = "amq.default"
+
+
+def reactor_service(store_type: str) -> str:
+    """The service name of the reactors of one store type (`reactor-vault`)."""
+    return f"reactor-{store_type}"
+
+
+SERVICES: tuple[str, ...] = (API, KEYROTATOR, *(reactor_service(t) for t in STORE_TYPES))
+
+
+class UnknownService(ValueError):
+    """A service name m8 does not have."""
+
+
+@dataclass(frozen=True)
+class EventKind:
+    """Events of some types of one aggregate type; per store type when `store_types`."""
+
+    aggregate_type: str
+    event_types: tuple[str, ...]
+    # The routing suffixes (store types) these events carry; empty: they carry none.
+    store_types: tuple[str, ...] = ()
+
+    def routing_key_pattern(self) -> str:
+        """An anchored regular expression of these events' routing keys."""
+        types = "|".join(re.escape(snake(t)) for t in self.event_types)
+        key = rf"{re.escape(self.aggregate_type)}\.({types})"
+        if self.store_types:
+            key += rf"\.({'|'.join(re.escape(s) for s in self.store_types)})"
+        return f"^{key}$"
+
+    def matches(self, event: StoredEvent) -> bool:
+        """Whether `event` is of this kind."""
+        suffix_ok = (
+            event.routing_suffix in self.store_types
+            if self.store_types
+            else not event.routing_suffix
+        )
+        return (
+            event.aggregate_type == self.aggregate_type
+            and event.event_type in self.event_types
+            and suffix_ok
+        )
+
+
+def publishes(service: str) -> tuple[EventKind, ...]:
+    """The events `service` appends, and so publishes (the ownership map)."""
+    if service == API:
+        return (
+            EventKind(
+                "secret_store",
+                ("StoreRegistered", "StoreActivated", "StoreDeactivated", "DefaultStoreChanged"),
+            ),
+            EventKind("secret", ("SecretUploadRequested",), STORE_TYPES),
+            EventKind("upload_key", ("UploadKeyClaimed",)),
+        )
+    if service == KEYROTATOR:
+        return (EventKind("upload_key", ("UploadKeyIssued", "UploadKeyDestroyed")),)
+    store_type = _store_type(service)
+    return (
+        EventKind(
+            "secret", ("SecretStored", "SecretUploadRejected", "SecretStoreFailed"), (store_type,)
+        ),
+    )
+
+
+def owner(event: StoredEvent) -> str | None:
+    """The service that publishes `event` (None: an event no m8 service appends)."""
+    return next((s for s in SERVICES if any(k.matches(event) for k in publishes(s))), None)
+
+
+@dataclass(frozen=True)
+class Permissions:
+    """A RabbitMQ user's rights in m8's virtual host (anchored regular expressions)."""
+
+    configure: str
+    write: str
+    read: str
+    # Topic permissions on `m8.events`: which routing keys the user may publish.
+    topic_write: str
+    topic_read: str = ".*"
+
+
+def consumes(service: str) -> tuple[QueueSpec, ...]:
+    """The event queues `service` consumes (and so declares, with their dead-letter queues)."""
+    if service == API:
+        return (API_PROJECTIONS_QUEUE,)
+    if service == KEYROTATOR:
+        return (KEYROTATOR_QUEUE,)
+    return (reactor_queue(_store_type(service)),)
+
+
+def permissions(service: str) -> Permissions:
+    """The rights `service` needs, and no more.
+
+    Declaring its queues needs configure on them; binding, write on the queue and read on
+    the exchange; dead-lettering to `m8.dlx`, read on the queue and write on `m8.dlx`.
+    Other services' queues it only checks for (a passive declare needs no rights).
+    """
+    queues = [name for spec in consumes(service) for name in (spec.name, spec.dead_letter_queue)]
+    configure = [EVENTS_EXCHANGE, RPC_EXCHANGE, DEAD_LETTER_EXCHANGE, *queues]
+    write = [*queues, EVENTS_EXCHANGE, DEAD_LETTER_EXCHANGE]
+    read = [*queues, EVENTS_EXCHANGE, DEAD_LETTER_EXCHANGE]
+    if service == API:
+        write.append(RPC_EXCHANGE)  # requests to the rotator
+    elif service == KEYROTATOR:
+        configure.append(RPC_KEYROTATOR_QUEUE)
+        write += [RPC_KEYROTATOR_QUEUE, DEFAULT_EXCHANGE]
+        read += [RPC_KEYROTATOR_QUEUE, RPC_EXCHANGE]
+    return Permissions(
+        configure=_names(configure),
+        write=_names(write),
+        read=_names(read),
+        topic_write="|".join(kind.routing_key_pattern() for kind in publishes(service)),
+    )
+
+
+def topology(vhost: str) -> dict[str, list[dict[str, Any]]]:
+    """m8's exchanges, queues and bindings as RabbitMQ definitions (what
+    `declare_topology` and the RPC server declare), so that they exist before any service
+    runs, whatever its rights."""
+    exchanges = [
+        (EVENTS_EXCHANGE, "topic"),
+        (RPC_EXCHANGE, "direct"),
+        (DEAD_LETTER_EXCHANGE, "direct"),
+    ]
+    queues: list[tuple[str, dict[str, Any]]] = []
+    bindings: list[tuple[str, str, str]] = []
+    for spec in consumer_queues():
+        queues.append((spec.dead_letter_queue, {"x-queue-type": "quorum"}))
+        queues.append((spec.name, dict(spec.arguments())))
+        bindings.append((DEAD_LETTER_EXCHANGE, spec.dead_letter_queue, spec.name))
+        bindings += [(EVENTS_EXCHANGE, spec.name, key) for key in spec.bindings]
+    queues.append((RPC_KEYROTATOR_QUEUE, {}))
+    bindings.append((RPC_EXCHANGE, RPC_KEYROTATOR_QUEUE, RPC_KEYROTATOR_QUEUE))
+    return {
+        "exchanges": [
+            {
+                "name": name,
+                "vhost": vhost,
+                "type": kind,
+                "durable": True,
+                "auto_delete": False,
+                "internal": False,
+                "arguments": {},
+            }
+            for name, kind in exchanges
+        ],
+        "queues": [
+            {"name": name, "vhost": vhost, "durable": True, "auto_delete": False, "arguments": args}
+            for name, args in queues
+        ],
+        "bindings": [
+            {
+                "source": source,
+                "vhost": vhost,
+                "destination": queue,
+                "destination_type": "queue",
+                "routing_key": key,
+                "arguments": {},
+            }
+            for source, queue, key in bindings
+        ],
+    }
+
+
+def definitions(vhost: str = "m8", user_prefix: str = "m8-") -> dict[str, Any]:
+    """RabbitMQ definitions for importing: m8's virtual host, its topology, and a user per
+    service with that service's permissions.
+
+    Users come without a password hash, so nobody can log in as them until the operator
+    sets each one's password (`rabbitmqctl change_password m8-api ...`).
+    """
+    users, rights, topics = [], [], []
+    for service in SERVICES:
+        user = f"{user_prefix}{service}"
+        granted = permissions(service)
+        users.append(
+            {
+                "name": user,
+                "password_hash": "",
+                "hashing_algorithm": "rabbit_password_hashing_sha256",
+                "tags": [],
+            }
+        )
+        rights.append(
+            {
+                "user": user,
+                "vhost": vhost,
+                "configure": granted.configure,
+                "write": granted.write,
+                "read": granted.read,
+            }
+        )
+        topics.append(
+            {
+                "user": user,
+                "vhost": vhost,
+                "exchange": EVENTS_EXCHANGE,
+                "write": granted.topic_write,
+                "read": granted.topic_read,
+            }
+        )
+    return {
+        "vhosts": [{"name": vhost}],
+        "users": users,
+        "permissions": rights,
+        "topic_permissions": topics,
+        **topology(vhost),
+    }
+
+
+def _store_type(service: str) -> str:
+    store_type = service.removeprefix("reactor-")
+    if service not in SERVICES or store_type == service:
+        raise UnknownService(f"no service {service!r}: one of {', '.join(SERVICES)}")
+    return store_type
+
+
+def _names(names: Iterable[str]) -> str:
+    return "^(" + "|".join(re.escape(n) for n in dict.fromkeys(names)) + ")$"
+
+
+def main() -> None:
+    """Prints deploy/'s RabbitMQ definitions (vhost `m8`, users `m8-<service>`)."""
+    print(json.dumps(definitions(), indent=2))
+
+
+if __name__ == "__main__":
+    main()

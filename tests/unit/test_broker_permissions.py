@@ -1,0 +1,55 @@
+"""The ownership map and the broker rights, defined once in m8.messaging.permissions."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+from itertools import combinations
+from pathlib import Path
+
+import m8.domain.events
+from m8.eventsourcing import DomainEvent
+from m8.messaging.permissions import SERVICES, definitions, permissions, publishes
+
+DEFINITIONS = Path(__file__).parents[2] / "deploy" / "rabbitmq" / "definitions.json"
+
+
+def _domain_event_types() -> set[str]:
+    return {
+        cls.event_type
+        for _, cls in inspect.getmembers(m8.domain.events, inspect.isclass)
+        if issubclass(cls, DomainEvent) and hasattr(cls, "event_type")
+    }
+
+
+def test_every_domain_event_is_published_by_exactly_one_service() -> None:
+    # (event type, store type): the reactors of each store type publish their own outcomes.
+    owned = {
+        service: {
+            (event_type, store_type)
+            for kind in publishes(service)
+            for event_type in kind.event_types
+            for store_type in kind.store_types or (None,)
+        }
+        for service in SERVICES
+    }
+    assert {t for pairs in owned.values() for t, _ in pairs} == _domain_event_types()
+    for first, second in combinations(SERVICES, 2):
+        assert not owned[first] & owned[second], (first, second)
+
+
+def test_a_services_topic_rights_match_the_routing_keys_of_its_events_only() -> None:
+    api, reactor = permissions("api").topic_write, permissions("reactor-vault").topic_write
+    assert re.fullmatch(api, "secret.secret_upload_requested.aws")
+    assert re.fullmatch(api, "secret_store.store_registered")
+    assert not re.search(api, "secret.secret_stored.vault")
+    assert not re.search(api, "xsecret_store.store_registeredx")  # anchored
+    assert re.fullmatch(reactor, "secret.secret_stored.vault")
+    assert not re.search(reactor, "secret.secret_stored.aws")
+    assert not re.search(reactor, "secret.secret_upload_requested.vault")
+
+
+def test_deploys_rabbitmq_definitions_are_the_permissions_in_code() -> None:
+    # Regenerate with: python -m m8.messaging.permissions > deploy/rabbitmq/definitions.json
+    assert json.loads(DEFINITIONS.read_text()) == definitions()
