@@ -37,9 +37,12 @@ class RabbitNode:
     port: int
 
     def ctl(self, *args: str) -> None:
-        """`rabbitmqctl -n <this node> ARGS`, never the machine's node."""
+        """`rabbitmqctl --node <this node> ARGS`, never the machine's node."""
         subprocess.run(
-            ["rabbitmqctl", "-n", self.name, *args], check=True, capture_output=True, timeout=120
+            ["rabbitmqctl", "--node", self.name, *args],
+            check=True,
+            capture_output=True,
+            timeout=120,
         )
 
     def stop_app(self) -> None:
@@ -94,7 +97,10 @@ def rabbitmq_node() -> Iterator[RabbitNode]:
         yield node
     finally:
         subprocess.run(
-            ["rabbitmqctl", "-n", node.name, "stop"], capture_output=True, timeout=120, check=False
+            ["rabbitmqctl", "--node", node.name, "stop"],
+            capture_output=True,
+            timeout=120,
+            check=False,
         )
         shutil.rmtree(directory, ignore_errors=True)
 
