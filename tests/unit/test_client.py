@@ -96,7 +96,7 @@ class FakeApi:
         self.withdrawn = withdrawn or []
         self.receipts = receipt_keys or []
         self.refuse = refuse
-        self.expires_at = expires_at or datetime.now(UTC) + timedelta(minutes=15)
+        self.expires_at = expires_at or NOW + timedelta(minutes=15)
         self.asked: list[tuple[str, str]] = []
         self.submitted: list[dict[str, Any]] = []
         self.key_reads = 0
@@ -148,8 +148,9 @@ def follow(profile: Profile, entries: list[dict[str, Any]]) -> Changes:
 
 
 def put(api: FakeApi, profile: Profile, store: str | None = None) -> dict[str, Any]:
+    # At NOW, the instant the pins here are dated from, however late in a long run it is.
     with read_value(bytearray(b"hunter2")) as value:
-        return put_secret(api, profile, "team/db", store, value)  # type: ignore[arg-type]
+        return put_secret(api, profile, "team/db", store, value, now=NOW)  # type: ignore[arg-type]
 
 
 # --- stores -----------------------------------------------------------------------------
