@@ -13,6 +13,7 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aio_pika.connection import make_url
 
 from m8.eventsourcing import StoredEvent
 from m8.messaging.topology import QueueSpec, declare_topology, ensure_topology
@@ -63,10 +64,13 @@ class Broker:
         With `own_queues` (a service on its own user) it declares those and makes sure
         the others exist (`ensure_topology`); without, it declares every queue.
         """
-        connection = await aio_pika.connect_robust(
-            url, client_properties={"connection_name": name}, reconnect_interval=1
+        # Made first and connected second, so that a connect that fails or is cancelled is
+        # closed here rather than left retrying in the background.
+        connection = aio_pika.RobustConnection(
+            make_url(url, reconnect_interval=1), client_properties={"connection_name": name}
         )
         try:
+            await connection.connect()
             # A message no queue takes comes back as an error, so the outbox keeps it.
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             if own_queues is None:
