@@ -37,15 +37,13 @@ from nacl.signing import SigningKey, VerifyKey
 
 from m8.crypto.encoding import b64decode, b64encode, canonical_json, check_text, require_str
 from m8.crypto.errors import (
-    BadSignature,
     CryptoError,
     InvalidInput,
     KeyFileError,
     UnknownSigningKey,
 )
 from m8.crypto.keyfiles import read_private_file, write_private_file
-from m8.crypto.signing import RotatorSigningKey, endorse
-from m8.crypto.statements import SIGNATURE_BYTES
+from m8.crypto.signing import RotatorSigningKey, check_signature, endorse
 
 RECEIPT_CONTEXT = b"m8-outcome-receipt-v1\x00"
 RECEIPT_KEY_FILE_TYPE = "m8-receipt-key-v1"
@@ -181,18 +179,15 @@ def verify_receipt(
     Raises :class:`UnknownSigningKey` (an :class:`UnknownReceiptKey`) or
     :class:`BadSignature`.
     """
-    verify_key = verify_keys.get(receipt_key_id)
-    if verify_key is None:
-        raise UnknownReceiptKey(receipt_key_id)
-    if len(signature) != SIGNATURE_BYTES:
-        raise BadSignature(f"a signature is {SIGNATURE_BYTES} bytes")
-    try:
-        verify_key.verify(receipt.canonical_bytes(), signature)
-    except nacl.exceptions.CryptoError:
-        raise BadSignature(
-            f"the outcome of upload {receipt.upload_id!r} is not signed by receipt key "
-            f"{receipt_key_id!r}"
-        ) from None
+    check_signature(
+        verify_keys,
+        receipt_key_id,
+        receipt.canonical_bytes(),
+        signature,
+        unknown=UnknownReceiptKey,
+        what=f"the outcome of upload {receipt.upload_id!r}",
+        signer="receipt key",
+    )
 
 
 def dumps_receipt_key(key_file: ReceiptKeyFile) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -11,7 +12,7 @@ from nacl.encoding import RawEncoder
 from nacl.signing import SigningKey, VerifyKey
 
 from m8.crypto.encoding import b64decode, b64encode, canonical_json, check_text, format_utc
-from m8.crypto.errors import InvalidInput
+from m8.crypto.errors import BadSignature, InvalidInput, UnknownSigningKey
 
 VERIFY_KEY_FINGERPRINT_PREFIX = "ed25519:"
 _VK_FP_PERSON = b"m8-vk-fp-v1"
@@ -152,3 +153,32 @@ def endorsement_valid(
     """Whether `signature` is the endorser's endorsement of exactly this key and date."""
     key_fields = (signing_key_id, verify_key, not_after)
     return _signature_valid(endorser, "key-endorsement-v2", kind, key_fields, signature)
+
+
+SIGNATURE_BYTES = 64
+
+
+def check_signature(
+    verify_keys: Mapping[str, VerifyKey],
+    key_id: str,
+    message: bytes,
+    signature: bytes,
+    *,
+    unknown: type[UnknownSigningKey],
+    what: str,
+    signer: str,
+) -> None:
+    """Returns if the pinned key `key_id` signed exactly `message`.
+
+    Raises `unknown(key_id)` for a key not in `verify_keys`, :class:`BadSignature` otherwise;
+    `what` and `signer` name the signed thing and the kind of key in that message.
+    """
+    verify_key = verify_keys.get(key_id)
+    if verify_key is None:
+        raise unknown(key_id)
+    if len(signature) != SIGNATURE_BYTES:
+        raise BadSignature(f"a signature is {SIGNATURE_BYTES} bytes")
+    try:
+        verify_key.verify(message, signature)
+    except nacl.exceptions.CryptoError:
+        raise BadSignature(f"{what} is not signed by {signer} {key_id!r}") from None

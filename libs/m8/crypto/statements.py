@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import nacl.exceptions
 from nacl.signing import VerifyKey
 
 from m8.crypto.encoding import (
@@ -25,18 +24,16 @@ from m8.crypto.encoding import (
     require_str,
 )
 from m8.crypto.errors import (
-    BadSignature,
     InvalidInput,
     MalformedStatement,
     StatementExpired,
     UnknownSigningKey,
 )
-from m8.crypto.signing import RotatorSigningKey
+from m8.crypto.signing import RotatorSigningKey, check_signature
 
 # Prepended before signing so a statement signature can never be valid for any other
 # kind of message the same key might sign later.
 STATEMENT_CONTEXT = b"m8-upload-key-statement-v1\x00"
-SIGNATURE_BYTES = 64
 _PUBLIC_KEY_BYTES = 32
 _STATEMENT_FIELDS = frozenset({"key_id", "public_key", "store_id", "path", "expires_at", "kek_id"})
 _SIGNED_FIELDS = frozenset({"statement", "signing_key_id", "signature"})
@@ -155,17 +152,15 @@ def verify_statement(
     Raises :class:`UnknownSigningKey`, :class:`BadSignature` or :class:`StatementExpired`
     (checked against ``now``, default the current time).
     """
-    verify_key = verify_keys.get(signed.signing_key_id)
-    if verify_key is None:
-        raise UnknownSigningKey(signed.signing_key_id)
-    if len(signed.signature) != SIGNATURE_BYTES:
-        raise BadSignature(f"a signature is {SIGNATURE_BYTES} bytes")
-    try:
-        verify_key.verify(signed.statement.canonical_bytes(), signed.signature)
-    except nacl.exceptions.CryptoError:
-        raise BadSignature(
-            f"the upload key statement is not signed by rotator key {signed.signing_key_id!r}"
-        ) from None
+    check_signature(
+        verify_keys,
+        signed.signing_key_id,
+        signed.statement.canonical_bytes(),
+        signed.signature,
+        unknown=UnknownSigningKey,
+        what="the upload key statement",
+        signer="rotator key",
+    )
     if signed.statement.is_expired(now):
         raise StatementExpired(f"upload key {signed.statement.key_id!r} has expired")
     return signed.statement
