@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError
@@ -37,7 +38,7 @@ class UploadCommand:
     path: str
     requested_by: str
 
-    @property
+    @cached_property  # read for the event, the request record and the digest: hash once
     def ciphertext_sha256(self) -> str:
         return hashlib.sha256(base64.b64decode(self.ciphertext)).hexdigest()
 
