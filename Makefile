@@ -1,18 +1,28 @@
-# The two commands of the README. Each makes the virtual environment on first use.
+# The two commands of the README (`make run`, `make test`). Each sets up the development
+# workspace on first use: uv (in .uv/) installs every m8 distribution editable into .venv
+# from uv.lock.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+UV     := .uv/bin/uv
 STAMP  := $(VENV)/.installed
+PROJECTS := pyproject.toml uv.lock $(wildcard libs/*/pyproject.toml services/*/pyproject.toml tools/*/pyproject.toml)
 
-.PHONY: run test lint install clean
+.PHONY: run test test-fast lint install lock clean
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+$(UV):
+	$(PYTHON) -m venv .uv
+	.uv/bin/python -m pip install --quiet 'uv>=0.9'
+
+$(STAMP): $(PROJECTS) | $(UV)
+	$(UV) sync --locked --python $(PYTHON)
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## After changing a dependency in any pyproject.toml.
+lock: | $(UV)
+	$(UV) lock
 
 ## Runs the whole system locally; Ctrl-C stops it.
 run: $(STAMP)
@@ -25,7 +35,8 @@ test: $(STAMP) lint
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy libs services tests bench
+	$(BIN)/mypy libs services tools tests bench
+	$(BIN)/lint-imports
 
 clean:
-	rm -rf $(VENV) .m8 .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .uv .m8 .mypy_cache .pytest_cache .ruff_cache
