@@ -1,50 +1,64 @@
 # syntax=docker/dockerfile:1
 #
-# One image for every m8 service: `m8 api`, `m8 keyrotator`, `m8 reactor vault|aws`, and
-# the operator's `m8 keys ...`. The command is the argument list after `m8`:
+# One image per m8 service, each with its own distribution and dependencies only:
 #
-#   docker build -t m8-secrets:local .
-#   docker run --rm m8-secrets:local --help
-#   docker run ... m8-secrets:local reactor vault
+#   docker build --target api        -t m8-api:local .
+#   docker build --target keyrotator -t m8-keyrotator:local .
+#   docker build --target reactors   -t m8-reactors:local .
 #
-# The image holds no key, token or credential: operators mount them at run time
-# (see deploy/README.md). It installs the project without its dev/test extras, so it has
-# no OpenBao, MongoDB stand-in or moto server in it.
+# The command is the argument list after `m8`; each image has its service's commands only
+# (m8-api: `api`; m8-keyrotator: `keyrotator`, `keys`; m8-reactors: `reactor vault|aws`):
+#
+#   docker run --rm m8-reactors:local reactor vault
+#
+# The images hold no key, token or credential: operators mount them at run time
+# (see deploy/README.md). None holds development tooling (`m8 dev`, OpenBao, the MongoDB
+# stand-in, moto): that is m8-dev, in no image.
 #
 # Operators: pin the base image by digest (python:3.11-slim@sha256:...) for builds
 # that can be reproduced, and rebuild regularly for security updates of the base.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
-# --- build: install the distribution into a virtual environment ---------------------
+# --- build: one virtual environment per service, from uv.lock -----------------------
 FROM ${PYTHON_IMAGE} AS build
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_NO_CACHE_DIR=1
-
-# The same path in both stages: a venv's scripts name their interpreter by absolute path.
-RUN python -m venv /opt/m8
+    PIP_NO_CACHE_DIR=1 \
+    UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_NO_CACHE=1
+RUN python -m pip install 'uv>=0.9'
 
 WORKDIR /src
-# Only what the wheel is built from (.dockerignore keeps everything else out of the
-# context, key files above all). README.md is the package's readme in pyproject.toml.
-COPY pyproject.toml README.md ./
+# The workspace (.dockerignore keeps everything else out of the context, key files above
+# all): uv needs every member's pyproject to read the lock, and installs only one.
+COPY pyproject.toml uv.lock README.md ./
 COPY libs ./libs
 COPY services ./services
+COPY tools ./tools
 
-# `pip install .`: runtime dependencies only (no [dev] or [test]). Every dependency has
-# wheels for linux amd64/arm64 on CPython 3.11; on another platform pip may need a C
-# compiler here (add build-essential to this stage only). The smoke test imports every
-# command, so a missing dependency fails the build, not a deployment.
-RUN /opt/m8/bin/pip install . \
- && /opt/m8/bin/m8 --help > /dev/null
+# The same path in every stage: a venv's scripts name their interpreter by absolute path.
+# `--package`: that service's distribution and what it depends on; `--no-editable`: the
+# code is copied into the venv. The smoke test imports every command of the image, so a
+# missing dependency fails the build, not a deployment.
+FROM build AS build-api
+RUN UV_PROJECT_ENVIRONMENT=/opt/m8 uv sync --frozen --no-dev --no-editable --package m8-api \
+ && /opt/m8/bin/m8 api --help > /dev/null
 
-# --- runtime ------------------------------------------------------------------------
+FROM build AS build-keyrotator
+RUN UV_PROJECT_ENVIRONMENT=/opt/m8 uv sync --frozen --no-dev --no-editable --package m8-keyrotator \
+ && /opt/m8/bin/m8 keyrotator --help > /dev/null && /opt/m8/bin/m8 keys --help > /dev/null
+
+FROM build AS build-reactors
+RUN UV_PROJECT_ENVIRONMENT=/opt/m8 uv sync --frozen --no-dev --no-editable --package m8-reactors \
+ && /opt/m8/bin/m8 reactor --help > /dev/null
+
+# --- runtime: what every service image shares ---------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
 
-LABEL org.opencontainers.image.title="m8 secrets" \
-      org.opencontainers.image.description="m8 server-side services: api, keyrotator, reactors" \
-      org.opencontainers.image.licenses="Apache-2.0"
+LABEL org.opencontainers.image.licenses="Apache-2.0"
 
 # A fixed numeric user, so that Kubernetes can check runAsNonRoot and operators know whom
 # the key files must belong to (m8 refuses a private key file that group or others may
@@ -55,26 +69,43 @@ RUN groupadd --system --gid "${M8_GID}" m8 \
  && useradd --system --uid "${M8_UID}" --gid m8 --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin m8
 
-COPY --from=build /opt/m8 /opt/m8
-
 # Byte code was compiled at install time; nothing is written at run time, so the root
-# file system can be read-only. JSON logs on stdout. The API listens on every interface
-# of its container (the default, 127.0.0.1, is for running on a workstation).
+# file system can be read-only. JSON logs on stdout.
 ENV PATH=/opt/m8/bin:${PATH} \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    M8_LOG_FORMAT=json \
-    M8_API_HOST=0.0.0.0 \
-    M8_API_PORT=8080
+    M8_LOG_FORMAT=json
 
 USER ${M8_UID}:${M8_GID}
 WORKDIR /tmp
-
-# The API's port; the other services listen on nothing (reactors: /metrics on
-# M8_REACTOR_METRICS_PORT if set).
-EXPOSE 8080
 
 # Exec form: m8 is PID 1 and gets SIGTERM itself; every service stops cleanly on it
 # (reactors finish the uploads in hand first: give them a 90 s grace period).
 ENTRYPOINT ["m8"]
 CMD ["--help"]
+
+# --- the service images --------------------------------------------------------------
+FROM runtime AS keyrotator
+LABEL org.opencontainers.image.title="m8-keyrotator" \
+      org.opencontainers.image.description="m8 key rotator: one-time upload keys, signing, destruction"
+COPY --from=build-keyrotator /opt/m8 /opt/m8
+CMD ["keyrotator"]
+
+FROM runtime AS reactors
+LABEL org.opencontainers.image.title="m8-reactors" \
+      org.opencontainers.image.description="m8 reactors: write uploads into the upstream stores"
+COPY --from=build-reactors /opt/m8 /opt/m8
+# /metrics on M8_REACTOR_METRICS_PORT if set; nothing else listens.
+CMD ["reactor", "--help"]
+
+# Last, so that a build without --target makes the API image.
+FROM runtime AS api
+LABEL org.opencontainers.image.title="m8-api" \
+      org.opencontainers.image.description="m8 HTTP API"
+COPY --from=build-api /opt/m8 /opt/m8
+# The API listens on every interface of its container (the default, 127.0.0.1, is for
+# running on a workstation).
+ENV M8_API_HOST=0.0.0.0 \
+    M8_API_PORT=8080
+EXPOSE 8080
+CMD ["api"]
