@@ -28,7 +28,7 @@ from m8.eventsourcing import DomainEvent, Metadata, StoredEvent
 from m8.eventstore import MongoEventRecorder, OutboxRelay
 from m8.messaging import Broker as AmqpBroker
 from m8.messaging.broker import event_message
-from m8.messaging.permissions import SERVICES, consumes, owner
+from m8.messaging.permissions import consumes, owner, services
 from m8.messaging.topology import (
     EVENTS_EXCHANGE,
     KEYROTATOR_QUEUE,
@@ -95,7 +95,7 @@ async def connections(
 ) -> AsyncIterator[dict[str, aio_pika.abc.AbstractConnection]]:
     """A plain connection per service, on that service's own user."""
     opened: dict[str, aio_pika.abc.AbstractConnection] = {
-        s: await aio_pika.connect(broker.service_url(s)) for s in SERVICES
+        s: await aio_pika.connect(broker.service_url(s)) for s in services()
     }
     yield opened
     for connection in opened.values():
@@ -126,7 +126,7 @@ async def test_a_reactor_cannot_publish_an_upload_request_or_another_types_outco
 async def test_each_service_may_publish_exactly_the_events_it_owns(
     connections: dict[str, aio_pika.abc.AbstractConnection],
 ) -> None:
-    allowed: dict[str, list[str]] = {s: [] for s in SERVICES}
+    allowed: dict[str, list[str]] = {s: [] for s in services()}
     for service, connection in connections.items():
         for event in every_kind_of_event():
             try:
@@ -135,7 +135,7 @@ async def test_each_service_may_publish_exactly_the_events_it_owns(
                 continue
             allowed[service].append(event.routing_key)
     expected = {
-        s: [e.routing_key for e in every_kind_of_event() if owner(e) == s] for s in SERVICES
+        s: [e.routing_key for e in every_kind_of_event() if owner(e) == s] for s in services()
     }
     assert allowed == expected
     assert all(expected.values())
@@ -168,7 +168,7 @@ async def _connect(broker: Broker, service: str) -> AmqpBroker:
 async def test_a_service_on_its_own_user_finds_the_topology_declared_for_it(
     broker: Broker,
 ) -> None:
-    for service in SERVICES:
+    for service in services():
         connection = await _connect(broker, service)
         await connection.close()
 
@@ -191,7 +191,7 @@ async def test_each_services_relay_publishes_only_its_own_events_on_its_own_user
             event.aggregate_type, event.aggregate_id, 0, [event.decode()], METADATA
         )
     published = {}
-    for service in SERVICES:
+    for service in services():
         before = await _published_ids(recorder)
         await _relay_until_done(broker, recorder, service, sum(owner(e) == service for e in events))
         published[service] = await _published_ids(recorder) - before

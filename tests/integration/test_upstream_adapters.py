@@ -1,6 +1,7 @@
 """One contract for every upstream store adapter, run against real OpenBao and moto.
 
-Each contract test runs once per store; the server behind the adapter is also read
+Each contract test runs once per registered store type (m8.stores), each with its
+instance in UPSTREAMS; the server behind the adapter is also read
 directly (hvac, boto3), so what landed upstream is checked without the adapter's help.
 """
 
@@ -19,11 +20,10 @@ import hvac
 import pytest
 from mypy_boto3_secretsmanager import SecretsManagerClient
 
+from m8 import stores
 from m8.crypto import FingerprintKey
 from m8.devservices.manager import free_port
-from m8.reactors.adapters import (
-    AwsSecretsManagerConfig,
-    AwsSecretsManagerStore,
+from m8.stores.adapters import (
     FingerprintMarks,
     NotManagedByM8,
     PermanentUpstreamError,
@@ -31,9 +31,9 @@ from m8.reactors.adapters import (
     UpstreamSecret,
     UpstreamStore,
     UpstreamVersion,
-    VaultKvConfig,
-    VaultKvStore,
 )
+from m8.stores.adapters.aws import AwsSecretsManagerConfig, AwsSecretsManagerStore
+from m8.stores.adapters.vault import VaultKvConfig, VaultKvStore
 from tests.servers import Aws, Vault
 
 FP_ONE = "fp1:" + "1" * 43
@@ -210,11 +210,21 @@ class AwsUpstream:
         )
 
 
-@pytest.fixture(params=["vault", "aws"])
+# The contract's instance per store type: its real server, through the adapter and
+# directly. A registered type without one fails the test below.
+UPSTREAMS: dict[str, Callable[[pytest.FixtureRequest], Upstream]] = {
+    "vault": lambda request: VaultUpstream(request.getfixturevalue("vault")),
+    "aws": lambda request: AwsUpstream(request.getfixturevalue("aws")),
+}
+
+
+def test_every_store_type_runs_the_contract() -> None:
+    assert set(UPSTREAMS) == set(stores.names())
+
+
+@pytest.fixture(params=stores.names())
 def upstream(request: pytest.FixtureRequest) -> Upstream:
-    if request.param == "vault":
-        return VaultUpstream(request.getfixturevalue("vault"))
-    return AwsUpstream(request.getfixturevalue("aws"))
+    return UPSTREAMS[request.param](request)
 
 
 @pytest.fixture

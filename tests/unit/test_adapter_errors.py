@@ -20,15 +20,15 @@ from botocore.exceptions import (
 )
 from hvac import exceptions as hvac_errors
 
-from m8.reactors.adapters.aws import classify_aws_error
-from m8.reactors.adapters.base import (
+from m8.stores.adapters.aws import classify_aws_error
+from m8.stores.adapters.base import (
     NotManagedByM8,
     PermanentUpstreamError,
     ThreadPool,
     TransientUpstreamError,
     UpstreamError,
 )
-from m8.reactors.adapters.vault import classify_vault_error
+from m8.stores.adapters.vault import classify_vault_error
 
 SECRET = "hunter2-do-not-show"
 ENDPOINT = "http://127.0.0.1:1"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import m8.domain.events
 from m8.eventsourcing import DomainEvent
-from m8.messaging.permissions import SERVICES, definitions, permissions, publishes
+from m8.messaging.permissions import definitions, permissions, publishes, services
 
 DEFINITIONS = Path(__file__).parents[2] / "deploy" / "rabbitmq" / "definitions.json"
 
@@ -32,10 +32,10 @@ def test_every_domain_event_is_published_by_exactly_one_service() -> None:
             for event_type in kind.event_types
             for store_type in kind.store_types or (None,)
         }
-        for service in SERVICES
+        for service in services()
     }
     assert {t for pairs in owned.values() for t, _ in pairs} == _domain_event_types()
-    for first, second in combinations(SERVICES, 2):
+    for first, second in combinations(services(), 2):
         assert not owned[first] & owned[second], (first, second)
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from m8 import stores
 from m8.config import Settings
 from m8.devservices import ServiceError, manager
 
@@ -35,3 +36,45 @@ def test_state_round_trips_and_is_private(tmp_path: Path) -> None:
     services.save()
     assert (tmp_path / manager.STATE_FILE).stat().st_mode & 0o077 == 0
     assert manager.Services.load(tmp_path).infos == services.infos
+
+
+def test_a_store_server_running_elsewhere_is_used_as_it_is(tmp_path: Path) -> None:
+    dev = stores.get("aws").dev
+    assert dev is not None
+    elsewhere = Settings().model_copy(update={"aws_endpoint_url": "https://aws.example"})
+    info = manager.start_store_server(dev, elsewhere, tmp_path)
+    assert (info.name, info.url, info.managed, info.extra) == (
+        "aws",
+        "https://aws.example",
+        False,
+        {},
+    )
+
+
+def test_a_vault_elsewhere_that_does_not_answer_is_an_error(tmp_path: Path) -> None:
+    dev = stores.get("vault").dev
+    assert dev is not None
+    address = f"http://127.0.0.1:{manager.free_port()}"  # nobody listens there
+    elsewhere = Settings().model_copy(update={"vault_addr": address})
+    with pytest.raises(ServiceError, match=r"VAULT_ADDR=.* does not answer as healthy"):
+        manager.start_store_server(dev, elsewhere, tmp_path)
+
+
+def test_the_environment_points_each_store_types_variables_at_its_server(
+    tmp_path: Path,
+) -> None:
+    services = manager.Services(tmp_path)
+    for name, url, extra in (
+        ("rabbitmq", "amqp://127.0.0.1:5672/", {}),
+        ("mongodb", "mongodb://127.0.0.1:1/", {}),
+        ("openbao", "http://127.0.0.1:2", {"token": "t"}),
+        ("aws", "http://127.0.0.1:3", {}),
+    ):
+        services.infos[name] = manager.ServiceInfo(name, url, managed=True, extra=extra)
+    assert services.environment() == {
+        "M8_AMQP_URL": "amqp://127.0.0.1:5672/",
+        "M8_MONGODB_URI": "mongodb://127.0.0.1:1/",
+        "VAULT_ADDR": "http://127.0.0.1:2",
+        "VAULT_TOKEN": "t",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:3",
+    }

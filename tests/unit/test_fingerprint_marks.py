@@ -7,7 +7,7 @@ import re
 import pytest
 
 from m8.crypto import FingerprintKey, fingerprint, new_upload_id
-from m8.reactors.adapters import FingerprintMarks
+from m8.stores.adapters import FingerprintMarks
 
 KEY = FingerprintKey.generate()
 FP = fingerprint(b"s3cr3t", KEY)

@@ -11,15 +11,12 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from m8.reactors.adapters import NotManagedByM8
-from m8.reactors.credentials import (
-    AwsCredentials,
-    Credentials,
-    VaultCredentials,
-    load_credentials,
-)
+from m8.reactors.credentials import Credentials, load_credentials
 from m8.reactors.settings import ReactorSettings
 from m8.runtime import ConfigurationError
+from m8.stores.adapters import NotManagedByM8
+from m8.stores.aws import AwsCredentials
+from m8.stores.vault import VaultCredentials
 
 TOKEN = "hvs.not-to-be-seen"
 ADDRESS = "https://vault.example:8200"
@@ -153,7 +150,8 @@ def test_entry_that_pins_no_address_is_refused_and_says_what_it_needs() -> None:
     settings = ReactorSettings(
         reactor_credentials=SecretStr(json.dumps({"prod": {"mount": "kv", "token": TOKEN}}))
     )
-    with pytest.raises(ConfigurationError, match="prod: give a Vault store's 'address'") as refused:
+    given = "prod: give a vault store's 'address' or an aws store's 'region'"
+    with pytest.raises(ConfigurationError, match=given) as refused:
         load_credentials(settings)
     assert TOKEN not in str(refused.value)
 

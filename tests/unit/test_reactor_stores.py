@@ -5,13 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
 from m8.crypto import FingerprintKey
 from m8.domain import Store
-from m8.reactors.adapters import AwsSecretsManagerStore, VaultKvStore
-from m8.reactors.credentials import AwsCredentials, Credentials, VaultCredentials
-from m8.reactors.stores import AdapterLimits, DevUpstreams, StoreAdapters, StoreConfigError
+from m8.reactors.credentials import Credentials
+from m8.reactors.stores import DevUpstreams, StoreAdapters, StoreConfigError
+from m8.stores.adapters import AdapterLimits
+from m8.stores.adapters.aws import AwsSecretsManagerStore
+from m8.stores.adapters.vault import VaultKvStore
+from m8.stores.aws import AwsCredentials
+from m8.stores.vault import VaultCredentials
 
 ADDRESS = "http://vault:8200"
 VAULT_CONFIG = {"address": ADDRESS, "mount": "kv", "path_prefix": "apps/"}
@@ -140,7 +143,7 @@ def test_refusal_names_the_field_but_never_the_catalogs_value() -> None:
     ids=["vault", "aws", "aws-at-aws-endpoint-url"],
 )
 def test_store_without_an_entry_is_refused_even_where_the_shell_points(store: Store) -> None:
-    dev = DevUpstreams(vault_addr=ADDRESS, vault_token=SecretStr("root"), aws_endpoint_url=MOTO)
+    dev = {"VAULT_ADDR": ADDRESS, "VAULT_TOKEN": "root", "AWS_ENDPOINT_URL": MOTO}
     with pytest.raises(StoreConfigError, match="a reactor serves only the stores it was given"):
         adapters(dev).get(store, KEY)
 
@@ -148,12 +151,12 @@ def test_store_without_an_entry_is_refused_even_where_the_shell_points(store: St
 async def test_development_setting_serves_a_vault_store_without_an_entry_only_at_vault_addr() -> (
     None
 ):
-    dev = DevUpstreams(vault_addr=ADDRESS + "/", vault_token=SecretStr("dev-root"))
+    dev = {"VAULT_ADDR": ADDRESS + "/", "VAULT_TOKEN": "dev-root"}
     built = adapters(dev, dev_unpinned=True)
     adapter = built.get(VAULT, KEY)
     assert isinstance(adapter, VaultKvStore)
     assert (adapter.config.token, adapter.config.mount) == ("dev-root", "kv")
-    with pytest.raises(StoreConfigError, match="not at VAULT_ADDR"):
+    with pytest.raises(StoreConfigError, match="address is not VAULT_ADDR"):
         built.get(moved(VAULT, address="https://collector.example"), KEY)
     await built.close()
 
@@ -164,7 +167,7 @@ async def test_development_setting_serves_an_aws_store_only_at_aws_endpoint_url(
         adapters(dev_unpinned=True).get(AWS, KEY)  # AWS itself, with ambient keys: never
     with pytest.raises(StoreConfigError, match="not AWS_ENDPOINT_URL"):
         adapters(dev_unpinned=True).get(local, KEY)
-    built = adapters(DevUpstreams(aws_endpoint_url=MOTO), dev_unpinned=True)
+    built = adapters({"AWS_ENDPOINT_URL": MOTO}, dev_unpinned=True)
     adapter = built.get(local, KEY)
     assert isinstance(adapter, AwsSecretsManagerStore)
     assert adapter.config.endpoint_url == MOTO
@@ -189,7 +192,7 @@ async def test_adopting_unmanaged_secrets_is_set_in_the_reactors_credentials_ent
 
 
 async def test_a_store_without_an_entry_never_adopts_whatever_its_catalog_config_says() -> None:
-    dev = DevUpstreams(vault_addr=ADDRESS, vault_token=SecretStr("dev-root"))
+    dev = {"VAULT_ADDR": ADDRESS, "VAULT_TOKEN": "dev-root"}
     built = adapters(dev, dev_unpinned=True)
     adapter = built.get(moved(VAULT, adopt_unmanaged=True), KEY)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from typing import TypeVar
 
@@ -50,6 +51,16 @@ class Settings(BaseSettings):
     log_format: str = Field(default="json", pattern="^(json|console)$")
     state_dir: str = ".m8"
     services: str = Field(default="local", pattern="^(local|containers)$")
+
+    def upstream_variable(self, name: str) -> str | None:
+        """A store type's development variable (its DevServer's: VAULT_ADDR, VAULT_TOKEN,
+        AWS_ENDPOINT_URL), as these settings read it, else from the environment; either
+        way with the M8_ prefix first. None when unset."""
+        field = name.lower()
+        if field in type(self).model_fields:
+            value = getattr(self, field)
+            return value.get_secret_value() if isinstance(value, SecretStr) else value
+        return os.environ.get(f"M8_{name}") or os.environ.get(name) or None
 
 
 @lru_cache(maxsize=1)

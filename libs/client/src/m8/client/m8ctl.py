@@ -5,6 +5,7 @@ Values never come from the command line: a file, standard input, or a hidden pro
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -16,8 +17,10 @@ import typer
 from rich.console import Console
 from rich.table import Column, Table
 
+from m8 import stores
 from m8.client.errors import ClientError, ExitCode
 from m8.client.profile import PinSet, Profile
+from m8.stores import StoreType
 
 if TYPE_CHECKING:
     from m8.client.sdk import M8Client
@@ -38,8 +41,9 @@ app.add_typer(config_app, name="config")
 
 out = Console()
 err = Console(stderr=True)
-# Where an upload can stop; `failed` waits for an operator's re-drive, `expired` for a retry.
-FINAL = {
+# The exit code of each settled status (m8.protocol.status.SETTLED): where an upload can
+# stop; `failed` waits for an operator's re-drive, `expired` for a retry.
+EXIT_CODES = {
     "stored": ExitCode.OK,
     "rejected": ExitCode.REJECTED,
     "failed": ExitCode.FAILED,
@@ -389,7 +393,7 @@ def _follow(
     from m8.client.outcome import await_outcome
 
     with err.status(f"Waiting for upload {upload_id} to be stored…", spinner="dots"):
-        status = await_outcome(client, upload_id, timeout, FINAL)
+        status = await_outcome(client, upload_id, timeout)
     _finish(client, profile, upload_id, status, as_json, chosen)
 
 
@@ -411,7 +415,7 @@ def _finish(
     state = status.get("status")
     if state not in SIGNED:
         _print_upload(status, as_json)
-        raise typer.Exit(int(FINAL.get(str(state), ExitCode.PENDING)))
+        raise typer.Exit(int(EXIT_CODES.get(str(state), ExitCode.PENDING)))
     # Without our own store, path and ciphertext hash (`upload status ID`), the shown ones
     # are checked: the receipt binds them to the upload id, so a verified one vouches for them.
     shown_hash = status.get("ciphertext_sha256")
@@ -435,7 +439,7 @@ def _finish(
         )
         raise typer.Exit(int(ExitCode.UNVERIFIED))
     _print_upload(shown, as_json)
-    raise typer.Exit(int(FINAL[str(state)]))
+    raise typer.Exit(int(EXIT_CODES[str(state)]))
 
 
 def _print_upload(status: dict[str, Any], as_json: bool) -> None:
@@ -565,56 +569,67 @@ def _admin(action: Callable[[M8Client], Any], done: str) -> None:
     out.print(done)
 
 
-FingerprintInMetadata = Annotated[
-    bool,
-    typer.Option(
-        "--fingerprint-in-metadata/--no-fingerprint-in-metadata",
-        help="Write each secret's fingerprint upstream in clear, so readers of the store can "
-        "see which secrets are equal (default: sealed, for the reactors only).",
-    ),
-]
+def add_store_command(store_type: StoreType) -> Callable[..., None]:
+    """`m8ctl stores add <type> NAME --option ...`: an option per field of the type's config.
 
-
-@add_app.command("vault")
-def add_vault(
-    name: Annotated[str, typer.Argument()],
-    address: Annotated[str, typer.Option(help="Vault/OpenBao URL.")],
-    mount: Annotated[str, typer.Option(help="KV v2 mount.")] = "secret",
-    path_prefix: Annotated[str, typer.Option(help="Prefix under the mount.")] = "",
-    fingerprint_in_metadata: FingerprintInMetadata = False,
-) -> None:
-    """Register a Vault / OpenBao KV v2 store. Credentials belong to the reactors, not here.
-
-    The reactors' credentials must pin the same address, mount, prefix and fingerprint setting.
+    A bool field is a --x/--no-x flag; a field the API requires is a required option
+    unless the type suggests a value (`cli_defaults`); an optional one given empty is left
+    out of the request, as if not given.
     """
-    body = {"type": "vault", "name": name, "address": address, "mount": mount,
-            "path_prefix": path_prefix,
-            "fingerprint_in_metadata": fingerprint_in_metadata}  # fmt: skip
-    _admin(lambda c: c.add_store(body), f"Store {name} registered.")
+    fields = store_type.config.model_fields
+    parameters = [
+        inspect.Parameter(
+            "name",
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            annotation=Annotated[str, typer.Argument()],
+        )
+    ]
+    for field_name, field in fields.items():
+        flag = "--" + field_name.replace("_", "-")
+        declared = (f"{flag}/--no-{flag[2:]}",) if field.annotation is bool else ()
+        default = store_type.cli_defaults.get(
+            field_name, ... if field.is_required() else field.default
+        )
+        parameters.append(
+            inspect.Parameter(
+                field_name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=default,
+                annotation=Annotated[
+                    field.annotation, typer.Option(*declared, help=field.description)
+                ],
+            )
+        )
+
+    def add(name: str, **config: Any) -> None:
+        body: dict[str, Any] = {"type": store_type.name, "name": name}
+        for field_name, value in config.items():
+            if fields[field_name].default is None and value in (None, ""):
+                continue  # absent: the store has none (AWS's own KMS key, say)
+            body[field_name] = value
+        _admin(lambda c: c.add_store(body), f"Store {name} registered.")
+
+    *others, last = store_type.pinned
+    pinned = f"{', '.join(others)} and {last}" if others else last
+    add.__doc__ = (
+        f"Register {_article(store_type.title)} {store_type.title} store. Credentials belong "
+        f"to the reactors, not here.\n\nThe reactors' credentials must pin the same {pinned}."
+    )
+    add.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    return add
 
 
-@add_app.command("aws")
-def add_aws(
-    name: Annotated[str, typer.Argument()],
-    region: Annotated[str, typer.Option()],
-    name_prefix: Annotated[str, typer.Option(help="Prefix of secret names.")] = "",
-    kms_key_id: Annotated[str | None, typer.Option()] = None,
-    endpoint_url: Annotated[str | None, typer.Option(help="For a non-AWS endpoint.")] = None,
-    fingerprint_in_metadata: FingerprintInMetadata = False,
-) -> None:
-    """Register an AWS Secrets Manager store.
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
 
-    The reactors' credentials must pin the same region, endpoint, prefix, KMS key and
-    fingerprint setting.
-    """
-    body: dict[str, Any] = {"type": "aws", "name": name, "region": region,
-                            "name_prefix": name_prefix,
-                            "fingerprint_in_metadata": fingerprint_in_metadata}  # fmt: skip
-    if kms_key_id:
-        body["kms_key_id"] = kms_key_id
-    if endpoint_url:
-        body["endpoint_url"] = endpoint_url
-    _admin(lambda c: c.add_store(body), f"Store {name} registered.")
+
+def add_store_commands(app: typer.Typer) -> None:
+    """Adds `<type>` under `m8ctl stores add` for every registered store type."""
+    for store_type in stores.all_types():
+        app.command(store_type.name)(add_store_command(store_type))
+
+
+add_store_commands(add_app)
 
 
 @stores_app.command("activate")

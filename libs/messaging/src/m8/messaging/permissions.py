@@ -32,10 +32,10 @@ from m8.messaging.topology import (
     KEYROTATOR_QUEUE,
     RPC_EXCHANGE,
     RPC_KEYROTATOR_QUEUE,
-    STORE_TYPES,
     QueueSpec,
     consumer_queues,
     reactor_queue,
+    store_types,
 )
 
 API = "api"
@@ -49,7 +49,9 @@ def reactor_service(store_type: str) -> str:
     return f"reactor-{store_type}"
 
 
-SERVICES: tuple[str, ...] = (API, KEYROTATOR, *(reactor_service(t) for t in STORE_TYPES))
+def services() -> tuple[str, ...]:
+    """Every m8 service: the API, the key rotator, and the reactors of each store type."""
+    return (API, KEYROTATOR, *(reactor_service(t) for t in store_types()))
 
 
 class UnknownService(ValueError):
@@ -95,7 +97,7 @@ def publishes(service: str) -> tuple[EventKind, ...]:
                 "secret_store",
                 ("StoreRegistered", "StoreActivated", "StoreDeactivated", "DefaultStoreChanged"),
             ),
-            EventKind("secret", ("SecretUploadRequested",), STORE_TYPES),
+            EventKind("secret", ("SecretUploadRequested",), store_types()),
             EventKind("upload_key", ("UploadKeyClaimed",)),
         )
     if service == KEYROTATOR:
@@ -110,7 +112,7 @@ def publishes(service: str) -> tuple[EventKind, ...]:
 
 def owner(event: StoredEvent) -> str | None:
     """The service that publishes `event` (None: an event no m8 service appends)."""
-    return next((s for s in SERVICES if any(k.matches(event) for k in publishes(s))), None)
+    return next((s for s in services() if any(k.matches(event) for k in publishes(s))), None)
 
 
 @dataclass(frozen=True)
@@ -216,7 +218,7 @@ def definitions(vhost: str = "m8", user_prefix: str = "m8-") -> dict[str, Any]:
     sets each one's password (`rabbitmqctl change_password m8-api ...`).
     """
     users, rights, topics = [], [], []
-    for service in SERVICES:
+    for service in services():
         user = f"{user_prefix}{service}"
         granted = permissions(service)
         users.append(
@@ -256,8 +258,9 @@ def definitions(vhost: str = "m8", user_prefix: str = "m8-") -> dict[str, Any]:
 
 def _store_type(service: str) -> str:
     store_type = service.removeprefix("reactor-")
-    if service not in SERVICES or store_type == service:
-        raise UnknownService(f"no service {service!r}: one of {', '.join(SERVICES)}")
+    known = services()
+    if service not in known or store_type == service:
+        raise UnknownService(f"no service {service!r}: one of {', '.join(known)}")
     return store_type
 
 

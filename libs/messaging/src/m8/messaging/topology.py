@@ -15,12 +15,18 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, 
 from aiormq.abc import FieldTable
 from aiormq.exceptions import ChannelAccessRefused, ChannelNotFoundEntity
 
+from m8 import stores
+
 EVENTS_EXCHANGE = "m8.events"
 RPC_EXCHANGE = "m8.rpc"
 DEAD_LETTER_EXCHANGE = "m8.dlx"
 DEFAULT_DELIVERY_LIMIT = 5
-# The upstream types that have reactors (and so queues and broker users of their own).
-STORE_TYPES: tuple[str, ...] = ("vault", "aws")
+
+
+def store_types() -> tuple[str, ...]:
+    """The upstream types that have reactors (and so queues and broker users of their own):
+    every store type registered (m8.stores)."""
+    return stores.names()
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,7 @@ class QueueSpec:
 
 
 def reactor_queue(store_type: str) -> QueueSpec:
-    """The queue of the reactors for one upstream type (`vault`, `aws`)."""
+    """The queue of the reactors for one upstream type: `m8.reactor.<type>`."""
     return QueueSpec(f"m8.reactor.{store_type}", (f"secret.secret_upload_requested.{store_type}",))
 
 
@@ -67,7 +73,7 @@ RPC_KEYROTATOR_QUEUE = "m8.rpc.keyrotator"
 
 def consumer_queues() -> tuple[QueueSpec, ...]:
     """Every consumer queue of m8."""
-    return (*(reactor_queue(t) for t in STORE_TYPES), KEYROTATOR_QUEUE, API_PROJECTIONS_QUEUE)
+    return (*(reactor_queue(t) for t in store_types()), KEYROTATOR_QUEUE, API_PROJECTIONS_QUEUE)
 
 
 async def declare_topology(channel: AbstractChannel) -> AbstractExchange:

@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import httpx
 
-from m8.messaging.permissions import SERVICES, permissions, topology
+from m8.messaging.permissions import permissions, services, topology
 from m8.messaging.topology import EVENTS_EXCHANGE
 
 
@@ -70,7 +70,7 @@ def main() -> int:
             "M8_RABBITMQ_MANAGEMENT_URL",
             "M8_RABBITMQ_ADMIN_USER",
             "M8_RABBITMQ_ADMIN_PASSWORD",
-            *(password_variable(s) for s in SERVICES),
+            *(password_variable(s) for s in services()),
         )
         if not os.environ.get(name)
     ]
@@ -81,7 +81,7 @@ def main() -> int:
     prefix = os.environ.get("M8_RABBITMQ_USER_PREFIX", "m8-")
     auth = (os.environ["M8_RABBITMQ_ADMIN_USER"], os.environ["M8_RABBITMQ_ADMIN_PASSWORD"])
     base = os.environ["M8_RABBITMQ_MANAGEMENT_URL"].rstrip("/") + "/api"
-    users = {s: (f"{prefix}{s}", os.environ[password_variable(s)]) for s in SERVICES}
+    users = {s: (f"{prefix}{s}", os.environ[password_variable(s)]) for s in services()}
     try:
         with httpx.Client(base_url=base, auth=auth, timeout=30) as api:
             apply(api, vhost, users)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import cache
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from nacl.bindings.crypto_box import crypto_box_MACBYTES
 from nacl.public import PrivateKey
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, field_validator
 
+from m8 import stores
 from m8.api.patterns import PATH_PATTERN, base64_min_pattern, base64_pattern
 from m8.crypto import Binding, MalformedEnvelope, seal_envelope
 from m8.crypto.encoding import b64decode
@@ -17,12 +18,13 @@ from m8.crypto.envelope import MAX_VALUE_BYTES, NONCE_BYTES, PUBLIC_KEY_BYTES
 from m8.domain import check_path
 from m8.domain.errors import InvalidPath
 from m8.domain.paths import MAX_PATH_LENGTH, STORE_NAME
+from m8.protocol.status import UploadStatus
+from m8.stores import StoreType
 
 UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 STORE_PATTERN = f"^{STORE_NAME.pattern}$"
 KEY_ID_MAX = 64
 KEY_ID_PATTERN = rf"^[A-Za-z0-9._-]{{1,{KEY_ID_MAX}}}$"
-UploadStatus = Literal["pending", "stored", "rejected", "failed", "expired"]
 
 
 @cache
@@ -71,52 +73,31 @@ class Strict(BaseModel):
 
 # --- stores ----------------------------------------------------------------------
 
-# Off by default: a fingerprint in clear upstream lets the store's readers see which
-# secrets are equal. The reactors' credentials pin the same setting per store.
-FingerprintInMetadata = Annotated[
-    bool,
-    Field(
-        description=(
-            "write each secret's fingerprint upstream in clear (the store's readers can then "
-            "see which secrets are equal); otherwise it is sealed for the reactors"
-        )
-    ),
-]
 
-
-class VaultStoreIn(Strict):
-    """A HashiCorp Vault / OpenBao KV v2 store. Credentials go to the reactors, not here."""
-
-    type: Literal["vault"]
-    name: StoreName
-    # No '@' is allowed: a URL must not carry credentials.
-    address: str = Field(
-        max_length=2048,
-        pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$",
-        examples=["https://vault.example.com:8200"],
+def store_in_model(store_type: StoreType) -> type[BaseModel]:
+    """The body that registers a store of `store_type`: its type, its name, its config."""
+    literal: Any = Literal[store_type.name]
+    model: type[BaseModel] = create_model(
+        f"{store_type.name.title()}StoreIn",
+        __base__=store_type.config,
+        __doc__=store_type.config.__doc__,
+        type=(literal, ...),
+        name=(StoreName, ...),
     )
-    mount: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,128}$", examples=["secret"])
-    path_prefix: str = Field(max_length=256, pattern=r"^([A-Za-z0-9_.+=@-]+/)*$", examples=["m8/"])
-    fingerprint_in_metadata: FingerprintInMetadata = False
+    return model
 
 
-class AwsStoreIn(Strict):
-    """An AWS Secrets Manager store. Credentials come from the reactors' environment."""
-
-    type: Literal["aws"]
-    name: StoreName
-    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$", examples=["eu-west-1"])
-    name_prefix: str = Field(max_length=256, pattern=r"^[A-Za-z0-9/_+=.@-]*$", examples=["m8/"])
-    kms_key_id: str | None = Field(default=None, max_length=2048, pattern=r"^[A-Za-z0-9:/_-]+$")
-    endpoint_url: str | None = Field(
-        default=None,
-        max_length=2048,
-        pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$",
-    )
-    fingerprint_in_metadata: FingerprintInMetadata = False
+def store_in() -> Any:
+    """The body of POST /v1/stores: the model of one registered store type, by `type`."""
+    models = tuple(store_in_model(store_type) for store_type in stores.all_types())
+    return Annotated[Union[models], Field(discriminator="type")]  # noqa: UP007
 
 
-StoreIn = Annotated[VaultStoreIn | AwsStoreIn, Field(discriminator="type")]
+# The store types registered when the API starts (m8.stores).
+if TYPE_CHECKING:
+    StoreIn = Any
+else:
+    StoreIn = store_in()
 
 
 class StoreView(BaseModel):

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from m8 import stores
 from m8.crypto import FingerprintKey, KekRing, ReceiptKeyFile, encode_verify_key
 from m8.crypto.encoding import b64encode
 from m8.eventstore.mongo import Document
@@ -21,8 +22,9 @@ from m8.reactors.reactor import Reactor
 from m8.reactors.retry import RetryPolicy
 from m8.reactors.sealed_keys import SealedUploadKeys
 from m8.reactors.settings import ReactorSettings
-from m8.reactors.stores import STORE_TYPES, AdapterLimits, DevUpstreams, StoreAdapters
+from m8.reactors.stores import DevUpstreams, StoreAdapters
 from m8.runtime import ConfigurationError, Runtime, service, wait_for_signal
+from m8.stores.adapters import AdapterLimits
 
 log = logging.getLogger(__name__)
 
@@ -45,24 +47,36 @@ class ReactorConfig:
 
 def configure(settings: ReactorSettings, store_type: str) -> ReactorConfig:
     """Reads keys and credentials; ConfigurationError says what is missing or wrong."""
-    if store_type not in STORE_TYPES:
-        raise ConfigurationError(f"no reactor for store type {store_type!r}: {STORE_TYPES}")
+    if store_type not in stores.names():
+        raise ConfigurationError(f"no reactor for store type {store_type!r}: {stores.names()}")
     keks, fingerprint_key = settings.kek_ring(), settings.fingerprint_key()
     receipt_key = settings.receipt_key()
-    stores = StoreAdapters(
+    adapters = StoreAdapters(
         load_credentials(settings),
         AdapterLimits(settings.reactor_upstream_timeout, settings.reactor_upstream_threads),
-        DevUpstreams(settings.vault_addr, settings.vault_token, settings.aws_endpoint_url),
+        dev_upstreams(settings),
     )
     return ReactorConfig(
         store_type,
         keks,
         fingerprint_key,
-        stores,
+        adapters,
         settings.retry_policy(),
         settings.reactor_concurrency,
         receipt_key,
     )
+
+
+def dev_upstreams(settings: ReactorSettings) -> DevUpstreams:
+    """Where the developer's shell points each store type's local server (VAULT_ADDR & co.)."""
+    found: dict[str, str] = {}
+    for store_type in stores.all_types():
+        dev = store_type.dev
+        for variable in (dev.address_variable, dev.login_variable) if dev else ():
+            value = settings.upstream_variable(variable) if variable else None
+            if variable and value is not None:
+                found[variable] = value
+    return found
 
 
 async def register_receipt_key(

@@ -1,32 +1,38 @@
-"""`m8 reactor vault|aws`: runs the reactor of one upstream store type."""
+"""`m8 reactor <type>`: runs the reactor of one upstream store type (one command per type)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import typer
 
+from m8 import stores
 from m8.config import SettingsError, load_settings
 from m8.logs import configure_logging
 from m8.reactors.bootstrap import run
 from m8.reactors.settings import ReactorSettings
-
-app = typer.Typer(
-    help="Reactors: write uploads into upstream stores (configured by M8_REACTOR_* variables).",
-    no_args_is_help=True,
-)
+from m8.stores import StoreType
 
 
-@app.command()
-def vault() -> None:
-    """Writes uploads into HashiCorp Vault / OpenBao KV v2 stores."""
-    _run("vault")
+def make_app() -> typer.Typer:
+    """The `m8 reactor` command, with a sub-command per registered store type."""
+    app = typer.Typer(
+        help="Reactors: write uploads into upstream stores (configured by M8_REACTOR_* variables).",
+        no_args_is_help=True,
+    )
+    for store_type in stores.all_types():
+        app.command(store_type.name, help=f"Writes uploads into {store_type.title} stores.")(
+            _command(store_type)
+        )
+    return app
 
 
-@app.command()
-def aws() -> None:
-    """Writes uploads into AWS Secrets Manager stores."""
-    _run("aws")
+def _command(store_type: StoreType) -> Callable[[], None]:
+    def command() -> None:
+        _run(store_type.name)
+
+    return command
 
 
 def _run(store_type: str) -> None:
@@ -40,6 +46,8 @@ def _run(store_type: str) -> None:
         typer.echo(f"m8 reactor {store_type}: {exc}", err=True)
         raise typer.Exit(2) from None
 
+
+app = make_app()
 
 if __name__ == "__main__":
     app()

@@ -17,6 +17,8 @@ or the values it writes, anywhere else::
      "aws-local": {"region": "us-east-1", "name_prefix": "m8/",
                    "endpoint_url": "http://127.0.0.1:5000", "fingerprint_in_metadata": true}}
 
+Each store type's entry is its StoreType's credentials model (m8.stores; it is known by
+its type's ``entry_field``: a Vault entry by its address, an AWS entry by its region).
 A Vault entry has the store's ``address``, ``mount`` and ``path_prefix``, and a token or an
 AppRole. An AWS entry has the store's ``region`` and ``name_prefix``, its ``kms_key_id``
 (absent: the store must name none, so AWS's own key is used) and, for an endpoint other
@@ -41,92 +43,54 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Union
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    SecretStr,
-    Tag,
-    TypeAdapter,
-    ValidationError,
-    model_validator,
-)
+from pydantic import Discriminator, Tag, TypeAdapter, ValidationError
 
+from m8 import stores
 from m8.crypto.errors import KeyFileError
 from m8.crypto.keyfiles import read_private_file
 from m8.reactors.settings import ReactorSettings
 from m8.runtime import ConfigurationError
+from m8.stores import StoreCredentials
 
 log = logging.getLogger(__name__)
 
 
-class VaultCredentials(BaseModel):
-    """Where one Vault store lives and how a reactor logs in: a token, or an AppRole."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    address: str
-    mount: str
-    path_prefix: str
-    fingerprint_in_metadata: bool = False
-    token: SecretStr | None = None
-    role_id: str | None = None
-    secret_id: SecretStr | None = None
-    approle_mount: str = "approle"
-    adopt_unmanaged: bool = False
-
-    @model_validator(mode="after")
-    def _one_login(self) -> Self:
-        approle = self.role_id is not None and self.secret_id is not None
-        if (self.token is not None) == approle or (self.role_id is None) != (
-            self.secret_id is None
-        ):
-            raise ValueError("give either a token, or a role_id and a secret_id")
-        return self
-
-
-class AwsCredentials(BaseModel):
-    """Where one AWS Secrets Manager store lives; its keys come from boto3's chain."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    region: str
-    name_prefix: str
-    endpoint_url: str | None = None
-    kms_key_id: str | None = None
-    fingerprint_in_metadata: bool = False
-    adopt_unmanaged: bool = False
-
-
 def _kind(entry: Any) -> str | None:
-    """Which kind of entry: one with an address is Vault's, one with a region AWS's."""
-    if isinstance(entry, dict):
-        return "vault" if "address" in entry else "aws" if "region" in entry else None
-    return "vault" if isinstance(entry, VaultCredentials) else "aws"
+    """Which store type an entry is of: the one whose `entry_field` it has (Vault's address)."""
+    for store_type in stores.all_types():
+        if isinstance(entry, dict) and store_type.entry_field in entry:
+            return store_type.name
+        if isinstance(entry, store_type.credentials):
+            return store_type.name
+    return None
 
 
-StoreCredentials = Annotated[
-    Annotated[VaultCredentials, Tag("vault")] | Annotated[AwsCredentials, Tag("aws")],
-    Discriminator(
-        _kind,
-        custom_error_type="store_entry",
-        custom_error_message="give a Vault store's 'address' or an AWS store's 'region'",
-    ),
-]
-Entry = VaultCredentials | AwsCredentials
-_CREDENTIALS = TypeAdapter(dict[str, StoreCredentials])
+def _entries_adapter() -> TypeAdapter[dict[str, StoreCredentials]]:
+    """Parses the JSON into entries of the store types registered now."""
+    types = stores.all_types()
+    given = " or ".join(f"{_a(t.name)} {t.name} store's {t.entry_field!r}" for t in types)
+    entry: Any = Annotated[
+        Union[tuple(Annotated[t.credentials, Tag(t.name)] for t in types)],  # noqa: UP007
+        Discriminator(_kind, custom_error_type="store_entry", custom_error_message=f"give {given}"),
+    ]
+    return TypeAdapter(dict[str, entry])
+
+
+def _a(word: str) -> str:
+    """The article before `word`: "an aws store", "a vault store"."""
+    return "an" if word[:1] in "aeiou" else "a"
 
 
 @dataclass(frozen=True)
 class Credentials:
     """The operator's entries by store name; whether stores without one are served (dev)."""
 
-    stores: Mapping[str, Entry] = field(default_factory=dict)
+    stores: Mapping[str, StoreCredentials] = field(default_factory=dict)
     dev_unpinned_stores: bool = False
 
-    def get(self, name: str) -> Entry | None:
+    def get(self, name: str) -> StoreCredentials | None:
         """The entry of the store called `name`, if the operator gave one."""
         return self.stores.get(name)
 
@@ -142,7 +106,7 @@ def load_credentials(settings: ReactorSettings) -> Credentials:
     return Credentials(_entries(settings), settings.reactor_dev_unpinned_stores)
 
 
-def _entries(settings: ReactorSettings) -> dict[str, Entry]:
+def _entries(settings: ReactorSettings) -> dict[str, StoreCredentials]:
     if settings.reactor_credentials_file and settings.reactor_credentials:
         raise ConfigurationError(
             "set M8_REACTOR_CREDENTIALS_FILE or M8_REACTOR_CREDENTIALS, not both"
@@ -156,7 +120,7 @@ def _entries(settings: ReactorSettings) -> dict[str, Entry]:
     else:
         return {}
     try:
-        return _CREDENTIALS.validate_json(text)
+        return _entries_adapter().validate_json(text)
     except ValidationError as exc:
         # Only where and what: pydantic's own text quotes the input, i.e. the secrets.
         problems = "; ".join(

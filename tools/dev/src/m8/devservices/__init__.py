@@ -1,4 +1,5 @@
-"""Real servers for development and tests: OpenBao, a MongoDB-wire server, moto, RabbitMQ."""
+"""Real servers for development and tests: RabbitMQ, a MongoDB-wire server, and the local
+server of each store type (OpenBao, moto: m8.stores, DevServer)."""
 
 from m8.devservices.manager import ServiceError, ServiceInfo, Services, local_services
 

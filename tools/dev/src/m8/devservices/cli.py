@@ -20,7 +20,7 @@ from m8.client.upload import put_secret
 from m8.config import get_settings
 from m8.crypto import SecretBytes
 from m8.devservices.manager import ServiceError, Services, local_services
-from m8.devservices.system import AWS_STORE, VAULT_STORE, System, m8ctl_login
+from m8.devservices.system import System, dev_store, dev_types, m8ctl_login
 from m8.devservices.vhosts import virtual_host
 
 console = Console()
@@ -108,7 +108,8 @@ def run_locally(ctx: typer.Context) -> None:
             # other's requests or take each other's events.
             vhost = cleanup.enter_context(virtual_host(services["rabbitmq"], prefix="m8-dev-"))
             cleanup.callback(_stop_system, system)
-            with console.status("Starting api, keyrotator and the vault and aws reactors…"):
+            reactors = " and ".join(t.name for t in dev_types())
+            with console.status(f"Starting api, keyrotator and the {reactors} reactors…"):
                 system.start(services, overrides={"M8_AMQP_URL": vhost.url})
             _print(services)
             config = system.workdir / "m8ctl.json"
@@ -124,13 +125,14 @@ def run_locally(ctx: typer.Context) -> None:
 
 def _usage(system: System, config: Path) -> None:
     console.print(f"\nm8 is up: API at {system.api_url}", highlight=False)
-    console.print(f"Stores: {VAULT_STORE} (default, OpenBao) and {AWS_STORE} (moto).")
+    named = [f"{dev_store(t.name)} ({t.title})" for t in dev_types()]
+    console.print(f"Stores: {', '.join(named)}; the first is the default.", highlight=False)
     console.print("Use m8ctl as the dev admin:", highlight=False)
     for line in (
         f"  export M8CTL_CONFIG={config}",
         "  printf 's3cr3t' | m8ctl secret put team/db/password",
-        f"  m8ctl secret put team/db/password --store {AWS_STORE} < file",
-        "  m8 dev demo    # one value into both stores, equal fingerprints",
+        f"  m8ctl secret put team/db/password --store {dev_store(dev_types()[-1].name)} < file",
+        "  m8 dev demo    # one value into every store, equal fingerprints",
     ):
         console.print(line, markup=False, highlight=False)
     console.print(f"Logs: {system.workdir / 'logs'}. Press Ctrl-C to stop.", highlight=False)
@@ -157,7 +159,7 @@ def _stop_servers(services: Services) -> None:
 
 @dev.command("demo")
 def demo() -> None:
-    """Put one random value into both dev stores and show the two equal fingerprints."""
+    """Put one random value into every dev store and show the equal fingerprints."""
     try:
         system = System.load(_workdir())
         # The profile `m8 dev` logged in with m8ctl, pinned keys included.
@@ -165,7 +167,7 @@ def demo() -> None:
         value = secrets.token_bytes(24)  # random and never shown: only fingerprints are
         fingerprints = {}
         with M8Client(profile.server, profile.token) as client:
-            for store in (VAULT_STORE, AWS_STORE):
+            for store in (dev_store(t.name) for t in dev_types()):
                 with SecretBytes(value) as secret:
                     accepted = put_secret(client, profile, "demo/value", store, secret)
                 status = client.upload(accepted["upload_id"], wait=30)
@@ -186,6 +188,7 @@ def demo() -> None:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from None
     same = len(set(fingerprints.values())) == 1 and None not in fingerprints.values()
-    console.print("Equal fingerprints in both stores." if same else "[red]Fingerprints differ![/]")
+    where = "both stores" if len(fingerprints) == 2 else f"all {len(fingerprints)} stores"
+    console.print(f"Equal fingerprints in {where}." if same else "[red]Fingerprints differ![/]")
     if not same:
         raise typer.Exit(1)

@@ -6,6 +6,7 @@ environment variable points at a real one, or it is the machine's RabbitMQ).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -25,10 +26,11 @@ import httpx
 from pymongo import MongoClient
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
+from m8 import stores
 from m8.config import Settings
 from m8.crypto.keyfiles import write_private_file
+from m8.stores import DevServer
 
-NAMES = ("rabbitmq", "mongodb", "openbao", "aws")
 STATE_FILE = "services.json"
 
 
@@ -196,6 +198,10 @@ def openbao_healthy(addr: str) -> bool:
     return http_ok(f"{addr}/v1/sys/health")
 
 
+def _store_server_healthy(dev: DevServer, info: ServiceInfo) -> bool:
+    return http_ok(info.url + dev.ready) if info.managed or dev.ready_elsewhere else True
+
+
 def rabbitmq_healthy(url: str) -> bool:
     """Whether the AMQP port of `url` accepts connections."""
     parts = urlsplit(url)
@@ -227,34 +233,39 @@ def start_mongodb(settings: Settings, workdir: Path) -> ServiceInfo:
     return _ready_or_fail(info, proc, lambda: mongodb_healthy(uri), timeout=60)
 
 
-def start_openbao(settings: Settings, workdir: Path) -> ServiceInfo:
-    """The Vault at VAULT_ADDR, or an OpenBao dev server of our own with KV v2 at secret/."""
-    if settings.vault_addr:
-        token = settings.vault_token.get_secret_value() if settings.vault_token else ""
-        if not openbao_healthy(settings.vault_addr):
-            raise ServiceError(f"VAULT_ADDR={settings.vault_addr} does not answer as healthy.")
-        return ServiceInfo("openbao", settings.vault_addr, managed=False, extra={"token": token})
-    port = free_port()
-    addr = f"http://127.0.0.1:{port}"
-    token = "dev-" + secrets.token_urlsafe(16)
-    argv = [tool("bao"), "server", "-dev", f"-dev-listen-address=127.0.0.1:{port}"]
-    # The root token goes by environment, never on the command line where `ps` shows it.
-    env = {"BAO_DEV_ROOT_TOKEN_ID": token, "VAULT_DEV_ROOT_TOKEN_ID": token}
-    proc, log = spawn("openbao", argv, workdir, env)
-    info = ServiceInfo("openbao", addr, managed=True, pid=proc.pid, log=log)
-    info.extra["token"] = token
-    return _ready_or_fail(info, proc, lambda: openbao_healthy(addr), timeout=60)
-
-
-def start_aws(settings: Settings, workdir: Path) -> ServiceInfo:
-    """The AWS endpoint at AWS_ENDPOINT_URL, or moto's server of our own."""
-    if settings.aws_endpoint_url:
-        return ServiceInfo("aws", settings.aws_endpoint_url, managed=False)
+def start_store_server(dev: DevServer, settings: Settings, workdir: Path) -> ServiceInfo:
+    """The server at the type's address variable (VAULT_ADDR), or a local one of our own."""
+    address = settings.upstream_variable(dev.address_variable)
+    extra = {}
+    if dev.login_variable:
+        extra["token"] = settings.upstream_variable(dev.login_variable) or ""
+    if address:
+        if dev.ready_elsewhere and not http_ok(address + dev.ready):
+            raise ServiceError(f"{dev.address_variable}={address} does not answer as healthy.")
+        return ServiceInfo(dev.server, address, managed=False, extra=extra)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc, log = spawn("aws", [tool("moto_server"), "-H", "127.0.0.1", "-p", str(port)], workdir)
-    info = ServiceInfo("aws", url, managed=True, pid=proc.pid, log=log)
-    return _ready_or_fail(info, proc, lambda: http_ok(f"{url}/moto-api/"), timeout=60)
+    argv = [tool(dev.command[0]), *(part.format(port=port) for part in dev.command[1:])]
+    env = {}
+    if dev.login_variable:
+        extra["token"] = "dev-" + secrets.token_urlsafe(16)
+        # By environment, never on the command line where `ps` shows it.
+        env = {variable: extra["token"] for variable in dev.login_environment}
+    proc, log = spawn(dev.server, argv, workdir, env)
+    info = ServiceInfo(dev.server, url, managed=True, pid=proc.pid, log=log, extra=extra)
+    return _ready_or_fail(info, proc, lambda: http_ok(url + dev.ready), timeout=60)
+
+
+def start_openbao(settings: Settings, workdir: Path) -> ServiceInfo:
+    """The Vault at VAULT_ADDR, or an OpenBao dev server of our own with KV v2 at secret/."""
+    dev = stores.get("vault").dev
+    assert dev is not None  # the vault type has its dev server
+    return start_store_server(dev, settings, workdir)
+
+
+def store_servers() -> dict[str, DevServer]:
+    """The local server of each store type that has one, by the server's name."""
+    return {t.dev.server: t.dev for t in stores.all_types() if t.dev is not None}
 
 
 def start_rabbitmq(settings: Settings, workdir: Path) -> ServiceInfo:
@@ -284,7 +295,7 @@ def start_rabbitmq(settings: Settings, workdir: Path) -> ServiceInfo:
 
 @dataclass
 class Services:
-    """The four servers, as a dict-like set with a state file for `up`/`down`."""
+    """The servers, as a dict-like set with a state file for `up`/`down`."""
 
     workdir: Path
     infos: dict[str, ServiceInfo] = field(default_factory=dict)
@@ -300,8 +311,8 @@ class Services:
         try:
             self.infos["rabbitmq"] = start_rabbitmq(settings, self.workdir)
             self.infos["mongodb"] = start_mongodb(settings, self.workdir)
-            self.infos["openbao"] = start_openbao(settings, self.workdir)
-            self.infos["aws"] = start_aws(settings, self.workdir)
+            for name, dev in store_servers().items():
+                self.infos[name] = start_store_server(dev, settings, self.workdir)
         except BaseException:
             self.stop()
             raise
@@ -319,21 +330,18 @@ class Services:
         checks: dict[str, Callable[[ServiceInfo], bool]] = {
             "rabbitmq": lambda i: rabbitmq_healthy(i.url),
             "mongodb": lambda i: mongodb_healthy(i.url),
-            "openbao": lambda i: openbao_healthy(i.url),
-            "aws": lambda i: http_ok(f"{i.url}/moto-api/") if i.managed else True,
         }
+        for name, dev in store_servers().items():
+            checks[name] = functools.partial(_store_server_healthy, dev)
         return {info.name: checks[info.name](info) for info in self}
 
     def environment(self) -> dict[str, str]:
         """Environment variables that point m8 (and its tools) at these servers."""
-        env = {
-            "M8_AMQP_URL": self["rabbitmq"].url,
-            "M8_MONGODB_URI": self["mongodb"].url,
-            "VAULT_ADDR": self["openbao"].url,
-            "AWS_ENDPOINT_URL": self["aws"].url,
-        }
-        if token := self["openbao"].extra.get("token"):
-            env["VAULT_TOKEN"] = token
+        env = {"M8_AMQP_URL": self["rabbitmq"].url, "M8_MONGODB_URI": self["mongodb"].url}
+        for name, dev in store_servers().items():
+            env[dev.address_variable] = self[name].url
+            if dev.login_variable and (token := self[name].extra.get("token")):
+                env[dev.login_variable] = token
         return env
 
     def save(self) -> None:

@@ -1,7 +1,8 @@
-"""The whole of m8 on one machine: local servers, keys, the four services, two stores.
+"""The whole of m8 on one machine: local servers, keys, the services, a store per type.
 
-`m8 dev` runs this in the foreground; `m8 dev demo` uses the state it leaves in
-`.m8/system.json` to put one value into both stores.
+Every store type with a local server (m8.stores: its DevServer) gets that server, a
+reactor and a store `<type>-dev` on it. `m8 dev` runs this in the foreground; `m8 dev
+demo` uses the state it leaves in `.m8/system.json` to put one value into every store.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import secrets
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+from m8 import stores
 from m8.crypto import (
     FingerprintKey,
     Kek,
@@ -38,10 +41,23 @@ from m8.devservices.manager import (
     wait_until,
 )
 from m8.devservices.vhosts import management, provision
+from m8.stores import StoreType
 
 SYSTEM_FILE = "system.json"
-VAULT_STORE = "vault-dev"
-AWS_STORE = "aws-dev"
+
+
+def dev_store(store_type: str) -> str:
+    """The name of the store `m8 dev` registers for a store type: `vault-dev`."""
+    return f"{store_type}-dev"
+
+
+def dev_types() -> tuple[StoreType, ...]:
+    """The store types `m8 dev` runs: those with a local server, the first the default."""
+    return tuple(t for t in stores.all_types() if t.dev is not None)
+
+
+VAULT_STORE = dev_store("vault")
+AWS_STORE = dev_store("aws")
 
 
 @dataclass
@@ -71,7 +87,7 @@ class DevKeys:
     def ensure(self) -> None:
         """Writes every key file that is missing (0600 for private halves)."""
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for store_type in ("vault", "aws"):
+        for store_type in stores.names():
             private, public = self.kek(store_type)
             if not private.exists():
                 kek = Kek.generate(f"{store_type}-dev")
@@ -81,7 +97,7 @@ class DevKeys:
             write_key_file(self.master, Kek.generate("rotator-master-dev"))
         if not self.fingerprint.exists():
             write_key_file(self.fingerprint, FingerprintKey.generate())
-        for store_type in ("vault", "aws"):
+        for store_type in stores.names():
             if not self.receipt(store_type).exists():
                 key = ReceiptSigningKey.generate(f"receipt-{store_type}-dev")
                 write_receipt_key_file(self.receipt(store_type), ReceiptKeyFile(key))
@@ -107,31 +123,12 @@ class System:
         digest = hashlib.sha256(admin.encode()).hexdigest()
         entry = {"sha256": digest, "subject": "dev-admin", "roles": ["admin"]}
         write_private_file(token_file, json.dumps({"tokens": [entry]}, indent=2), overwrite=True)
-        # The reactors' own credentials, each pinned to its store's upstream address.
+        # The reactors' own credentials, each pinned to its store's upstream address,
+        # exactly as register_stores registers them: a reactor serves a store only as its
+        # entry describes it.
         credentials = self.workdir / "reactor-credentials.json"
-        vault, aws = services["openbao"], services["aws"]
-        write_private_file(
-            credentials,
-            json.dumps(
-                {
-                    # Exactly as register_stores registers them: a reactor serves a store
-                    # only as its entry describes it.
-                    VAULT_STORE: {
-                        "address": vault.url,
-                        "mount": "secret",
-                        "path_prefix": "m8/",
-                        "token": vault.extra.get("token", ""),
-                    },
-                    AWS_STORE: {
-                        "region": "us-east-1",
-                        "name_prefix": "m8/",
-                        "endpoint_url": aws.url,
-                    },
-                },
-                indent=2,
-            ),
-            overwrite=True,
-        )
+        entries = {dev_store(t.name): _dev_entry(t, services) for t in dev_types()}
+        write_private_file(credentials, json.dumps(entries, indent=2), overwrite=True)
         common = {
             "M8_AMQP_URL": services["rabbitmq"].url,
             "M8_MONGODB_URI": services["mongodb"].url,
@@ -142,8 +139,8 @@ class System:
             "M8_REACTOR_FINGERPRINT_KEY_FILE": str(keys.fingerprint),
             "M8_REACTOR_CREDENTIALS_FILE": str(credentials),
         }
-        kek_files = {t: [str(keys.kek(t)[1])] for t in ("vault", "aws")}
-        return {
+        kek_files = {t.name: [str(keys.kek(t.name)[1])] for t in dev_types()}
+        environments = {
             # The OpenAPI pages are off in production; a developer wants them.
             "api": {**common, "M8_API_TOKEN_FILE": str(token_file), "M8_API_PUBLIC_DOCS": "true"},
             "keyrotator": {
@@ -151,25 +148,26 @@ class System:
                 "M8_KEYROTATOR_MASTER_KEY_FILE": str(keys.master),
                 "M8_KEYROTATOR_KEK_FILES": json.dumps(kek_files),
             },
-            "reactor-vault": {
-                **reactor,
-                "M8_REACTOR_KEK_FILES": str(keys.kek("vault")[0]),
-                "M8_REACTOR_RECEIPT_KEY_FILE": str(keys.receipt("vault")),
-            },
-            "reactor-aws": {
-                **reactor,
-                "M8_REACTOR_KEK_FILES": str(keys.kek("aws")[0]),
-                "M8_REACTOR_RECEIPT_KEY_FILE": str(keys.receipt("aws")),
-                # moto takes any keys; a real AWS uses boto3's usual credential chain.
-                "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "dev"),
-                "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "dev"),
-            },
         }
+        for store_type in dev_types():
+            assert store_type.dev is not None  # dev_types() has only those with one
+            environments[f"reactor-{store_type.name}"] = {
+                **reactor,
+                "M8_REACTOR_KEK_FILES": str(keys.kek(store_type.name)[0]),
+                "M8_REACTOR_RECEIPT_KEY_FILE": str(keys.receipt(store_type.name)),
+                # A developer's own (AWS_ACCESS_KEY_ID, say) win over the dev server's.
+                **{
+                    name: os.environ.get(name, value)
+                    for name, value in store_type.dev.reactor_environment.items()
+                },
+            }
+        return environments
 
     def start(self, services: Services, overrides: dict[str, str] | None = None) -> None:
-        """Starts api, keyrotator and both reactors, and waits until the API is ready.
+        """Starts api, keyrotator and a reactor per store type, and waits until the API is
+        ready.
 
-        `overrides` replace environment variables of all four (tests give each run a
+        `overrides` replace environment variables of all of them (tests give each run a
         RabbitMQ virtual host and a database of its own this way).
         """
         keys = DevKeys(self.workdir / "keys")
@@ -182,8 +180,7 @@ class System:
         commands = {
             "api": [m8, "api", "--port", str(port)],
             "keyrotator": [m8, "keyrotator"],
-            "reactor-vault": [m8, "reactor", "vault"],
-            "reactor-aws": [m8, "reactor", "aws"],
+            **{f"reactor-{t.name}": [m8, "reactor", t.name] for t in dev_types()},
         }
         for name, argv in commands.items():
             env = {**environments[name], **(overrides or {}), "M8_AMQP_URL": amqp_urls[name]}
@@ -207,22 +204,10 @@ class System:
         self.save()
 
     def register_stores(self, services: Services) -> None:
-        """One Vault store and one AWS store, each on the local server (idempotent)."""
+        """A store per type, each on its local server (idempotent)."""
         bodies = [
-            {
-                "type": "vault",
-                "name": VAULT_STORE,
-                "address": services["openbao"].url,
-                "mount": "secret",
-                "path_prefix": "m8/",
-            },
-            {
-                "type": "aws",
-                "name": AWS_STORE,
-                "region": "us-east-1",
-                "name_prefix": "m8/",
-                "endpoint_url": services["aws"].url,
-            },
+            {"type": t.name, "name": dev_store(t.name), **_dev_config(t, services)}
+            for t in dev_types()
         ]
         token = self.admin_token_file.read_text().strip()
         with httpx.Client(base_url=self.api_url, timeout=30) as http:
@@ -255,6 +240,23 @@ class System:
         return cls(workdir, raw["api_url"], raw["pids"])
 
 
+def _dev_config(store_type: StoreType, services: Services) -> dict[str, Any]:
+    """The config of a type's dev store: on the local server `services` run for it."""
+    dev = store_type.dev
+    assert dev is not None  # dev_types() has only those with one
+    return {**dev.config, dev.address_field: services[dev.server].url}
+
+
+def _dev_entry(store_type: StoreType, services: Services) -> dict[str, Any]:
+    """The reactors' credentials entry of a type's dev store, with the server's login."""
+    dev = store_type.dev
+    assert dev is not None  # dev_types() has only those with one
+    entry = _dev_config(store_type, services)
+    if dev.login_field is not None:
+        entry[dev.login_field] = services[dev.server].extra.get("token", "")
+    return entry
+
+
 def _broker_users(services: Services, amqp_url: str | None) -> dict[str, str]:
     """Each service's AMQP URL, on a RabbitMQ user of its own with only its own rights, in
     the virtual host of `amqp_url` (deleted with it, or left without rights after it)."""
@@ -277,11 +279,13 @@ def _auth(token: str) -> dict[str, str]:
 def m8ctl_login(system: System, config: Path) -> None:
     """Logs a dev m8ctl profile in as the dev admin (token by file, never by argument).
 
-    Its store is named, `vault-dev`: a profile never takes the server's default on trust.
+    Its store is named, the first type's (`vault-dev`): a profile never takes the server's
+    default on trust.
     """
     token = str(system.admin_token_file)
+    default = dev_store(dev_types()[0].name)
     done = subprocess.run(
-        [tool("m8ctl"), "login", system.api_url, "--token-file", token, "--store", VAULT_STORE],
+        [tool("m8ctl"), "login", system.api_url, "--token-file", token, "--store", default],
         env={**os.environ, "M8CTL_CONFIG": str(config)},
         check=False,
         capture_output=True,

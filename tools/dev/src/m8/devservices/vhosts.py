@@ -18,7 +18,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 import httpx
 
 from m8.devservices.manager import ServiceError, ServiceInfo
-from m8.messaging.permissions import SERVICES
+from m8.messaging.permissions import services
 from m8.messaging.users import declare, grant
 
 
@@ -55,7 +55,7 @@ def provision(api: httpx.Client, amqp_url: str, tag: str) -> dict[str, str]:
     vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
     declare(api, vhost)
     urls = {}
-    for service in SERVICES:
+    for service in services():
         user, password = user_name(vhost, tag, service), secrets.token_hex(16)
         grant(api, vhost, user, password, service)
         # Hex passwords need no escaping in a URL.

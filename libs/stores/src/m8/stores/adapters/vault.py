@@ -60,9 +60,10 @@ import hvac
 import requests
 from hvac import exceptions as hvac_errors
 
-from m8.reactors.adapters.base import (
+from m8.stores.adapters.base import (
     MANAGED_BY_KEY,
     MANAGED_BY_VALUE,
+    AdapterLimits,
     NotManagedByM8,
     PermanentUpstreamError,
     ThreadPool,
@@ -74,7 +75,8 @@ from m8.reactors.adapters.base import (
     label,
     utf8_or_none,
 )
-from m8.reactors.adapters.marks import FingerprintMarks
+from m8.stores.adapters.marks import FingerprintMarks
+from m8.stores.vault import VaultCredentials
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -118,6 +120,28 @@ class VaultKvConfig:
                 f"vault store {self.name!r}: give either a token or an AppRole role_id and "
                 "secret_id"
             )
+
+
+def from_credentials(
+    name: str, entry: VaultCredentials, marks: FingerprintMarks, limits: AdapterLimits
+) -> VaultKvStore:
+    """The adapter of the store `name`, built from the reactor's entry alone."""
+    return VaultKvStore(
+        VaultKvConfig(
+            name=name,
+            address=entry.address,
+            marks=marks,
+            mount=entry.mount,
+            path_prefix=entry.path_prefix,
+            token=entry.token.get_secret_value() if entry.token else None,
+            role_id=entry.role_id,
+            secret_id=entry.secret_id.get_secret_value() if entry.secret_id else None,
+            approle_mount=entry.approle_mount,
+            adopt_unmanaged=entry.adopt_unmanaged,
+            timeout=limits.timeout,
+            max_workers=limits.threads,
+        )
+    )
 
 
 @dataclass(frozen=True)

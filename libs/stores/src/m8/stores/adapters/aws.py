@@ -36,9 +36,10 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from m8.reactors.adapters.base import (
+from m8.stores.adapters.base import (
     MANAGED_BY_KEY,
     MANAGED_BY_VALUE,
+    AdapterLimits,
     NotManagedByM8,
     PermanentUpstreamError,
     ThreadPool,
@@ -50,7 +51,8 @@ from m8.reactors.adapters.base import (
     label,
     utf8_or_none,
 )
-from m8.reactors.adapters.marks import FingerprintMarks
+from m8.stores.adapters.marks import FingerprintMarks
+from m8.stores.aws import AwsCredentials
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
@@ -109,6 +111,25 @@ class AwsSecretsManagerConfig:
     max_writes_per_second: float = 40.0
     timeout: float = 10.0
     max_workers: int = 8
+
+
+def from_credentials(
+    name: str, entry: AwsCredentials, marks: FingerprintMarks, limits: AdapterLimits
+) -> AwsSecretsManagerStore:
+    """The adapter of the store `name`, built from the reactor's entry alone."""
+    return AwsSecretsManagerStore(
+        AwsSecretsManagerConfig(
+            name=name,
+            region=entry.region,
+            marks=marks,
+            name_prefix=entry.name_prefix,
+            kms_key_id=entry.kms_key_id,
+            endpoint_url=entry.endpoint_url,
+            adopt_unmanaged=entry.adopt_unmanaged,
+            timeout=limits.timeout,
+            max_workers=limits.threads,
+        )
+    )
 
 
 class WriteRateLimiter:

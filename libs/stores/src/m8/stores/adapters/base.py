@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import ClassVar, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, Protocol, TypeVar
 
 from m8.domain import check_path
 from m8.domain.errors import InvalidPath
+
+if TYPE_CHECKING:
+    from m8.stores.adapters.marks import FingerprintMarks
+    from m8.stores.types import StoreType
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -35,6 +40,14 @@ SAID_MAX = 300
 _CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
 # Credentials in a URL upstream quotes ("https://user:password@host"): not even in logs.
 _USERINFO = re.compile(r"://[^/@\s]*@")
+
+
+@dataclass(frozen=True)
+class AdapterLimits:
+    """What every adapter of a reactor gets: a timeout per call and its thread pool size."""
+
+    timeout: float = 10.0
+    threads: int = 8
 
 
 @dataclass(frozen=True)
@@ -131,7 +144,7 @@ class NotManagedByM8(PermanentUpstreamError):
 class UpstreamStore(Protocol):
     """One upstream secret store, written to idempotently and never read back by m8."""
 
-    store_type: ClassVar[str]  # "vault" | "aws"
+    store_type: ClassVar[str]  # its StoreType's name: "vault", "aws", ...
 
     @property
     def name(self) -> str:
@@ -159,6 +172,21 @@ class UpstreamStore(Protocol):
     async def close(self) -> None:
         """Releases the client and its threads; the store is unusable afterwards."""
         ...
+
+
+class AdapterFactory(Protocol):
+    """Builds a store's adapter from the reactor's entry for it (never from the catalog)."""
+
+    def __call__(
+        self, name: str, entry: Any, marks: FingerprintMarks, limits: AdapterLimits
+    ) -> UpstreamStore: ...
+
+
+def adapter_factory(store_type: StoreType) -> AdapterFactory:
+    """The function that builds `store_type`'s adapters (this imports its upstream's SDK)."""
+    module, _, attribute = store_type.adapter.partition(":")
+    factory: AdapterFactory = getattr(importlib.import_module(module), attribute)
+    return factory
 
 
 # What an adapter makes of its client's exception, given the action and the path (if any).
