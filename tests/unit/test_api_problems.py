@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from m8.api import problems
 from m8.api.problems import Unavailable
 from m8.domain import errors
+from m8.eventsourcing import ConcurrencyConflict, EventStoreUnavailable, TransactionConflict
 from m8.messaging import RpcError
 
 RETRY_AFTER = 11
@@ -59,8 +60,12 @@ async def test_a_rotator_code_nobody_knows_is_a_bad_gateway_not_a_guess() -> Non
 
 @pytest.mark.parametrize(
     "error",
-    [Unavailable("MongoDB does not answer"), RpcError("unavailable", "its database is down")],
-    ids=["api", "rotator"],
+    [
+        Unavailable("MongoDB does not answer"),
+        RpcError("unavailable", "its database is down"),
+        EventStoreUnavailable("MongoDB failed (ServerSelectionTimeoutError)"),
+    ],
+    ids=["api", "rotator", "event-store"],
 )
 async def test_every_unavailable_answer_says_when_to_retry_as_configured(
     error: Exception,
@@ -70,3 +75,18 @@ async def test_every_unavailable_answer_says_when_to_retry_as_configured(
     assert answer.status_code == 503
     assert answer.headers["retry-after"] == str(RETRY_AFTER)
     assert answer.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    "conflict",
+    [ConcurrencyConflict("secret", "vault-a:x", 3), TransactionConflict()],
+    ids=["stale-version", "concurrent-transaction"],
+)
+async def test_a_conflict_that_outlived_the_retries_asks_to_send_again(
+    conflict: ConcurrencyConflict,
+) -> None:
+    answer = await _answer(conflict)
+
+    assert answer.status_code == 409
+    assert answer.json()["type"] == "urn:m8:problem:conflict"
+    assert "vault-a" not in answer.text

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from m8.api.models import UploadView
-from m8.api.projections import UploadsProjection
+from m8.api.projections import upload_documents
 from m8.domain.events import SecretStored, SecretStoreFailed, SecretUploadRequested
 from m8.eventsourcing import Metadata, StoredEvent
 
@@ -19,7 +19,7 @@ def upload(*outcomes: SecretStored | SecretStoreFailed) -> UploadView:
         StoredEvent.new("secret", SECRET, n, event, METADATA)
         for n, event in enumerate((REQUESTED, *outcomes), start=1)
     ]
-    [doc] = UploadsProjection().project(SECRET, events)
+    [doc] = upload_documents(events)
     fields = {k: v for k, v in doc.items() if k in UploadView.model_fields and k != "_id"}
     return UploadView(upload_id=doc["_id"], **fields)
 

@@ -36,6 +36,7 @@ from m8.crypto import (
     verify_key_fingerprint,
 )
 from m8.crypto.receipts import ReceiptStatus
+from m8.protocol.status import SETTLED
 
 NOW = datetime.now(UTC)
 LATER = NOW + timedelta(days=7)
@@ -574,7 +575,6 @@ def wait_for(client: Polled, timeout: float) -> dict[str, Any]:
         client,  # type: ignore[arg-type]
         "u-1",
         timeout,
-        m8ctl.FINAL,
         clock=lambda: client.now,
         sleep=client.sleep,
     )
@@ -659,3 +659,7 @@ def test_a_rotator_kind_endorsement_does_not_pass_for_a_receipt_key(profile: Pro
 def test_empty_value_is_refused() -> None:
     with pytest.raises(ClientError, match="empty"):
         read_value(bytearray())
+
+
+def test_m8ctl_has_an_exit_code_for_every_settled_status_and_no_other() -> None:
+    assert set(m8ctl.EXIT_CODES) == SETTLED

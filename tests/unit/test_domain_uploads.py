@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from m8.domain import Secret, UploadKey, check_path
+from m8.domain import KeyRefusal, Secret, UploadKey, check_path
 from m8.domain.errors import (
     InvalidPath,
     UploadAlreadyRequested,
@@ -49,6 +49,12 @@ def issued_key() -> UploadKey:
     key = UploadKey("k1")
     expires = (NOW + timedelta(minutes=15)).isoformat()
     key.issue(UploadKeyIssued("k1", "vault-a", "vault", "team/db", "kek-1", "sig-1", expires))
+    return key
+
+
+def claimed_key(upload_id: str) -> UploadKey:
+    key = issued_key()
+    key.claim(upload_id, "vault-a", "team/db", now=NOW)
     return key
 
 
@@ -111,10 +117,51 @@ def test_an_expired_or_destroyed_key_is_refused() -> None:
     with pytest.raises(UploadKeyExpired):
         issued_key().claim("u1", "vault-a", "team/db", now=NOW + timedelta(minutes=16))
     key = issued_key()
-    assert key.destroy("expired")
+    assert key.destroy("used")
     assert not key.destroy("expired")
     with pytest.raises(UploadKeyDestroyed):
         key.claim("u1", "vault-a", "team/db", now=NOW)
+
+
+def test_an_expired_key_is_refused_as_expired_whether_or_not_the_sweep_destroyed_it() -> None:
+    # Before the rules were one function, the API answered "destroyed" once the sweep had
+    # run and "expired" before, while the reactor said key_expired for both.
+    swept = issued_key()
+    swept.destroy("expired")
+    for key, now in ((issued_key(), NOW + timedelta(minutes=16)), (swept, NOW)):
+        refused = key.refusal("u1", "vault-a", "team/db", now)
+        assert refused is not None
+        assert refused.reason is KeyRefusal.EXPIRED
+        with pytest.raises(UploadKeyExpired):
+            key.claim("u1", "vault-a", "team/db", now=now)
+
+
+@pytest.mark.parametrize(
+    ("key", "upload_id", "store", "path", "reason"),
+    [
+        (UploadKey("k1"), "u1", "vault-a", "team/db", KeyRefusal.DESTROYED),
+        (issued_key(), "u1", "vault-a", "team/other", KeyRefusal.BINDING_MISMATCH),
+        (issued_key(), "u1", "aws-a", "team/db", KeyRefusal.BINDING_MISMATCH),
+        (claimed_key("u1"), "u2", "vault-a", "team/db", KeyRefusal.USED),
+        (claimed_key("u1"), "u1", "vault-a", "team/db", None),
+        (issued_key(), "u1", "vault-a", "team/db", None),
+    ],
+    ids=["never-issued", "other-path", "other-store", "other-upload", "own-claim", "unclaimed"],
+)
+def test_one_rule_says_whether_a_key_may_serve_an_upload(
+    key: UploadKey, upload_id: str, store: str, path: str, reason: KeyRefusal | None
+) -> None:
+    refused = key.refusal(upload_id, store, path, NOW)
+    assert (refused.reason if refused else None) is reason
+
+
+def test_key_refusal_reasons_are_the_reactors_rejection_reasons_on_the_wire() -> None:
+    assert {r.value for r in KeyRefusal} == {
+        "key_destroyed",
+        "key_expired",
+        "key_used",
+        "binding_mismatch",
+    }
 
 
 def test_secret_events_route_by_store_type() -> None:

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
-from pymongo.errors import ServerSelectionTimeoutError
 
 from m8.api.models import VerifyKeys
 from m8.crypto import (
@@ -21,7 +20,7 @@ from m8.crypto import (
     sign_statement,
 )
 from m8.domain.errors import UnknownStore
-from m8.eventsourcing import Metadata
+from m8.eventsourcing import EventStoreUnavailable, Metadata
 from m8.keyrotator.rpc import RotatorRpc
 from m8.keyrotator.service import KeyRotator
 from m8.keyrotator.signing_keys import PublishedKey, PublishedKeys, WithdrawnKey
@@ -98,7 +97,8 @@ async def test_a_malformed_request_names_the_field_but_never_echoes_the_input() 
 
 async def test_a_database_outage_asks_the_caller_to_try_again() -> None:
     refused = await _refusal(
-        FakeRotator(ServerSelectionTimeoutError("no servers")), {"path": "a", "actor": "al"}
+        FakeRotator(EventStoreUnavailable("MongoDB failed (ServerSelectionTimeoutError)")),
+        {"path": "a", "actor": "al"},
     )
 
     assert refused.code == "unavailable"

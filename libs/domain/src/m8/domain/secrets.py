@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from m8.domain.errors import UnknownUpload, UploadAlreadyRequested
 from m8.domain.events import (
@@ -13,19 +13,18 @@ from m8.domain.events import (
     SecretUploadRequested,
 )
 from m8.eventsourcing import Aggregate, DomainEvent
-
-Status = Literal["pending", "stored", "rejected", "failed"]
-FINAL: frozenset[Status] = frozenset({"stored", "rejected"})
+from m8.protocol.status import FINAL_OUTCOMES, UploadStatus
 
 
 @dataclass(frozen=True)
 class Upload:
-    """One upload's state. `failed` is not final: a re-driven message may still store it."""
+    """One upload's state as its Secret's events leave it (never `expired`: that comes from
+    its key, see m8.api.projections). `failed` is not final: a re-drive may still store it."""
 
     upload_id: str
     key_id: str
     requested_by: str
-    status: Status = "pending"
+    status: UploadStatus = "pending"
     upstream_version: str | None = None
     fingerprint: str | None = None
     reason: str | None = None
@@ -85,7 +84,7 @@ class Secret(Aggregate):
 
     def _settle(self, event: SecretStored | SecretUploadRejected | SecretStoreFailed) -> bool:
         current = self.upload(event.upload_id)
-        if current.status in FINAL:
+        if current.status in FINAL_OUTCOMES:
             return False
         if isinstance(event, SecretStoreFailed) and current.status == "failed":
             return False

@@ -1,4 +1,4 @@
-"""A small, generic event-sourcing layer: events, aggregates, the recorder contract.
+"""A small, generic event-sourcing layer: events, aggregates, the recorder port.
 
 Nothing here knows MongoDB or RabbitMQ; `m8.eventstore` and `m8.messaging` do.
 """
@@ -12,16 +12,37 @@ from m8.eventsourcing.events import (
     UnknownEventType,
     registry,
 )
-from m8.eventsourcing.recorder import ConcurrencyConflict, EventRecorder
+from m8.eventsourcing.recorder import (
+    ConcurrencyConflict,
+    DuplicateRecord,
+    EventRecorder,
+    EventStoreUnavailable,
+    NotRecorded,
+    Record,
+    Records,
+    TransactionConflict,
+    UnitOfWork,
+)
+from m8.eventsourcing.repository import OutsideUnitOfWork, Repository, Transaction
 
 __all__ = [
     "Aggregate",
     "ConcurrencyConflict",
     "DomainEvent",
+    "DuplicateRecord",
     "EventRecorder",
     "EventRegistry",
+    "EventStoreUnavailable",
     "Metadata",
+    "NotRecorded",
+    "OutsideUnitOfWork",
+    "Record",
+    "Records",
+    "Repository",
     "StoredEvent",
+    "Transaction",
+    "TransactionConflict",
+    "UnitOfWork",
     "UnknownEventType",
     "registry",
 ]

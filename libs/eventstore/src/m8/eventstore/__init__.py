@@ -1,10 +1,11 @@
-"""The MongoDB event store, its transactional outbox relay and projections."""
+"""The MongoDB event store (the recorder port's MongoDB side), the outbox relay and the
+projection runner (which take any recorder)."""
 
+from m8.eventsourcing import Repository, TransactionConflict
 from m8.eventstore.inbox import MongoInbox
-from m8.eventstore.mongo import MongoEventRecorder, TransactionConflict, connect_database
+from m8.eventstore.mongo import MongoEventRecorder, connect_database, mongo_errors
 from m8.eventstore.outbox import OutboxRelay
 from m8.eventstore.projections import Projection, ProjectionRunner
-from m8.eventstore.repository import Repository
 
 __all__ = [
     "MongoEventRecorder",
@@ -15,4 +16,5 @@ __all__ = [
     "Repository",
     "TransactionConflict",
     "connect_database",
+    "mongo_errors",
 ]

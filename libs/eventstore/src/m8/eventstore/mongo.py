@@ -1,6 +1,7 @@
 """The event recorder on MongoDB (PyMongo's asyncio API).
 
-One document per event in `events`; a unique index on (aggregate_type, aggregate_id,
+MongoDB's errors become m8's (m8.eventsourcing.recorder) here and nowhere else: see
+`mongo_errors`. One document per event in `events`; a unique index on (aggregate_type, aggregate_id,
 version) makes a second writer at the same version fail, which is the optimistic
 concurrency check. Each new event carries `published: false`: the outbox relay reads
 those, so storing and publishing never disagree after a crash.
@@ -12,17 +13,29 @@ import contextlib
 import dataclasses
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ASCENDING, AsyncMongoClient
+from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 
-from m8.eventsourcing import ConcurrencyConflict, DomainEvent, Metadata, StoredEvent
-from m8.messaging.permissions import EventKind
+from m8.eventsourcing import (
+    ConcurrencyConflict,
+    DomainEvent,
+    DuplicateRecord,
+    EventStoreUnavailable,
+    Metadata,
+    NotRecorded,
+    Record,
+    StoredEvent,
+    TransactionConflict,
+)
+from m8.eventsourcing.recorder import EventSelector
 
 log = logging.getLogger(__name__)
 
@@ -31,28 +44,23 @@ DUPLICATE_KEY = 11000
 WRITE_CONFLICT = 112
 # The `published` mark of a document the outbox cannot decode: out of its scan, kept.
 UNDECODABLE = "undecodable"
+# Read-model documents carry the version of the events they were computed from.
+VERSION_FIELD = "_aggregate_version"
+LEASES = "outbox_lease"
 
 
-class TransactionConflict(ConcurrencyConflict):
-    """A concurrent transaction wrote the same documents first: run the transaction again."""
+@contextlib.contextmanager
+def mongo_errors() -> Iterator[None]:
+    """MongoDB's failures as m8's: the one place they are translated."""
+    try:
+        yield
+    except PyMongoError as exc:
+        # The type only: a driver message may quote a document.
+        raise EventStoreUnavailable(f"MongoDB failed ({type(exc).__name__})") from exc
 
-    def __init__(self) -> None:
-        # Not one aggregate's conflict, so none of the aggregate fields mean anything.
-        Exception.__init__(self, "a concurrent transaction changed the same data")
-        self.aggregate_type = self.aggregate_id = ""
-        self.expected_version = -1
 
-
-class NotRecorded(LookupError):
-    """A message names an event that the event store does not hold (a forgery, or an event
-    of another store)."""
-
-    def __init__(self, message: StoredEvent) -> None:
-        super().__init__(
-            f"event {message.event_id} ({message.event_type}) is not in the event store as "
-            f"an event of {message.aggregate_type} {message.aggregate_id!r}"
-        )
-        self.event_id = message.event_id
+def _transaction_conflict(exc: PyMongoError) -> bool:
+    return exc.has_error_label("TransientTransactionError") or _code(exc) == WRITE_CONFLICT
 
 
 async def connect_database(uri: str, name: str) -> AsyncDatabase[Document]:
@@ -94,6 +102,68 @@ def from_document(doc: Mapping[str, Any]) -> StoredEvent:
     )
 
 
+class MongoRecords:
+    """The records of one collection, in a unit of work's session or outside any."""
+
+    def __init__(
+        self, collection: AsyncCollection[Document], session: AsyncClientSession | None = None
+    ) -> None:
+        self.collection = collection
+        self.session = session
+
+    async def get(self, record_id: str) -> Record | None:
+        with mongo_errors():
+            return await self.collection.find_one({"_id": record_id}, session=self.session)
+
+    async def insert(self, record: Mapping[str, Any]) -> None:
+        try:
+            with mongo_errors():
+                await self.collection.insert_one(dict(record), session=self.session)
+        except EventStoreUnavailable as exc:
+            if isinstance(exc.__cause__, DuplicateKeyError):
+                raise DuplicateRecord(self.collection.name, str(record["_id"])) from None
+            raise
+
+    async def delete(self, record_id: str) -> None:
+        with mongo_errors():
+            await self.collection.delete_one({"_id": record_id}, session=self.session)
+
+    async def ids_due(self, field: str, until: datetime, limit: int) -> list[str]:
+        with mongo_errors():
+            cursor = (
+                self.collection.find({field: {"$lte": until}}, {"_id": 1}, session=self.session)
+                .sort(field, ASCENDING)
+                .limit(limit)
+            )
+            return [str(doc["_id"]) async for doc in cursor]
+
+
+class MongoUnitOfWork:
+    """Appends and record writes in one MongoDB session's transaction."""
+
+    def __init__(self, recorder: MongoEventRecorder, session: AsyncClientSession) -> None:
+        self.recorder = recorder
+        self.session = session
+
+    async def append(
+        self,
+        aggregate_type: str,
+        aggregate_id: str,
+        expected_version: int,
+        events: Sequence[DomainEvent],
+        metadata: Metadata,
+    ) -> list[StoredEvent]:
+        return await self.recorder._append(
+            aggregate_type, aggregate_id, expected_version, events, metadata, self.session
+        )
+
+    async def load(self, aggregate_type: str, aggregate_id: str) -> list[StoredEvent]:
+        return await self.recorder._load(aggregate_type, aggregate_id, self.session)
+
+    def records(self, collection: str) -> MongoRecords:
+        return MongoRecords(self.recorder.db[collection], self.session)
+
+
 class MongoEventRecorder:
     """Events in one MongoDB collection, with the outbox flag beside each."""
 
@@ -103,33 +173,46 @@ class MongoEventRecorder:
 
     async def create_indexes(self) -> None:
         """Idempotent: the uniqueness that is the concurrency check, and the outbox's scan."""
-        await self.events.create_index(
-            [("aggregate_type", ASCENDING), ("aggregate_id", ASCENDING), ("version", ASCENDING)],
-            unique=True,
-            name="aggregate_version",
-        )
-        await self.events.create_index(
-            [("published", ASCENDING), ("_id", ASCENDING)], name="outbox"
-        )
+        with mongo_errors():
+            await self.events.create_index(
+                [
+                    ("aggregate_type", ASCENDING),
+                    ("aggregate_id", ASCENDING),
+                    ("version", ASCENDING),
+                ],
+                unique=True,
+                name="aggregate_version",
+            )
+            await self.events.create_index(
+                [("published", ASCENDING), ("_id", ASCENDING)], name="outbox"
+            )
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncClientSession]:
-        """A transaction that appends and other writes of the caller share.
+    async def transaction(self) -> AsyncIterator[MongoUnitOfWork]:
+        """A unit of work: committed when the block ends, aborted if it raises.
 
-        Committed when the block ends, aborted if it raises. A write conflict with a
-        concurrent transaction is raised as a ConcurrencyConflict (`TransactionConflict`):
-        like a stale expected version, it means "decide again on fresh state".
+        A write conflict with a concurrent transaction is raised as a ConcurrencyConflict
+        (`TransactionConflict`): like a stale expected version, it means "decide again on
+        fresh state".
         """
         try:
             async with (
                 self.db.client.start_session() as session,
                 await session.start_transaction(),
             ):
-                yield session
-        except PyMongoError as exc:
-            if exc.has_error_label("TransientTransactionError") or _code(exc) == WRITE_CONFLICT:
+                yield MongoUnitOfWork(self, session)
+        except EventStoreUnavailable as exc:
+            cause = exc.__cause__
+            if isinstance(cause, PyMongoError) and _transaction_conflict(cause):
                 raise TransactionConflict() from None
             raise
+        except PyMongoError as exc:  # the commit or abort itself
+            if _transaction_conflict(exc):
+                raise TransactionConflict() from None
+            raise EventStoreUnavailable(f"MongoDB failed ({type(exc).__name__})") from exc
+
+    def records(self, collection: str) -> MongoRecords:
+        return MongoRecords(self.db[collection])
 
     async def append(
         self,
@@ -138,48 +221,68 @@ class MongoEventRecorder:
         expected_version: int,
         events: Sequence[DomainEvent],
         metadata: Metadata,
-        session: AsyncClientSession | None = None,
     ) -> list[StoredEvent]:
         """Records `events` after `expected_version`, all or none."""
+        if len(events) == 1:
+            return await self._append(
+                aggregate_type, aggregate_id, expected_version, events, metadata
+            )
+        try:
+            # Several events must land together, or a rival could slip in between.
+            async with self.transaction() as unit:
+                return await unit.append(
+                    aggregate_type, aggregate_id, expected_version, events, metadata
+                )
+        except TransactionConflict:
+            # Our own transaction for several events met a rival's.
+            raise ConcurrencyConflict(aggregate_type, aggregate_id, expected_version) from None
+
+    async def _append(
+        self,
+        aggregate_type: str,
+        aggregate_id: str,
+        expected_version: int,
+        events: Sequence[DomainEvent],
+        metadata: Metadata,
+        session: AsyncClientSession | None = None,
+    ) -> list[StoredEvent]:
         stored = [
             StoredEvent.new(aggregate_type, aggregate_id, expected_version + n, event, metadata)
             for n, event in enumerate(events, start=1)
         ]
         docs = [to_document(event) for event in stored]
         try:
-            if len(docs) == 1 or session is not None:
-                await self.events.insert_many(docs, ordered=True, session=session)
-            else:
-                # Several events must land together, or a rival could slip in between.
-                async with self.transaction() as txn:
-                    await self.events.insert_many(docs, ordered=True, session=txn)
+            await self.events.insert_many(docs, ordered=True, session=session)
         except (DuplicateKeyError, BulkWriteError) as exc:
             if _is_duplicate(exc):
                 raise ConcurrencyConflict(aggregate_type, aggregate_id, expected_version) from None
-            raise
+            raise EventStoreUnavailable(f"MongoDB failed ({type(exc).__name__})") from exc
         except OperationFailure as exc:
             # Inside a transaction a rival's insert shows as a write conflict instead.
             if exc.code == WRITE_CONFLICT:
                 raise ConcurrencyConflict(aggregate_type, aggregate_id, expected_version) from None
-            raise
-        except TransactionConflict:
-            # Our own transaction for several events met a rival's.
-            raise ConcurrencyConflict(aggregate_type, aggregate_id, expected_version) from None
+            raise EventStoreUnavailable(f"MongoDB failed ({type(exc).__name__})") from exc
+        except PyMongoError as exc:
+            raise EventStoreUnavailable(f"MongoDB failed ({type(exc).__name__})") from exc
         return stored
 
     async def load(self, aggregate_type: str, aggregate_id: str) -> list[StoredEvent]:
         """One aggregate's events in version order (an index scan, never the whole store)."""
-        cursor = self.events.find(
-            {"aggregate_type": aggregate_type, "aggregate_id": aggregate_id}
-        ).sort("version", ASCENDING)
-        return [from_document(doc) async for doc in cursor]
+        return await self._load(aggregate_type, aggregate_id)
+
+    async def _load(
+        self, aggregate_type: str, aggregate_id: str, session: AsyncClientSession | None = None
+    ) -> list[StoredEvent]:
+        with mongo_errors():
+            cursor = self.events.find(
+                {"aggregate_type": aggregate_type, "aggregate_id": aggregate_id},
+                session=session,
+            ).sort("version", ASCENDING)
+            return [from_document(doc) async for doc in cursor]
 
     async def recorded(self, message: StoredEvent) -> tuple[StoredEvent, list[StoredEvent]]:
         """The event store's own copy of the event a message carries, and all the events of
         its aggregate (version order); NotRecorded if the aggregate has no event of that id.
-
-        Consumers act on this copy, never on the message: whoever can publish to the broker
-        must not get m8 to act on an event that no service recorded.
         """
         events = await self.load(message.aggregate_type, message.aggregate_id)
         stored = next((e for e in events if e.event_id == message.event_id), None)
@@ -191,7 +294,8 @@ class MongoEventRecorder:
         """One event by id (None for an unknown or malformed id)."""
         if not ObjectId.is_valid(event_id):
             return None
-        doc = await self.events.find_one({"_id": ObjectId(event_id)})
+        with mongo_errors():
+            doc = await self.events.find_one({"_id": ObjectId(event_id)})
         return from_document(doc) if doc else None
 
     async def read_all(
@@ -203,11 +307,31 @@ class MongoEventRecorder:
             query["_id"] = {"$gt": ObjectId(after)}
         if aggregate_type is not None:
             query["aggregate_type"] = aggregate_type
-        async for doc in self.events.find(query).sort("_id", ASCENDING).batch_size(1000):
-            yield from_document(doc)
+        with mongo_errors():
+            async for doc in self.events.find(query).sort("_id", ASCENDING).batch_size(1000):
+                yield from_document(doc)
+
+    async def aggregates(self, aggregate_type: str) -> AsyncIterator[tuple[str, list[StoredEvent]]]:
+        """Every aggregate of a type with its events, in one pass over the version index."""
+        cursor = (
+            self.events.find({"aggregate_type": aggregate_type})
+            .sort([("aggregate_id", ASCENDING), ("version", ASCENDING)])
+            .batch_size(1000)
+        )
+        current: str | None = None
+        events: list[StoredEvent] = []
+        with mongo_errors():
+            async for doc in cursor:
+                if doc["aggregate_id"] != current and events:
+                    yield current or "", events
+                    events = []
+                current = doc["aggregate_id"]
+                events.append(from_document(doc))
+        if events:
+            yield current or "", events
 
     async def unpublished(
-        self, limit: int, kinds: Sequence[EventKind] | None = None
+        self, limit: int, kinds: Sequence[EventSelector] | None = None
     ) -> list[StoredEvent]:
         """The oldest events the relay has not yet seen confirmed by the broker; only
         those of `kinds` when given (a service's relay publishes only its own events).
@@ -218,37 +342,81 @@ class MongoEventRecorder:
         query: Document = {"published": False}
         if kinds is not None:
             query["$or"] = [_kind_query(kind) for kind in kinds]
-        cursor = self.events.find(query).sort("_id", ASCENDING).limit(limit)
         events = []
-        async for doc in cursor:
-            try:
-                events.append(_publishable(doc))
-            except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                await self.events.update_one(
-                    {"_id": doc["_id"]}, {"$set": {"published": UNDECODABLE}}
-                )
-                log.error(
-                    "undecodable event set aside, it will not be published: repair it and "
-                    "set published to false, or delete it",
-                    extra={"event_id": str(doc["_id"]), "problem": f"{type(exc).__name__}: {exc}"},
-                )
+        with mongo_errors():
+            cursor = self.events.find(query).sort("_id", ASCENDING).limit(limit)
+            async for doc in cursor:
+                try:
+                    events.append(_publishable(doc))
+                except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                    await self.events.update_one(
+                        {"_id": doc["_id"]}, {"$set": {"published": UNDECODABLE}}
+                    )
+                    log.error(
+                        "undecodable event set aside, it will not be published: repair it and "
+                        "set published to false, or delete it",
+                        extra={
+                            "event_id": str(doc["_id"]),
+                            "problem": f"{type(exc).__name__}: {exc}",
+                        },
+                    )
         return events
 
     async def mark_published(self, event_ids: Sequence[str]) -> None:
         """Notes that the broker confirmed these events."""
-        await self.events.update_many(
-            {"_id": {"$in": [ObjectId(i) for i in event_ids]}}, {"$set": {"published": True}}
-        )
+        with mongo_errors():
+            await self.events.update_many(
+                {"_id": {"$in": [ObjectId(i) for i in event_ids]}}, {"$set": {"published": True}}
+            )
 
     async def redact(self, event_id: str, replacements: Mapping[str, Any]) -> bool:
         """Replaces fields of an event's data (the one sanctioned change to a stored event:
         dropping ciphertext once its key is destroyed). True if the event exists."""
+        if not ObjectId.is_valid(event_id):
+            return False
         updates = {f"data.{name}": value for name, value in replacements.items()}
-        result = await self.events.update_many({"_id": ObjectId(event_id)}, {"$set": updates})
+        with mongo_errors():
+            result = await self.events.update_many({"_id": ObjectId(event_id)}, {"$set": updates})
         return result.matched_count == 1
 
+    async def hold_lease(
+        self, lease_id: str, owner: str, now: datetime, until: datetime
+    ) -> datetime | None:
+        """Takes or renews a lease in `outbox_lease`, unless another owner holds it unexpired."""
+        try:
+            with mongo_errors():
+                doc = await self.db[LEASES].find_one_and_update(
+                    {"_id": lease_id, "$or": [{"owner": owner}, {"until": {"$lt": now}}]},
+                    {"$set": {"owner": owner, "until": until}},
+                    upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                )
+        except EventStoreUnavailable as exc:
+            if isinstance(exc.__cause__, DuplicateKeyError):  # another owner holds it
+                return None
+            raise
+        return doc["until"] if doc else None
 
-def _kind_query(kind: EventKind) -> Document:
+    async def write_read_model(self, name: str, record: Mapping[str, Any], version: int) -> None:
+        """Replaces a read-model document unless a newer version is there already."""
+        try:
+            with mongo_errors():
+                # Never let a slower worker with fewer events overwrite a newer state.
+                await self.db[name].replace_one(
+                    {"_id": record["_id"], VERSION_FIELD: {"$lte": version}},
+                    {**record, VERSION_FIELD: version},
+                    upsert=True,
+                )
+        except EventStoreUnavailable as exc:
+            if not isinstance(exc.__cause__, DuplicateKeyError):  # else: newer already
+                raise
+
+    async def clear_read_model(self, name: str) -> None:
+        with mongo_errors():
+            await self.db[name].delete_many({})
+
+
+def _kind_query(kind: EventSelector) -> Document:
     # Events without a routing suffix store None there.
     suffix: Any = {"$in": list(kind.store_types)} if kind.store_types else None
     return {

@@ -9,7 +9,7 @@ Each service runs its own relay, publishing only the events it owns
 those routing keys and no others; events appended by older code are published by their
 owner's relay all the same. One relay per service holds that service's lease
 (`outbox:<service>`), so that its replicas do not all publish every event. A
-document that does not decode is set aside (see `MongoEventRecorder.unpublished`) rather
+document that does not decode is set aside (see `EventRecorder.unpublished`) rather
 than stopping the relay, or every relay after it, in front of it.
 """
 
@@ -19,10 +19,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
-from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError, PyMongoError
-
-from m8.eventstore.mongo import MongoEventRecorder
+from m8.eventsourcing import EventRecorder, EventStoreUnavailable
 from m8.messaging import Broker
 from m8.messaging.permissions import publishes
 
@@ -42,7 +39,7 @@ class OutboxRelay:
 
     def __init__(
         self,
-        recorder: MongoEventRecorder,
+        recorder: EventRecorder,
         broker: Broker,
         *,
         owner: str,
@@ -65,7 +62,6 @@ class OutboxRelay:
         self.lease = timedelta(seconds=lease_seconds)
         self.confirm_timeout = confirm_timeout
         self.max_backoff = max_backoff
-        self._leases = recorder.db["outbox_lease"]
         self._lease_until: datetime | None = None
         self._wakeup = asyncio.Event()
 
@@ -80,7 +76,7 @@ class OutboxRelay:
             try:
                 more = await self._hold_lease() and await self.publish_pending() >= self.batch
                 failures = 0
-            except (PyMongoError, OSError) as exc:
+            except (EventStoreUnavailable, OSError) as exc:
                 more, failures = False, failures + 1
                 log.warning("outbox relay pass failed, retrying: %s", exc)
             except Exception:
@@ -127,15 +123,7 @@ class OutboxRelay:
         # Renewing at half time keeps lease writes rare.
         if self._lease_until is not None and now < self._lease_until - self.lease / 2:
             return True
-        try:
-            doc = await self._leases.find_one_and_update(
-                {"_id": self.lease_id, "$or": [{"owner": self.owner}, {"until": {"$lt": now}}]},
-                {"$set": {"owner": self.owner, "until": now + self.lease}},
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
-            )
-        except DuplicateKeyError:  # another relay holds it
-            self._lease_until = None
-            return False
-        self._lease_until = doc["until"] if doc else None
-        return doc is not None
+        self._lease_until = await self.recorder.hold_lease(
+            self.lease_id, self.owner, now, now + self.lease
+        )
+        return self._lease_until is not None

@@ -11,18 +11,13 @@ follow-up recomputation, which keeps bursts cheap.
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import AsyncIterator, Sequence
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Protocol
 
-from pymongo import ASCENDING
-from pymongo.errors import DuplicateKeyError
+from m8.eventsourcing import EventRecorder, Record, StoredEvent
+from m8.eventstore.mongo import VERSION_FIELD
 
-from m8.eventsourcing import StoredEvent
-from m8.eventstore.mongo import Document, MongoEventRecorder, from_document
-
-log = logging.getLogger(__name__)
-VERSION_FIELD = "_aggregate_version"
+__all__ = ["VERSION_FIELD", "Projection", "ProjectionRunner"]
 
 
 class Projection(Protocol):
@@ -31,7 +26,7 @@ class Projection(Protocol):
     name: str
     aggregate_type: str
 
-    def project(self, aggregate_id: str, events: Sequence[StoredEvent]) -> list[Document]:
+    def project(self, aggregate_id: str, events: Sequence[StoredEvent]) -> list[Record]:
         """The documents that represent this aggregate now."""
         ...
 
@@ -39,7 +34,7 @@ class Projection(Protocol):
 class ProjectionRunner:
     """Keeps projections up to date from events, and rebuilds them on demand."""
 
-    def __init__(self, recorder: MongoEventRecorder, projections: Sequence[Projection]) -> None:
+    def __init__(self, recorder: EventRecorder, projections: Sequence[Projection]) -> None:
         self.recorder = recorder
         self.projections = list(projections)
         self._running: dict[tuple[str, str], asyncio.Future[None]] = {}
@@ -86,33 +81,12 @@ class ProjectionRunner:
 
     async def rebuild(self, projection: Projection) -> int:
         """Recomputes a read model from the event store; returns how many aggregates."""
-        collection = self.recorder.db[projection.name]
-        await collection.delete_many({})
+        await self.recorder.clear_read_model(projection.name)
         count = 0
-        async for aggregate_id, events in self._aggregates(projection.aggregate_type):
+        async for aggregate_id, events in self.recorder.aggregates(projection.aggregate_type):
             await self._write(projection, aggregate_id, events)
             count += 1
         return count
-
-    async def _aggregates(
-        self, aggregate_type: str
-    ) -> AsyncIterator[tuple[str, list[StoredEvent]]]:
-        # The (type, id, version) index gives each aggregate's events together, in order.
-        cursor = (
-            self.recorder.events.find({"aggregate_type": aggregate_type})
-            .sort([("aggregate_id", ASCENDING), ("version", ASCENDING)])
-            .batch_size(1000)
-        )
-        current: str | None = None
-        events: list[StoredEvent] = []
-        async for doc in cursor:
-            if doc["aggregate_id"] != current and events:
-                yield current or "", events
-                events = []
-            current = doc["aggregate_id"]
-            events.append(from_document(doc))
-        if events:
-            yield current or "", events
 
     async def _write(
         self, projection: Projection, aggregate_id: str, events: Sequence[StoredEvent]
@@ -120,13 +94,5 @@ class ProjectionRunner:
         if not events:
             return
         version = events[-1].version
-        collection = self.recorder.db[projection.name]
-        for doc in projection.project(aggregate_id, events):
-            stamped: dict[str, Any] = {**doc, VERSION_FIELD: version}
-            try:
-                # Never let a slower worker with fewer events overwrite a newer state.
-                await collection.replace_one(
-                    {"_id": doc["_id"], VERSION_FIELD: {"$lte": version}}, stamped, upsert=True
-                )
-            except DuplicateKeyError:
-                log.debug("read model already newer", extra={"projection": projection.name})
+        for record in projection.project(aggregate_id, events):
+            await self.recorder.write_read_model(projection.name, record, version)

@@ -64,7 +64,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
                 runtime=runtime,
                 authenticator=authenticator,
                 rotator=rotator,
-                commands=Commands(runtime),
+                commands=Commands(runtime.repository),
                 queries=queries,
                 metrics=metrics,
                 limits=limits,

@@ -11,14 +11,18 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 
-from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.errors import DuplicateKeyError
-
 from m8.domain import CATALOG_ID, Secret, StoreCatalog, UploadKey, secret_id
 from m8.domain.errors import UnknownUploadKey, UploadAlreadyRequested
 from m8.domain.events import SecretUploadRequested
-from m8.eventsourcing import ConcurrencyConflict, Metadata
-from m8.runtime import Runtime
+from m8.eventsourcing import (
+    ConcurrencyConflict,
+    DuplicateRecord,
+    EventRecorder,
+    Metadata,
+    Records,
+    Repository,
+    Transaction,
+)
 
 # Write-side record of every accepted upload id (written in the same transaction as its
 # events): what makes a retried request idempotent and a reused upload id a conflict.
@@ -51,10 +55,15 @@ class UploadCommand:
 class Commands:
     """Every change the API makes."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.repository = runtime.repository
-        self.recorder = runtime.recorder
-        self.upload_requests = runtime.db[UPLOAD_REQUESTS]
+    def __init__(
+        self,
+        repository: Repository,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.repository = repository
+        self.recorder: EventRecorder = repository.recorder
+        # The clock of key expiry and of `requested_at` (tests inject their own).
+        self.now = now
 
     async def change_catalog(
         self, change: Callable[[StoreCatalog], None], metadata: Metadata
@@ -70,14 +79,15 @@ class Commands:
         else is UploadAlreadyRequested. A racing twin makes this one run again and find it.
         """
 
-        async def work(session: AsyncClientSession) -> None:
-            if not await self._already_requested(command):
-                await self._record_upload(command, metadata, session)
+        async def work(transaction: Transaction) -> None:
+            requests = transaction.records(UPLOAD_REQUESTS)
+            if not await self._already_requested(requests, command):
+                await self._record_upload(transaction, requests, command, metadata)
 
         await self.repository.in_transaction(work)
 
-    async def _already_requested(self, command: UploadCommand) -> bool:
-        existing = await self.upload_requests.find_one({"_id": command.upload_id})
+    async def _already_requested(self, requests: Records, command: UploadCommand) -> bool:
+        existing = await requests.get(command.upload_id)
         if existing is None:
             return False
         if hmac.compare_digest(str(existing["digest"]), command.digest()):
@@ -88,9 +98,13 @@ class Commands:
         )
 
     async def _record_upload(
-        self, command: UploadCommand, metadata: Metadata, session: AsyncClientSession
+        self,
+        transaction: Transaction,
+        requests: Records,
+        command: UploadCommand,
+        metadata: Metadata,
     ) -> None:
-        key = await self.repository.load(UploadKey, command.key_id)
+        key = await transaction.load(UploadKey, command.key_id)
         if not key.exists:
             raise UnknownUploadKey(
                 f"there is no upload key {command.key_id!r}; ask for one with POST /v1/upload-keys"
@@ -98,10 +112,11 @@ class Commands:
         # No store named: the key's own, which was the default when it was issued (the
         # default may have changed since).
         issued_for = key.issued.store if key.issued is not None else None
-        catalog = await self.repository.load(StoreCatalog, CATALOG_ID)
+        catalog = await transaction.load(StoreCatalog, CATALOG_ID)
         store = catalog.target(command.store or issued_for)
-        key.claim(command.upload_id, store.name, command.path)
-        secret = await self.repository.load(Secret, secret_id(store.name, command.path))
+        now = self.now()
+        key.claim(command.upload_id, store.name, command.path, now)
+        secret = await transaction.load(Secret, secret_id(store.name, command.path))
         secret.request_upload(
             SecretUploadRequested(
                 upload_id=command.upload_id,
@@ -117,7 +132,7 @@ class Commands:
             )
         )
         try:
-            await self.upload_requests.insert_one(
+            await requests.insert(
                 {
                     "_id": command.upload_id,
                     "digest": command.digest(),
@@ -127,12 +142,11 @@ class Commands:
                     # What the reactor's receipt binds: shown while the upload is pending too.
                     "ciphertext_sha256": command.ciphertext_sha256,
                     "requested_by": command.requested_by,
-                    "requested_at": datetime.now(UTC),
-                },
-                session=session,
+                    "requested_at": now,
+                }
             )
-        except DuplicateKeyError:
+        except DuplicateRecord:
             # A twin with this upload id committed first: run again and answer as it did.
             raise ConcurrencyConflict("upload_request", command.upload_id, 0) from None
-        await self.repository.save(key, metadata, session=session)
-        await self.repository.save(secret, metadata, session=session)
+        await transaction.save(key, metadata)
+        await transaction.save(secret, metadata)

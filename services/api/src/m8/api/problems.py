@@ -16,12 +16,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
-from pymongo.errors import PyMongoError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from m8.domain import errors as domain
-from m8.eventsourcing import ConcurrencyConflict
+from m8.eventsourcing import ConcurrencyConflict, EventStoreUnavailable
 from m8.messaging import RpcError, RpcTimeout
 
 log = logging.getLogger(__name__)
@@ -211,13 +210,8 @@ def install(app: FastAPI, retry_after: int) -> None:
         return answer(409, "conflict", "the resource changed while this request ran; send it again")
 
     async def database_error(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, PyMongoError)
-        if exc.has_error_label("TransientTransactionError"):
-            detail = "the resource changed while this request ran; send it again"
-        else:
-            log.warning("database unavailable: %s", type(exc).__name__)
-            detail = "the database is unavailable; try again shortly"
-        return answer(503, "unavailable", detail)
+        log.warning("database unavailable: %s", exc)
+        return answer(503, "unavailable", "the database is unavailable; try again shortly")
 
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.error("unexpected error", exc_info=exc)
@@ -229,7 +223,7 @@ def install(app: FastAPI, retry_after: int) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(ConcurrencyConflict, conflict)
-    app.add_exception_handler(PyMongoError, database_error)
+    app.add_exception_handler(EventStoreUnavailable, database_error)
     app.add_exception_handler(Exception, unexpected)
 
 

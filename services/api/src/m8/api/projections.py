@@ -1,57 +1,63 @@
-"""The API's read models, every document a pure function of one aggregate's events.
+"""The API's read models, every document a pure function of events.
 
 - `rm_uploads`: one document per upload (by upload id): status, outcome and its reactor's
-  receipt with the ciphertext hash it binds, who and when.
-  Read by upload id, and by (store, path, requested_at) as a secret's history.
+  receipt with the ciphertext hash it binds, who and when. Read by upload id, and by
+  (store, path, requested_at) as a secret's history. Its status is the Secret's, except
+  that a pending upload whose key the rotator destroyed as expired is `expired`: the
+  rotator's UploadKeyDestroyed(expired) is the trigger, not the clock, because only
+  then is it sure no reactor can still store the upload.
 - `rm_secrets`: one small document per secret (store and path): its current fingerprint.
-- `rm_upload_keys`: how each upload key ended, which tells an expired upload apart.
+- `rm_upload_keys`: how each upload key ended.
 
 Never a value or a ciphertext (its SHA-256 only). A Secret event changes one upload and
 the secret's current state, so `SecretReadModels` writes just those two documents per
-event; a rebuild (`ProjectionRunner.rebuild` of the projections in PROJECTIONS) writes
-them all, with the same functions.
+event, and an UploadKeyDestroyed the document of the upload that claimed the key; its
+`rebuild` writes them all, with the same functions. Written through the recorder port
+(`write_read_model`), so they need no driver.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 
-from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError
-
-from m8.domain import Secret, UploadKey
+from m8.domain import Secret, UploadKey, secret_id
 from m8.domain.events import (
     SecretStored,
     SecretStoreFailed,
     SecretUploadRejected,
     SecretUploadRequested,
+    UploadKeyDestroyed,
 )
-from m8.eventsourcing import DomainEvent, StoredEvent, registry
-from m8.eventstore import MongoEventRecorder, Projection
-from m8.eventstore.mongo import Document
-from m8.eventstore.projections import VERSION_FIELD
+from m8.eventsourcing import DomainEvent, EventRecorder, StoredEvent, registry
+from m8.eventsourcing import Record as Document
+from m8.eventstore import Projection
 
 UPLOADS = "rm_uploads"
 SECRETS = "rm_secrets"
 UPLOAD_KEYS = "rm_upload_keys"
 
 
-def upload_document(own: Sequence[StoredEvent]) -> Document:
-    """An upload, from its own events (those of its secret that carry its upload id)."""
+def upload_document(own: Sequence[StoredEvent], key: Sequence[StoredEvent] = ()) -> Document:
+    """An upload, from its own events (those of its secret that carry its upload id) and
+    those of its upload key."""
     decoded = [event.decode(registry) for event in own]
     first = decoded[0]
     assert isinstance(first, SecretUploadRequested)
     upload = Secret.replay(own[0].aggregate_id, decoded).upload(first.upload_id)
+    status, updated_at = upload.status, own[-1].recorded_at
+    expired = _expired_at(key)
+    if status == "pending" and expired is not None:
+        status, updated_at = "expired", max(updated_at, expired)
     return {
         "_id": upload.upload_id,
         "store": first.store,
         "path": first.path,
         "key_id": upload.key_id,
-        "status": upload.status,
+        "status": status,
         "requested_by": upload.requested_by,
         "requested_at": own[0].recorded_at,
-        "updated_at": own[-1].recorded_at,
+        "updated_at": updated_at,
         "fingerprint": upload.fingerprint,
         "upstream_version": upload.upstream_version,
         "reason": upload.reason,
@@ -60,6 +66,26 @@ def upload_document(own: Sequence[StoredEvent]) -> Document:
         # What the receipt binds (m8.crypto.receipts): m8ctl checks it is its own.
         "ciphertext_sha256": first.ciphertext_sha256,
     }
+
+
+def _expired_at(key: Sequence[StoredEvent]) -> datetime | None:
+    """When the rotator destroyed the key as expired, if it did."""
+    for stored in key:
+        event = stored.decode(registry)
+        if isinstance(event, UploadKeyDestroyed) and event.reason == "expired":
+            return stored.recorded_at
+    return None
+
+
+def upload_documents(
+    events: Sequence[StoredEvent], keys: Mapping[str, Sequence[StoredEvent]] | None = None
+) -> list[Document]:
+    """Every upload of a secret, from its events and those of the uploads' keys (by id)."""
+    keys = keys or {}
+    return [
+        upload_document(own, keys.get(str(own[0].data["key_id"]), ()))
+        for own in _by_upload(events).values()
+    ]
 
 
 def receipt(own: Sequence[DomainEvent]) -> Document | None:
@@ -114,14 +140,6 @@ def secret_document(aggregate_id: str, events: Sequence[StoredEvent]) -> Documen
     }
 
 
-class UploadsProjection:
-    name = UPLOADS
-    aggregate_type = Secret.aggregate_type
-
-    def project(self, aggregate_id: str, events: Sequence[StoredEvent]) -> list[Document]:
-        return [upload_document(own) for own in _by_upload(events).values()]
-
-
 class SecretsProjection:
     name = SECRETS
     aggregate_type = Secret.aggregate_type
@@ -139,44 +157,66 @@ class UploadKeysProjection:
         return [{"_id": aggregate_id, "claimed_by": key.claimed_by, "destroyed": key.destroyed}]
 
 
-# Every read model, for a rebuild. Live, ProjectionRunner keeps rm_upload_keys, and
-# SecretReadModels the other two (writing only what an event changed).
-PROJECTIONS: tuple[Projection, ...] = (
-    UploadsProjection(),
-    SecretsProjection(),
-    UploadKeysProjection(),
-)
+# The read models that are each a function of one aggregate's events, which
+# ProjectionRunner keeps and rebuilds; SecretReadModels keeps and rebuilds the others.
+PROJECTIONS: tuple[Projection, ...] = (SecretsProjection(), UploadKeysProjection())
 
 
 class SecretReadModels:
     """Keeps rm_uploads and rm_secrets current: per event, its upload and its secret.
 
     Idempotent and order-proof like ProjectionRunner: each document is computed from every
-    event stored so far and written only over an older state (the version stamp).
+    event stored so far and written only over an older state (the version stamp: that of
+    the secret, then of the upload's key, see `_stamp`).
     """
 
-    def __init__(self, recorder: MongoEventRecorder) -> None:
+    def __init__(self, recorder: EventRecorder) -> None:
         self.recorder = recorder
-        self.uploads = recorder.db[UPLOADS]
-        self.secrets = recorder.db[SECRETS]
 
     async def handle(self, event: StoredEvent) -> None:
-        """Projects one Secret event; ignores every other."""
-        if event.aggregate_type != Secret.aggregate_type:
+        """Projects one Secret event or UploadKeyDestroyed; ignores every other."""
+        if event.aggregate_type == Secret.aggregate_type:
+            await self._project_upload(event.aggregate_id, str(event.data["upload_id"]))
+        elif event.event_type == UploadKeyDestroyed.event_type:
+            events = await self.recorder.load(UploadKey.aggregate_type, event.aggregate_id)
+            key = UploadKey.replay(event.aggregate_id, (e.decode(registry) for e in events))
+            if key.issued is not None and key.claimed_by is not None:
+                where = secret_id(key.issued.store, key.issued.path)
+                await self._project_upload(where, key.claimed_by)
+
+    async def rebuild(self) -> int:
+        """Recomputes both read models from the event store; returns how many secrets."""
+        await self.recorder.clear_read_model(UPLOADS)
+        await self.recorder.clear_read_model(SECRETS)
+        count = 0
+        async for aggregate_id, events in self.recorder.aggregates(Secret.aggregate_type):
+            for own in _by_upload(events).values():
+                await self._write_upload(own, events[-1].version)
+            await self._write_secret(aggregate_id, events)
+            count += 1
+        return count
+
+    async def _project_upload(self, aggregate_id: str, upload_id: str) -> None:
+        events = await self.recorder.load(Secret.aggregate_type, aggregate_id)
+        own = _by_upload(events).get(upload_id)
+        if own is None:
             return
-        events = await self.recorder.load(event.aggregate_type, event.aggregate_id)
-        version = events[-1].version
-        own = _by_upload(events)[str(event.data["upload_id"])]
-        await _write(self.uploads, upload_document(own), version)
-        await _write(self.secrets, secret_document(event.aggregate_id, events), version)
+        await self._write_upload(own, events[-1].version)
+        await self._write_secret(aggregate_id, events)
 
-
-async def _write(collection: AsyncCollection[Document], doc: Document, version: int) -> None:
-    # The stamp ProjectionRunner uses, so a rebuild and live upkeep mix safely. A duplicate
-    # key means a newer state is there already.
-    with contextlib.suppress(DuplicateKeyError):
-        await collection.replace_one(
-            {"_id": doc["_id"], VERSION_FIELD: {"$lte": version}},
-            {**doc, VERSION_FIELD: version},
-            upsert=True,
+    async def _write_upload(self, own: Sequence[StoredEvent], secret_version: int) -> None:
+        key = await self.recorder.load(UploadKey.aggregate_type, str(own[0].data["key_id"]))
+        await self.recorder.write_read_model(
+            UPLOADS, upload_document(own, key), _stamp(secret_version, len(key))
         )
+
+    async def _write_secret(self, aggregate_id: str, events: Sequence[StoredEvent]) -> None:
+        await self.recorder.write_read_model(
+            SECRETS, secret_document(aggregate_id, events), events[-1].version
+        )
+
+
+def _stamp(secret_version: int, key_version: int) -> int:
+    """One version for a document computed from two aggregates: the secret's first, then
+    the key's. A key has at most three events (issued, claimed, destroyed)."""
+    return secret_version * 4 + min(key_version, 3)

@@ -1,4 +1,8 @@
-"""The API's reads: from the read models, plus the write side where it must be current."""
+"""The API's reads: from the read models, plus the write side where it must be current.
+
+MongoDB-specific (its queries need more than the recorder port offers); its driver errors
+become EventStoreUnavailable through `mongo_errors`, as everywhere.
+"""
 
 from __future__ import annotations
 
@@ -18,16 +22,13 @@ from m8.api.models import (
     SecretHistory,
     SecretList,
     SecretView,
-    UploadStatus,
     UploadView,
 )
-from m8.api.projections import SECRETS, UPLOAD_KEYS, UPLOADS
+from m8.api.projections import SECRETS, UPLOADS
 from m8.domain import secret_id
-from m8.eventstore.mongo import Document
+from m8.eventstore.mongo import Document, mongo_errors
+from m8.protocol.status import SETTLED
 
-# An upload waiting for any of these has nothing more to wait for. `failed` is not final
-# for the domain (an operator may re-drive it), but a client cannot wait that long.
-SETTLED: frozenset[UploadStatus] = frozenset({"stored", "rejected", "failed", "expired"})
 _FIRST_POLL = 0.05
 _MAX_POLL = 1.0
 
@@ -38,7 +39,6 @@ class Queries:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.uploads = db[UPLOADS]
         self.secrets = db[SECRETS]
-        self.upload_keys = db[UPLOAD_KEYS]
         self.upload_requests = db[UPLOAD_REQUESTS]
 
     async def create_indexes(self) -> None:
@@ -68,21 +68,14 @@ class Queries:
             pause = min(pause * 2, _MAX_POLL)
 
     async def _upload(self, upload_id: str) -> UploadView | None:
-        doc = await self.uploads.find_one({"_id": upload_id})
-        if doc is None:
-            # Accepted but not projected yet: the write side knows it is pending.
-            request = await self.upload_requests.find_one({"_id": upload_id})
-            if request is None:
-                return None
-            doc = {
-                **request,
-                "status": "pending",
-                "updated_at": request["requested_at"],
-            }
-        if doc["status"] == "pending":
-            key = await self.upload_keys.find_one({"_id": doc["key_id"]})
-            if key is not None and key.get("destroyed") == "expired":
-                doc["status"] = "expired"
+        with mongo_errors():
+            doc = await self.uploads.find_one({"_id": upload_id})
+            if doc is None:
+                # Accepted but not projected yet: the write side knows it is pending.
+                request = await self.upload_requests.find_one({"_id": upload_id})
+                if request is None:
+                    return None
+                doc = {**request, "status": "pending", "updated_at": request["requested_at"]}
         return UploadView(upload_id=upload_id, **_fields(doc, UploadView))
 
     async def secrets_page(
@@ -122,8 +115,9 @@ class Queries:
                 }
             )
         query = {"$and": conditions} if conditions else {}
-        cursor = self.secrets.find(query).sort([("store", ASCENDING), ("path", ASCENDING)])
-        docs = await cursor.limit(limit + 1).to_list()
+        with mongo_errors():
+            cursor = self.secrets.find(query).sort([("store", ASCENDING), ("path", ASCENDING)])
+            docs = await cursor.limit(limit + 1).to_list()
         page = docs[:limit]
         return SecretList(
             secrets=[SecretView(**_fields(doc, SecretView)) for doc in page],
@@ -131,23 +125,30 @@ class Queries:
         )
 
     async def secret(self, store: str, path: str) -> SecretView | None:
-        doc = await self.secrets.find_one({"_id": secret_id(store, path)})
+        with mongo_errors():
+            doc = await self.secrets.find_one({"_id": secret_id(store, path)})
         return SecretView(**_fields(doc, SecretView)) if doc else None
 
     async def history(self, store: str, path: str) -> SecretHistory | None:
         """Every upload to the secret, oldest first; None if there was none."""
         cursor = self.uploads.find({"store": store, "path": path}).sort("requested_at", ASCENDING)
-        entries = [
-            HistoryEntry(
-                upload_id=doc["_id"],
-                completed_at=None if doc["status"] == "pending" else doc["updated_at"],
-                **_fields(doc, HistoryEntry),
-            )
-            async for doc in cursor
-        ]
+        with mongo_errors():
+            entries = [_history_entry(doc) async for doc in cursor]
         if not entries:
             return None
         return SecretHistory(store=store, path=path, history=entries)
+
+
+def _history_entry(doc: Document) -> HistoryEntry:
+    # The history has always shown an upload whose key expired as pending (its schema has
+    # no `expired`): kept so until HistoryEntry.status takes every UploadStatus.
+    if doc["status"] == "expired":
+        doc = {**doc, "status": "pending"}
+    return HistoryEntry(
+        upload_id=doc["_id"],
+        completed_at=None if doc["status"] == "pending" else doc["updated_at"],
+        **_fields(doc, HistoryEntry),
+    )
 
 
 def _starting_with(prefix: str) -> Document:

@@ -11,9 +11,13 @@ import logging
 
 from m8.domain import Secret, UploadKey, secret_id
 from m8.domain.events import SecretUploadRequested, UploadKeyDestroyed
-from m8.eventsourcing import StoredEvent, UnknownEventType
-from m8.eventstore import MongoEventRecorder, Repository
-from m8.eventstore.mongo import NotRecorded
+from m8.eventsourcing import (
+    EventRecorder,
+    NotRecorded,
+    Repository,
+    StoredEvent,
+    UnknownEventType,
+)
 from m8.messaging import PoisonMessage
 
 log = logging.getLogger(__name__)
@@ -22,7 +26,7 @@ log = logging.getLogger(__name__)
 class CiphertextRedactor:
     """Redacts the SecretUploadRequested of the upload that claimed a destroyed key."""
 
-    def __init__(self, recorder: MongoEventRecorder, repository: Repository) -> None:
+    def __init__(self, recorder: EventRecorder, repository: Repository) -> None:
         self.recorder = recorder
         self.repository = repository
 

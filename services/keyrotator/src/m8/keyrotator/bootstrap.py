@@ -16,7 +16,12 @@ from m8.keyrotator.rpc import RotatorRpc
 from m8.keyrotator.service import KeyRotator, every
 from m8.keyrotator.settings import KeyRotatorSettings
 from m8.keyrotator.signing_keys import Resealed, SigningKeys
-from m8.keyrotator.upload_keys import UploadKeyStore
+from m8.keyrotator.upload_keys import (
+    BACKSTOP,
+    COLLECTION,
+    LIVE_COLLECTION,
+    UploadKeyStore,
+)
 from m8.messaging import EventConsumer, RpcServer
 from m8.messaging.topology import KEYROTATOR_QUEUE, RPC_KEYROTATOR_QUEUE
 from m8.runtime import ConfigurationError, Runtime, service, wait_for_signal
@@ -41,8 +46,8 @@ class RotatorKeys:
 
 async def start(runtime: Runtime, settings: KeyRotatorSettings, keys: RotatorKeys) -> KeyRotator:
     """Starts the rotator on `runtime`; it stops when the runtime closes."""
-    upload_keys = UploadKeyStore(runtime.db)
-    await upload_keys.create_indexes()
+    await create_upload_key_indexes(runtime.db)
+    upload_keys = UploadKeyStore(runtime.recorder)
     lifetime = settings.keyrotator_upload_key_lifetime
     signing = signing_keys(runtime.db, settings, keys.masters)
     await signing.create_indexes()
@@ -59,6 +64,15 @@ async def start(runtime: Runtime, settings: KeyRotatorSettings, keys: RotatorKey
     runtime.spawn(every(interval, rotator.sweep, "upload key sweep"))
     runtime.spawn(every(interval, signing.maintain, "signing key rotation"))
     return rotator
+
+
+async def create_upload_key_indexes(db: AsyncDatabase[Document]) -> None:
+    """The expiry indexes the sweep scans; the one on `upload_keys` is the TTL backstop
+    (m8.keyrotator.upload_keys says why it fires late)."""
+    await db[COLLECTION].create_index(
+        "expires_at", expireAfterSeconds=int(BACKSTOP.total_seconds()), name="expiry"
+    )
+    await db[LIVE_COLLECTION].create_index("expires_at", name="expiry")
 
 
 def signing_keys(

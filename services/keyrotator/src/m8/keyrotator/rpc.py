@@ -13,10 +13,9 @@ from collections.abc import Iterator
 from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pymongo.errors import PyMongoError
 
 from m8.domain import DomainError
-from m8.eventsourcing import Metadata
+from m8.eventsourcing import EventStoreUnavailable, Metadata
 from m8.keyrotator.service import KeyRotator
 from m8.messaging import RpcError
 from m8.messaging.rpc import JsonObject, Procedure
@@ -88,8 +87,8 @@ def _refusals() -> Iterator[None]:
         yield
     except DomainError as exc:
         raise RpcError(exc.code, exc.detail) from None
-    except PyMongoError as exc:
-        log.warning("database unavailable: %s", type(exc).__name__)
+    except EventStoreUnavailable as exc:
+        log.warning("database unavailable: %s", exc)
         raise RpcError(
             "unavailable", "the key rotator cannot reach its database; try again shortly"
         ) from None

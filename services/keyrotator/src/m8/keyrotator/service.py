@@ -15,10 +15,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
-
-from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.errors import PyMongoError
+from datetime import datetime, timedelta
 
 from m8.crypto import (
     SignedStatement,
@@ -31,9 +28,16 @@ from m8.crypto import (
 from m8.domain import CATALOG_ID, Secret, StoreCatalog, UploadKey, check_path
 from m8.domain.errors import UnknownUpload
 from m8.domain.events import SecretStored, SecretUploadRejected, UploadKeyIssued
-from m8.eventsourcing import ConcurrencyConflict, Metadata, StoredEvent, UnknownEventType
-from m8.eventstore import Repository
-from m8.eventstore.mongo import NotRecorded
+from m8.eventsourcing import (
+    ConcurrencyConflict,
+    EventStoreUnavailable,
+    Metadata,
+    NotRecorded,
+    Repository,
+    StoredEvent,
+    Transaction,
+    UnknownEventType,
+)
 from m8.keyrotator import clock
 from m8.keyrotator.keks import KekPublicKeys
 from m8.keyrotator.signing_keys import SigningKeys
@@ -55,8 +59,10 @@ class KeyRotator:
         signing: SigningKeys,
         keks: KekPublicKeys,
         lifetime: timedelta,
+        now: Callable[[], datetime] = clock.now,
     ) -> None:
         self.repository = repository
+        self.now = now  # the clock of issue and expiry (tests inject their own)
         self.upload_keys = upload_keys
         self.signing = signing
         self.keks = keks
@@ -72,7 +78,7 @@ class KeyRotator:
         store = catalog.target(store_name)
         kek = self.keks.newest(store.store_type)
         signer, signer_not_after = await self.signing.current_until()
-        created_at = clock.now()
+        created_at = clock.to_ms(self.now())
         # Never outlive the signer: m8ctl drops its pin at not_after (rotation makes this
         # rare; the cap covers the milliseconds between the look and now).
         expires_at = min(clock.to_ms(created_at + self.lifetime), signer_not_after)
@@ -94,11 +100,11 @@ class KeyRotator:
             expires_at=format_utc(expires_at),
         )
 
-        async def record(session: AsyncClientSession) -> None:
+        async def record(transaction: Transaction) -> None:
             key = UploadKey(pair.key_id)
             key.issue(issued)
-            await self.upload_keys.insert(sealed, store, path, created_at, expires_at, session)
-            await self.repository.save(key, metadata, session=session)
+            await self.upload_keys.insert(transaction, sealed, store, path, created_at, expires_at)
+            await transaction.save(key, metadata)
 
         await self.repository.in_transaction(record)
         log.info(
@@ -116,13 +122,13 @@ class KeyRotator:
     async def destroy(self, key_id: str, reason: str, metadata: Metadata) -> bool:
         """Deletes the sealed key and records UploadKeyDestroyed, once; True if this call did."""
 
-        async def destroy(session: AsyncClientSession) -> bool:
-            key = await self.repository.load(UploadKey, key_id)
+        async def destroy(transaction: Transaction) -> bool:
+            key = await transaction.load(UploadKey, key_id)
             # Deleted even when never issued or destroyed already: nothing may outlive that.
-            await self.upload_keys.delete(key_id, session)
+            await self.upload_keys.delete(transaction, key_id)
             if not key.destroy(reason):
                 return False
-            await self.repository.save(key, metadata, session=session)
+            await transaction.save(key, metadata)
             return True
 
         # A conflict means another rotator destroyed it meanwhile: the next look sees that.
@@ -161,14 +167,14 @@ class KeyRotator:
             raise PoisonMessage(f"undecodable {message.event_type}: {exc}") from None
         except UnknownUpload as exc:
             raise PoisonMessage(exc.detail) from None
-        except (PyMongoError, ConcurrencyConflict) as exc:
+        except (EventStoreUnavailable, ConcurrencyConflict) as exc:
             raise TransientError(f"could not destroy the upload key: {exc}") from exc
 
     async def sweep(self, batch: int = 100) -> int:
         """Destroys every key past its expiry with reason `expired`; returns how many."""
         metadata = Metadata(ACTOR, f"sweep-{uuid.uuid4().hex}")
         destroyed = 0
-        while ids := await self.upload_keys.expired(clock.now(), batch):
+        while ids := await self.upload_keys.expired(clock.to_ms(self.now()), batch):
             for key_id in ids:
                 destroyed += await self.destroy(key_id, "expired", metadata)
             if len(ids) < batch:

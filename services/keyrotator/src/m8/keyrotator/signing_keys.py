@@ -50,7 +50,7 @@ from m8.crypto import (
     key_self_signature,
     verify_key_fingerprint,
 )
-from m8.eventstore.mongo import Document
+from m8.eventstore.mongo import Document, mongo_errors
 from m8.keyrotator import clock
 from m8.keyrotator.master_key import MasterKeys
 from m8.runtime import ConfigurationError
@@ -205,12 +205,17 @@ class SigningKeys:
         if self._current is None or self._due(self._current):
             async with self._rotating:
                 if self._current is None or self._due(self._current):
-                    self._current = await self._rotate_if_due()
+                    with mongo_errors():
+                        self._current = await self._rotate_if_due()
         record = self._current
         return self._open(record), record.not_after
 
     async def published(self) -> PublishedKeys:
         """Every key whose statements may still be live, oldest first, and every withdrawn."""
+        with mongo_errors():
+            return await self._published()
+
+    async def _published(self) -> PublishedKeys:
         now = clock.now()
         keys = [
             PublishedKey(

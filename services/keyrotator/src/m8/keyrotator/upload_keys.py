@@ -19,12 +19,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.asynchronous.database import AsyncDatabase
-
 from m8.crypto import SealedUploadKey
 from m8.domain import Store
-from m8.eventstore.mongo import Document
+from m8.eventsourcing import EventRecorder, Records, Transaction
 
 COLLECTION = "upload_keys"
 LIVE_COLLECTION = "rotator_live_keys"
@@ -34,29 +31,22 @@ BACKSTOP = timedelta(hours=1)
 class UploadKeyStore:
     """Sealed upload keys by key id, and the ids of those not yet destroyed, with expiry."""
 
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
-        self.keys = db[COLLECTION]
-        self.live = db[LIVE_COLLECTION]
-
-    async def create_indexes(self) -> None:
-        """The expiry indexes the sweep scans; the one on `upload_keys` is the TTL backstop."""
-        await self.keys.create_index(
-            "expires_at", expireAfterSeconds=int(BACKSTOP.total_seconds()), name="expiry"
-        )
-        await self.live.create_index("expires_at", name="expiry")
+    def __init__(self, recorder: EventRecorder) -> None:
+        self.keys: Records = recorder.records(COLLECTION)
+        self.live: Records = recorder.records(LIVE_COLLECTION)
 
     async def insert(
         self,
+        transaction: Transaction,
         sealed: SealedUploadKey,
         store: Store,
         path: str,
         created_at: datetime,
         expires_at: datetime,
-        session: AsyncClientSession,
     ) -> None:
-        """Stores a newly issued key (inside the transaction that records its issue)."""
+        """Stores a newly issued key (in the unit of work that records its issue)."""
         fields = sealed.to_dict()
-        await self.keys.insert_one(
+        await transaction.records(COLLECTION).insert(
             {
                 "_id": fields["key_id"],
                 "store": store.name,
@@ -66,29 +56,24 @@ class UploadKeyStore:
                 "sealed_private_key": fields["sealed_private_key"],
                 "expires_at": expires_at,
                 "created_at": created_at,
-            },
-            session=session,
+            }
         )
-        await self.live.insert_one(
-            {"_id": fields["key_id"], "expires_at": expires_at}, session=session
+        await transaction.records(LIVE_COLLECTION).insert(
+            {"_id": fields["key_id"], "expires_at": expires_at}
         )
 
-    async def delete(self, key_id: str, session: AsyncClientSession | None = None) -> None:
+    async def delete(self, transaction: Transaction, key_id: str) -> None:
         """Destroys the key (nothing happens if it is gone already)."""
-        await self.keys.delete_one({"_id": key_id}, session=session)
-        await self.live.delete_one({"_id": key_id}, session=session)
+        await transaction.records(COLLECTION).delete(key_id)
+        await transaction.records(LIVE_COLLECTION).delete(key_id)
 
     async def expired(self, now: datetime, limit: int) -> list[str]:
         """Ids of keys past their expiry and not yet destroyed, oldest first."""
         ids: list[str] = []
         # `upload_keys` too: keys issued by a rotator from before the live list.
-        for collection in (self.live, self.keys):
-            cursor = (
-                collection.find({"expires_at": {"$lte": now}}, {"_id": 1})
-                .sort("expires_at", 1)
-                .limit(limit - len(ids))
-            )
-            ids += [doc["_id"] async for doc in cursor if doc["_id"] not in ids]
+        for records in (self.live, self.keys):
+            due = await records.ids_due("expires_at", now, limit - len(ids))
+            ids += [key_id for key_id in due if key_id not in ids]
             if len(ids) >= limit:
                 break
         return ids

@@ -25,7 +25,6 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import ClassVar, TypeVar
 
-from pymongo.errors import PyMongoError
 from tenacity import RetryCallState
 
 from m8.crypto import (
@@ -49,29 +48,33 @@ from m8.crypto import (
 )
 from m8.crypto.encoding import b64encode
 from m8.crypto.receipts import ReceiptStatus, is_sha256_hex
-from m8.domain import CATALOG_ID, Secret, StoreCatalog, UploadKey
+from m8.domain import CATALOG_ID, KeyRefusal, Secret, StoreCatalog, UploadKey
 from m8.domain.events import (
     SecretStored,
     SecretStoreFailed,
     SecretUploadRejected,
     SecretUploadRequested,
 )
-from m8.domain.secrets import FINAL
-from m8.eventsourcing import StoredEvent, UnknownEventType
-from m8.eventstore import Repository
-from m8.eventstore.mongo import NotRecorded
+from m8.eventsourcing import (
+    EventStoreUnavailable,
+    NotRecorded,
+    Repository,
+    StoredEvent,
+    UnknownEventType,
+)
 from m8.messaging import PoisonMessage, TransientError
-from m8.reactors.adapters import (
+from m8.protocol.status import FINAL_OUTCOMES
+from m8.reactors.metrics import IN_FLIGHT, UPLOADS, UPSTREAM_RETRIES, UPSTREAM_SECONDS
+from m8.reactors.retry import RetryPolicy
+from m8.reactors.sealed_keys import SealedUploadKeys
+from m8.reactors.stores import StoreAdapters, StoreConfigError
+from m8.stores.adapters import (
     NotManagedByM8,
     TransientUpstreamError,
     UpstreamError,
     UpstreamStore,
     UpstreamVersion,
 )
-from m8.reactors.metrics import IN_FLIGHT, UPLOADS, UPSTREAM_RETRIES, UPSTREAM_SECONDS
-from m8.reactors.retry import RetryPolicy
-from m8.reactors.sealed_keys import SealedUploadKeys
-from m8.reactors.stores import StoreAdapters, StoreConfigError
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +84,7 @@ T = TypeVar("T")
 
 # Rejections that an earlier delivery may have caused itself: it wrote the value upstream,
 # failed to record that, and its key was used up or destroyed before this redelivery.
-KEY_GONE = frozenset({"key_expired", "key_destroyed", "key_used"})
+KEY_GONE = frozenset({KeyRefusal.EXPIRED.value, KeyRefusal.DESTROYED.value, KeyRefusal.USED.value})
 
 
 class Refusal(Exception):
@@ -140,8 +143,10 @@ class Reactor:
         fingerprint_key: FingerprintKey,
         retry: RetryPolicy,
         receipt_key: ReceiptSigningKey,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store_type = store_type
+        self.now = now  # the clock of key expiry (tests inject their own)
         self.repository = repository
         self.sealed_keys = sealed_keys
         self.stores = stores
@@ -156,14 +161,14 @@ class Reactor:
         with IN_FLIGHT.labels(self.store_type).track_inprogress():
             try:
                 await self._handle(message)
-            except PyMongoError as exc:
+            except EventStoreUnavailable as exc:
                 # The runner tries again, then requeues; the upstream write is idempotent.
-                raise TransientError(f"MongoDB failed ({type(exc).__name__})") from exc
+                raise TransientError(str(exc)) from exc
 
     async def _handle(self, message: StoredEvent) -> None:
         secret, request = await self._request(message)
         settled = secret.upload(request.upload_id)
-        if settled.status in FINAL:
+        if settled.status in FINAL_OUTCOMES:
             log.info("upload already settled", extra=_fields(request))
             self._count(request, "duplicate", settled.reason or "")
             return
@@ -236,20 +241,13 @@ class Reactor:
     async def _sealed_key(self, request: SecretUploadRequested) -> SealedUploadKey:
         """The sealed private key, if the upload key may serve this upload now."""
         key = await self.repository.load(UploadKey, request.key_id)
-        if key.issued is None:
-            raise Rejected("key_destroyed", "the upload key was never issued")
-        if key.destroyed == "expired":
-            raise Rejected("key_expired", "the upload key expired and was destroyed")
-        if key.destroyed is not None:
-            raise Rejected("key_destroyed", f"the upload key was destroyed ({key.destroyed})")
+        refused = key.refusal(request.upload_id, request.store, request.path, self.now())
+        if refused is not None:
+            raise Rejected(refused.reason.value, refused.detail)
         if key.claimed_by != request.upload_id:
-            raise Rejected("key_used", "the upload key is claimed by another upload")
-        if (key.issued.store, key.issued.path) != (request.store, request.path):
-            raise Rejected(
-                "binding_mismatch", "the upload key was issued for another store or path"
-            )
-        if datetime.now(UTC) >= key.expires_at:
-            raise Rejected("key_expired", f"the upload key expired at {key.issued.expires_at}")
+            # The API claims the key in the transaction that records the request: an
+            # unclaimed key means a request the API never made.
+            raise Rejected(KeyRefusal.USED.value, "the upload key was never claimed")
         try:
             sealed = await self.sealed_keys.get(request.key_id)
         except CryptoError as exc:

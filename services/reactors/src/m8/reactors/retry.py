@@ -13,7 +13,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from m8.reactors.adapters import TransientUpstreamError
+from m8.stores.adapters import TransientUpstreamError
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pymongo.asynchronous.database import AsyncDatabase
 
 from m8.crypto import SealedUploadKey
-from m8.eventstore.mongo import Document
+from m8.eventstore.mongo import Document, mongo_errors
 
 COLLECTION = "upload_keys"
 
@@ -18,9 +18,10 @@ class SealedUploadKeys:
 
     async def get(self, key_id: str) -> SealedUploadKey | None:
         """The sealed key of `key_id`; MalformedEnvelope if its document is damaged."""
-        doc = await self.collection.find_one(
-            {"_id": key_id}, projection={"kek_id": True, "sealed_private_key": True}
-        )
+        with mongo_errors():
+            doc = await self.collection.find_one(
+                {"_id": key_id}, projection={"kek_id": True, "sealed_private_key": True}
+            )
         if doc is None:
             return None
         return SealedUploadKey.from_dict(

@@ -17,7 +17,7 @@ from m8.api.models import (
 )
 from m8.api.problems import responses
 from m8.crypto import InvalidInput, decode_verify_key, verify_key_fingerprint
-from m8.eventstore.mongo import Document
+from m8.eventstore.mongo import Document, mongo_errors
 
 router = APIRouter(prefix="/v1", tags=["keys"])
 log = logging.getLogger(__name__)
@@ -51,8 +51,9 @@ async def issue_upload_key(
 async def receipt_keys(api: Api, _: Caller) -> ReceiptKeys:
     """The reactors' receipt verify keys: pin them, and check every outcome against them."""
     # Written by each reactor at start (`receipt_keys`, contracts.md).
-    cursor = api.runtime.db["receipt_keys"].find().sort("_id", ASCENDING)
-    views = [_receipt_key(doc) async for doc in cursor]
+    with mongo_errors():
+        cursor = api.runtime.db["receipt_keys"].find().sort("_id", ASCENDING)
+        views = [_receipt_key(doc) async for doc in cursor]
     return ReceiptKeys(keys=[view for view in views if view is not None])
 
 

@@ -1,0 +1,140 @@
+"""A reactor on the in-memory recorder, with a fake upstream store: the key rotator issues
+the key and the API's command records the upload, as in production."""
+
+from __future__ import annotations
+
+from base64 import b64decode
+from datetime import timedelta
+
+import pytest
+
+from m8.crypto import OutcomeReceipt, verify_receipt
+from m8.domain import UploadKey
+from m8.domain.events import SecretStored, SecretUploadRejected
+from m8.eventsourcing import StoredEvent
+from m8.messaging import PoisonMessage
+from tests.unit.memory_world import ALICE, LIFETIME, STORE, World
+
+
+@pytest.fixture
+async def world() -> World:
+    created = World()
+    await created.add_store()
+    return created
+
+
+async def _requested(world: World, path: str = "team/db", value: bytes = b"s3cret") -> StoredEvent:
+    command = world.command(await world.issue(path), value)
+    return await world.request(command)
+
+
+async def _outcome(world: World, requested: StoredEvent) -> SecretStored | SecretUploadRejected:
+    [*_, last] = await world.recorder.load(requested.aggregate_type, requested.aggregate_id)
+    outcome = last.decode()
+    assert isinstance(outcome, SecretStored | SecretUploadRejected)
+    return outcome
+
+
+async def test_an_upload_is_written_upstream_once_and_recorded_stored_with_a_receipt(
+    world: World,
+) -> None:
+    requested = await _requested(world, value=b"s3cret")
+
+    await world.reactor.handle(requested)
+    await world.reactor.handle(requested)  # a redelivery
+
+    assert world.upstream.values("team/db") == [b"s3cret"]
+    outcome = await _outcome(world, requested)
+    assert isinstance(outcome, SecretStored)
+    assert outcome.upstream_version == "1"
+    assert outcome.receipt_signature is not None
+    receipt = OutcomeReceipt(
+        outcome.upload_id,
+        STORE,
+        "team/db",
+        "stored",
+        "1",
+        outcome.fingerprint,
+        requested.data["ciphertext_sha256"],
+    )
+    verify_receipt(  # raises unless the reactor's receipt key signed exactly this
+        receipt,
+        world.receipt_key.receipt_key_id,
+        b64decode(outcome.receipt_signature),
+        {world.receipt_key.receipt_key_id: world.receipt_key.verify_key},
+    )
+    events = await world.events_of(requested.aggregate_type, requested.aggregate_id)
+    assert events == ["SecretUploadRequested", "SecretStored"]
+
+
+async def test_a_transient_upstream_failure_is_retried(world: World) -> None:
+    world.upstream.failures = 2
+    requested = await _requested(world)
+
+    await world.reactor.handle(requested)
+
+    assert isinstance(await _outcome(world, requested), SecretStored)
+
+
+@pytest.mark.parametrize(
+    ("later", "destroyed", "reason"),
+    [
+        (LIFETIME, None, "key_expired"),
+        (LIFETIME, "expired", "key_expired"),
+        (timedelta(0), "rejected", "key_destroyed"),
+    ],
+    ids=["expired-by-the-clock", "swept-as-expired", "destroyed"],
+)
+async def test_a_key_that_may_no_longer_serve_rejects_the_upload_with_its_reason(
+    world: World, later: timedelta, destroyed: str | None, reason: str
+) -> None:
+    requested = await _requested(world)
+    world.clock.advance(later)
+    if destroyed is not None:
+        await world.rotator.destroy(requested.data["key_id"], destroyed, ALICE)
+
+    await world.reactor.handle(requested)
+
+    outcome = await _outcome(world, requested)
+    assert isinstance(outcome, SecretUploadRejected)
+    assert outcome.reason == reason
+    assert world.upstream.values("team/db") == []
+
+
+async def test_a_redelivery_after_the_key_was_used_up_records_what_upstream_holds(
+    world: World,
+) -> None:
+    requested = await _requested(world, value=b"s3cret")
+    # An earlier delivery wrote upstream and died before recording it; then the key went.
+    fingerprint = "fp1:earlier"
+    await world.upstream.put("team/db", b"s3cret", requested.data["upload_id"], fingerprint)
+    await world.rotator.destroy(requested.data["key_id"], "used", ALICE)
+
+    await world.reactor.handle(requested)
+
+    outcome = await _outcome(world, requested)
+    assert isinstance(outcome, SecretStored)
+    assert outcome.fingerprint == fingerprint
+
+
+async def test_the_outcome_lets_the_rotator_destroy_the_key_as_used(world: World) -> None:
+    requested = await _requested(world)
+    await world.reactor.handle(requested)
+    [*_, stored] = await world.recorder.load(requested.aggregate_type, requested.aggregate_id)
+
+    await world.rotator.on_outcome(stored)
+
+    key = await world.repository.load(UploadKey, requested.data["key_id"])
+    assert key.destroyed == "used"
+
+
+async def test_a_request_the_event_store_does_not_hold_is_poison_and_stores_nothing(
+    world: World,
+) -> None:
+    requested = await _requested(world)
+    forged = StoredEvent(**{**requested.__dict__, "event_id": "0" * 24})
+
+    with pytest.raises(PoisonMessage):
+        await world.reactor.handle(forged)
+
+    assert world.upstream.values("team/db") == []
