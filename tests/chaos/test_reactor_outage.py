@@ -93,7 +93,7 @@ async def reactors(
     """A vault store on the test's own OpenBao; no reactor running yet."""
     await declare_reactor_queues(amqp)
     keys = ReactorKeys.create(state_dir)
-    uploads = Uploads(recorder, keys.kek)
+    uploads = await Uploads.create(recorder, keys, state_dir)
     config = {"address": openbao.addr, "mount": "secret", "path_prefix": "m8/"}
     await uploads.register_store(STORE, "vault", config)
     running = Reactors.create(uploads, keys, broker, services["mongodb"].url, mongo_db_name)

@@ -8,14 +8,11 @@ from pathlib import Path
 import pytest
 
 from m8.devservices import Services
-from m8.domain import Secret, secret_id
 from m8.domain.events import SecretStored
-from m8.eventsourcing import Metadata
 from tests.servers import Broker
 from tests.support.api import AWS_STORE, VAULT_STORE, RunningApi, api_with_rotator
 from tests.support.events import eventually
 
-REACTOR = Metadata(actor="reactor", correlation_id="corr-reactor")
 VALUE = b"the-value-itself"
 
 
@@ -38,13 +35,10 @@ async def _upload(
     response = await api.call("POST", "/v1/secrets", who=who, json=body)
     assert response.status_code == 202
     if stored_as is not None:
-        repository = api.context.runtime.repository
-        secret = await repository.load(Secret, secret_id(store, path))
         store_type = "vault" if store == "vault-a" else "aws"
-        secret.record_stored(
+        await api.record_outcome(
             SecretStored(body["upload_id"], store, store_type, path, stored_as, f"fp1:{stored_as}")
         )
-        await repository.save(secret, REACTOR)
     return str(body["upload_id"])
 
 

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from m8.devservices import Services
-from m8.domain import Secret, secret_id
+from m8.domain import secret_id
 from m8.domain.events import SecretStored, SecretUploadRejected
-from m8.eventsourcing import Metadata
 from m8.eventstore.mongo import from_document
 from tests.servers import Broker
 from tests.support.api import (
@@ -25,7 +24,6 @@ from tests.support.api import (
 )
 from tests.support.events import eventually
 
-REACTOR = Metadata(actor="reactor", correlation_id="corr-reactor")
 PATH = "team-a/db/password"
 
 
@@ -40,17 +38,6 @@ async def api(
 
 async def _events(api: RunningApi, aggregate_type: str, aggregate_id: str) -> list[str]:
     return [e.event_type for e in await api.recorder.load(aggregate_type, aggregate_id)]
-
-
-async def _record(api: RunningApi, outcome: SecretStored | SecretUploadRejected) -> None:
-    """Records an outcome as a reactor would (the rotator then destroys the key)."""
-    repository = api.context.runtime.repository
-    secret = await repository.load(Secret, secret_id(outcome.store, outcome.path))
-    if isinstance(outcome, SecretStored):
-        secret.record_stored(outcome)
-    else:
-        secret.record_rejected(outcome)
-    await repository.save(secret, REACTOR)
 
 
 async def test_an_upload_is_accepted_once_with_its_key_claimed_in_the_same_write(
@@ -260,7 +247,7 @@ async def test_a_stored_upload_shows_its_fingerprint_and_loses_its_ciphertext(
     await api.call("POST", "/v1/secrets", json=body)
     upload_id = body["upload_id"]
 
-    await _record(api, SecretStored(upload_id, "vault-a", "vault", PATH, "7", "fp1:abc"))
+    await api.record_outcome(SecretStored(upload_id, "vault-a", "vault", PATH, "7", "fp1:abc"))
     status = await api.call("GET", f"/v1/uploads/{upload_id}?wait=20")
 
     assert status.json()["status"] == "stored"
@@ -288,8 +275,8 @@ async def test_waiting_for_an_upload_returns_as_soon_as_it_settles(api: RunningA
     waiting = asyncio.create_task(api.call("GET", f"/v1/uploads/{upload_id}?wait=30"))
     await asyncio.sleep(0.5)
     assert not waiting.done()
-    await _record(
-        api, SecretUploadRejected(upload_id, "vault-a", "vault", PATH, "binding", "path mismatch")
+    await api.record_outcome(
+        SecretUploadRejected(upload_id, "vault-a", "vault", PATH, "binding", "path mismatch")
     )
     async with asyncio.timeout(15):
         answer = await waiting

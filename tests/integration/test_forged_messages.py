@@ -75,7 +75,7 @@ async def reactors(
 ) -> AsyncIterator[Reactors]:
     """A vault store on the real OpenBao, its reactor's keys, no reactor running yet."""
     keys = ReactorKeys.create(state_dir)
-    uploads = Uploads(recorder, keys.kek)
+    uploads = await Uploads.create(recorder, keys, state_dir)
     config = {"address": vault.addr, "mount": vault.mount, "path_prefix": vault.prefix}
     await uploads.register_store(STORE, "vault", config)
     running = Reactors.create(uploads, keys, broker, services["mongodb"].url, mongo_db_name)
@@ -87,12 +87,21 @@ async def reactors(
 
 @pytest.fixture
 async def rotator(
-    broker: Broker, services: Services, mongo_db_name: str, tmp_path: Path
+    reactors: Reactors, broker: Broker, services: Services, mongo_db_name: str, tmp_path: Path
 ) -> AsyncIterator[Runtime]:
-    """The real key rotator, consuming outcomes."""
+    """The real key rotator, consuming outcomes; it has the keys of the rotator that
+    `reactors.uploads` drives (one deployment: the same KEKs and master key)."""
     directory = tmp_path / "rotator"
     directory.mkdir()
-    runtime = await start_rotator(broker, services, mongo_db_name, directory)
+    keys = reactors.uploads.rotator_settings
+    runtime = await start_rotator(
+        broker,
+        services,
+        mongo_db_name,
+        directory,
+        keyrotator_kek_files=keys.keyrotator_kek_files,
+        keyrotator_master_key_file=keys.keyrotator_master_key_file,
+    )
     yield runtime
     await runtime.close()
 

@@ -16,13 +16,14 @@ import base64
 import hashlib
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hvac.exceptions import InvalidPath
 
+from m8.api.handlers import UploadCommand
 from m8.crypto import (
     BadSignature,
     OutcomeReceipt,
@@ -34,8 +35,6 @@ from m8.crypto import (
     write_receipt_key_file,
 )
 from m8.devservices import Services
-from m8.domain import Secret, UploadKey, secret_id
-from m8.domain.events import SecretUploadRequested
 from m8.eventstore import MongoEventRecorder
 from m8.messaging import Broker as AmqpBroker
 from m8.runtime import ConfigurationError
@@ -44,7 +43,6 @@ from tests.servers import Broker, Vault
 from tests.support.api import RunningApi, api_settings, running_api
 from tests.support.events import eventually
 from tests.support.uploads import (
-    METADATA,
     IssuedKey,
     ReactorKeys,
     Reactors,
@@ -102,7 +100,7 @@ async def system(
 ) -> AsyncIterator[System]:
     await declare_reactor_queues(amqp)
     keys = ReactorKeys.create(state_dir)
-    uploads = Uploads(recorder, keys.kek)
+    uploads = await Uploads.create(recorder, keys, state_dir)
     config = {"address": vault.addr, "mount": vault.mount, "path_prefix": vault.prefix}
     await uploads.register_store(VAULT_STORE, "vault", config)
     reactors = Reactors.create(uploads, keys, broker, services["mongodb"].url, mongo_db_name)
@@ -182,33 +180,27 @@ async def test_a_receipt_over_another_ciphertext_hash_does_not_verify(system: Sy
         checked({**view, "ciphertext_sha256": other}, listed)
 
 
+@dataclass(frozen=True)
+class SwappedUpload(UploadCommand):
+    """A compromised API's command: its own ciphertext, under the hash of m8ctl's."""
+
+    sent_sha256: str
+
+    @property
+    def ciphertext_sha256(self) -> str:
+        return self.sent_sha256
+
+
 async def record_swapped_request(
     system: System, key: IssuedKey, upload_id: str, sent_sha256: str
 ) -> None:
     """A compromised API records its own ciphertext under the hash of the one m8ctl sent,
-    so that the reactor's receipt would name m8ctl's hash."""
+    so that the reactor's receipt would name m8ctl's hash (the API's own command code,
+    fed that hash)."""
     uploads = system.uploads
     _, ours = uploads.encrypt(key, b"the API's value", upload_id=upload_id)
-    wire = ours.to_dict()
-    request = SecretUploadRequested(
-        upload_id=upload_id,
-        store=key.store,
-        store_type=key.store_type,
-        path=key.path,
-        key_id=key.key_id,
-        client_public_key=wire["client_public_key"],
-        nonce=wire["nonce"],
-        ciphertext=wire["ciphertext"],
-        ciphertext_sha256=sent_sha256,
-        requested_by="alice",
-    )
-    upload_key = await uploads.repository.load(UploadKey, key.key_id)
-    upload_key.claim(upload_id, key.store, key.path)
-    secret = await uploads.repository.load(Secret, secret_id(key.store, key.path))
-    secret.request_upload(request)
-    async with uploads.recorder.transaction() as session:
-        await uploads.repository.save(upload_key, METADATA, session=session)
-        await uploads.repository.save(secret, METADATA, session=session)
+    honest = uploads.command(key, upload_id, ours)
+    await uploads.request(SwappedUpload(**asdict(honest), sent_sha256=sent_sha256))
 
 
 async def test_a_ciphertext_other_than_the_one_its_recorded_hash_names_is_rejected_unwritten(

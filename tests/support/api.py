@@ -25,6 +25,9 @@ from m8.api import ApiSettings, create_app
 from m8.api.deps import ApiContext
 from m8.crypto import Binding, SignedStatement, UploadKeyStatement, new_upload_id, seal_envelope
 from m8.devservices import Services
+from m8.domain import Secret, secret_id
+from m8.domain.events import SecretStored, SecretUploadRejected
+from m8.eventsourcing import Metadata
 from m8.eventstore import MongoEventRecorder
 from m8.keyrotator import KeyRotatorSettings, RotatorKeys, start
 from m8.keyrotator.cli import keys_app
@@ -56,6 +59,7 @@ VAULT_STORE = {
     "path_prefix": "m8/",
 }
 AWS_STORE = {"type": "aws", "name": "aws-b", "region": "eu-west-1", "name_prefix": "m8/"}
+REACTOR = Metadata(actor="reactor", correlation_id="corr-reactor")
 
 
 def write_token_file(directory: Path, entries: list[dict[str, Any]] | None = None) -> Path:
@@ -120,6 +124,18 @@ class RunningApi:
         headers = {**auth(who), **(headers or {})}
         return await self.client.request(method, url, headers=headers, **kwargs)
 
+    async def record_outcome(self, outcome: SecretStored | SecretUploadRejected) -> None:
+        """Records an upload's outcome as its reactor would (none runs beside the API here)."""
+
+        def record(secret: Secret) -> None:
+            if isinstance(outcome, SecretStored):
+                secret.record_stored(outcome)
+            else:
+                secret.record_rejected(outcome)
+
+        secret = secret_id(outcome.store, outcome.path)
+        await self.context.runtime.repository.update(Secret, secret, record, REACTOR)
+
     async def add_store(self, body: dict[str, Any]) -> None:
         response = await self.call("POST", "/v1/stores", json=body)
         assert response.status_code == 201, response.text
@@ -168,8 +184,9 @@ async def running_api(settings: ApiSettings) -> AsyncIterator[RunningApi]:
 async def start_rotator(
     broker: Broker, services: Services, database: str, directory: Path, **overrides: Any
 ) -> Runtime:
-    """The key rotator on the test's vhost and database, with KEKs for vault and aws stores;
-    `overrides` change its settings (key lifetime, sweep interval)."""
+    """The key rotator on the test's vhost and database, with KEKs for vault and aws stores
+    and a master key of its own; `overrides` change its settings (key lifetime, sweep
+    interval, keys)."""
     runner = CliRunner()
     for args in (
         ["generate-kek", "--store-type", "vault", "--kek-id", "vault-1", "--out", str(directory)],
@@ -178,17 +195,17 @@ async def start_rotator(
     ):
         made = runner.invoke(keys_app, args)
         assert made.exit_code == 0, made.output
-    settings = KeyRotatorSettings(
-        amqp_url=broker.service_url("keyrotator"),  # its own broker user, as deployed
-        mongodb_uri=services["mongodb"].url,
-        mongodb_database=database,
-        keyrotator_kek_files={
+    values: dict[str, Any] = {
+        "amqp_url": broker.service_url("keyrotator"),  # its own broker user, as deployed
+        "mongodb_uri": services["mongodb"].url,
+        "mongodb_database": database,
+        "keyrotator_kek_files": {
             "vault": [directory / "vault-1.pub.json"],
             "aws": [directory / "aws-1.pub.json"],
         },
-        keyrotator_master_key_file=directory / "master.json",
-        **overrides,
-    )
+        "keyrotator_master_key_file": directory / "master.json",
+    }
+    settings = KeyRotatorSettings(**{**values, **overrides})
     runtime = await Runtime.start("keyrotator", settings)
     try:
         await start(runtime, settings, RotatorKeys.load(settings))

@@ -1,19 +1,21 @@
-"""Uploads made as m8ctl, the API and the key rotator will make them, straight on the stores.
+"""Uploads made by m8ctl's, the API's and the key rotator's own code, on the test's servers.
 
-Shared by the reactor, API and end-to-end tests: stores registered in the catalog; an
-upload key issued as the rotator does (a fresh pair, its private half sealed to the KEK
-public key in `upload_keys`, UploadKeyIssued, a signed statement); an envelope encrypted
-to it as m8ctl does; and the request appended with the key's claim in one transaction,
-as the API does.
+Shared by the reactor, API and end-to-end tests: stores registered and upload requests
+recorded by the API's commands (m8.api.handlers), upload keys issued and destroyed by the
+key rotator (m8.keyrotator.service, wired as its bootstrap wires it, with its real signing
+keys under a master key of the test's), and envelopes encrypted as m8ctl does. The API and
+the rotator read one clock that tests move (`Clock`) where time matters; the reactors keep
+the real one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import contextlib
 import json
 import os
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +23,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from m8 import stores
+from m8.api.handlers import Commands, UploadCommand
 from m8.crypto import (
     Binding,
     EncryptedUpload,
@@ -28,24 +32,22 @@ from m8.crypto import (
     Kek,
     ReceiptKeyFile,
     ReceiptSigningKey,
-    RotatorSigningKey,
     SignedStatement,
-    UploadKeyPair,
-    UploadKeyStatement,
-    format_utc,
     new_upload_id,
     seal_envelope,
-    seal_upload_key,
-    sign_statement,
     write_key_file,
     write_receipt_key_file,
 )
 from m8.devservices.vhosts import VirtualHost
-from m8.domain import CATALOG_ID, Secret, StoreCatalog, UploadKey, secret_id
-from m8.domain.events import SecretUploadRequested, UploadKeyIssued
+from m8.domain import CATALOG_ID, Secret, StoreCatalog, secret_id
+from m8.domain.events import SecretUploadRequested
 from m8.domain.secrets import Upload
-from m8.eventsourcing import Metadata, StoredEvent
-from m8.eventstore import MongoEventRecorder, Repository
+from m8.eventsourcing import Metadata, Repository, StoredEvent
+from m8.eventstore import MongoEventRecorder
+from m8.keyrotator import KeyRotatorSettings, RotatorKeys
+from m8.keyrotator.bootstrap import create_upload_key_indexes, signing_keys
+from m8.keyrotator.service import KeyRotator
+from m8.keyrotator.upload_keys import UploadKeyStore
 from m8.messaging import Broker
 from m8.messaging.topology import declare_queue, reactor_queue
 from m8.reactors.bootstrap import configure, start
@@ -55,7 +57,6 @@ from m8.runtime import Runtime
 from tests.support.standins import StandInRelays
 
 METADATA = Metadata(actor="test", correlation_id="corr-uploads")
-KEY_LIFETIME = timedelta(minutes=15)
 
 
 def secret_value() -> bytes:
@@ -66,17 +67,19 @@ def secret_value() -> bytes:
 async def declare_reactor_queues(broker: Broker) -> None:
     """The reactors' queues, as a running system has them before anything is published."""
     channel = await broker.channel()
-    for store_type in ("vault", "aws"):
+    for store_type in stores.names():
         await declare_queue(channel, reactor_queue(store_type))
 
 
 @dataclass(frozen=True)
 class ReactorKeys:
-    """A reactor group's KEK, the fingerprint key and a receipt key, in 0600 key files."""
+    """A reactor group's KEK (both halves, as `m8 keys generate-kek` writes them), the
+    fingerprint key and a receipt key, in key files."""
 
     kek: Kek
     fingerprint_key: FingerprintKey
     kek_file: Path
+    kek_public_file: Path
     fingerprint_key_file: Path
     receipt_key: ReceiptSigningKey
     receipt_key_file: Path
@@ -89,26 +92,50 @@ class ReactorKeys:
         return cls(
             kek,
             fp_key,
-            write_key_file(directory / f"{kek_id}.json", kek),
+            write_key_file(directory / f"{kek_id}.kek.json", kek),
+            write_key_file(directory / f"{kek_id}.pub.json", kek.public),
             write_key_file(directory / "fingerprint-key.json", fp_key),
             receipt_key,
             write_receipt_key_file(directory / "receipt-key.json", ReceiptKeyFile(receipt_key)),
         )
 
 
+class Clock:
+    """The real time moved by `offset`: the clock of the rotator and the API tests drive."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    @contextlib.contextmanager
+    def moved(self, by: timedelta) -> Iterator[None]:
+        """Reads `by` away from the real time inside the block."""
+        self.offset = by
+        try:
+            yield
+        finally:
+            self.offset = timedelta(0)
+
+
 @dataclass(frozen=True)
 class IssuedKey:
-    """An upload key as the rotator hands it out (the private pair only tests keep)."""
+    """An upload key's signed statement, as the rotator hands it out."""
 
-    pair: UploadKeyPair
     signed: SignedStatement
-    store: str
-    store_type: str
-    path: str
 
     @property
     def key_id(self) -> str:
-        return self.pair.key_id
+        return self.signed.statement.key_id
+
+    @property
+    def store(self) -> str:
+        return self.signed.statement.store_id
+
+    @property
+    def path(self) -> str:
+        return self.signed.statement.path
 
 
 @dataclass(frozen=True)
@@ -129,75 +156,63 @@ class Sent:
 
 @dataclass
 class Uploads:
-    """Does what the rotator, m8ctl and the API do for an upload, on the test's event store."""
+    """The rotator's and the API's handlers on the test's event store, and m8ctl's envelopes."""
 
     recorder: MongoEventRecorder
-    kek: Kek
-    signing_key: RotatorSigningKey = field(
-        default_factory=lambda: RotatorSigningKey.generate("rotator-1")
-    )
+    rotator_settings: KeyRotatorSettings
+    rotator: KeyRotator
+    commands: Commands
+    clock: Clock
+
+    @classmethod
+    async def create(
+        cls, recorder: MongoEventRecorder, keys: ReactorKeys, directory: Path
+    ) -> Uploads:
+        """A rotator that seals every store type's keys to `keys`' KEK, with a new master
+        key in `directory` (its settings are `rotator_settings`), and the API's commands."""
+        master = write_key_file(directory / "rotator-master.json", Kek.generate("master-1"))
+        settings = KeyRotatorSettings(
+            keyrotator_kek_files={t: [keys.kek_public_file] for t in stores.names()},
+            keyrotator_master_key_file=master,
+        )
+        # As m8.keyrotator.bootstrap.start wires it, without the RPC server, the outcome
+        # consumer and the loops: tests call the handlers when the story needs them.
+        rotator_keys = RotatorKeys.load(settings)
+        await create_upload_key_indexes(recorder.db)
+        signing = signing_keys(recorder.db, settings, rotator_keys.masters)
+        await signing.create_indexes()
+        clock, repository = Clock(), Repository(recorder)
+        rotator = KeyRotator(
+            repository,
+            UploadKeyStore(recorder),
+            signing,
+            rotator_keys.keks,
+            settings.keyrotator_upload_key_lifetime,
+            now=clock,
+        )
+        return cls(recorder, settings, rotator, Commands(repository, now=clock), clock)
 
     @property
     def repository(self) -> Repository:
-        return Repository(self.recorder)
+        return self.commands.repository
 
     async def register_store(self, name: str, store_type: str, config: dict[str, Any]) -> None:
         """An admin adds an (active) store."""
-        await self.repository.update(
-            StoreCatalog, CATALOG_ID, lambda c: c.register(name, store_type, config), METADATA
-        )
+        await self.commands.change_catalog(lambda c: c.register(name, store_type, config), METADATA)
 
     async def deactivate_store(self, name: str) -> None:
         """An admin deactivates a store."""
-        await self.repository.update(
-            StoreCatalog, CATALOG_ID, lambda c: c.deactivate(name), METADATA
-        )
+        await self.commands.change_catalog(lambda c: c.deactivate(name), METADATA)
 
-    async def issue_key(
-        self, store: str, path: str, *, lifetime: timedelta = KEY_LIFETIME
-    ) -> IssuedKey:
-        """The rotator issues a key: sealed private half in `upload_keys`, UploadKeyIssued."""
-        catalog = await self.repository.load(StoreCatalog, CATALOG_ID)
-        store_type = catalog.get(store).store_type
-        pair = UploadKeyPair.generate()
-        sealed = seal_upload_key(pair, self.kek.public)
-        now = datetime.now(UTC)
-        statement = UploadKeyStatement(
-            key_id=pair.key_id,
-            public_key=pair.public_key_bytes,
-            store_id=store,
-            path=path,
-            expires_at=now + lifetime,
-            kek_id=sealed.kek_id,
-        )
-        key = UploadKey(pair.key_id)
-        key.issue(
-            UploadKeyIssued(
-                key_id=pair.key_id,
-                store=store,
-                store_type=store_type,
-                path=path,
-                kek_id=sealed.kek_id,
-                signing_key_id=self.signing_key.signing_key_id,
-                expires_at=format_utc(statement.expires_at),
-            )
-        )
-        async with self.recorder.transaction() as session:
-            await self.recorder.db["upload_keys"].insert_one(
-                {
-                    "_id": pair.key_id,
-                    "store": store,
-                    "store_type": store_type,
-                    "path": path,
-                    "kek_id": sealed.kek_id,
-                    "sealed_private_key": sealed.to_dict()["sealed_private_key"],
-                    "expires_at": statement.expires_at,
-                    "created_at": now,
-                },
-                session=session,
-            )
-            await self.repository.save(key, METADATA, session=session)
-        return IssuedKey(pair, sign_statement(statement, self.signing_key), store, store_type, path)
+    async def issue_key(self, store: str, path: str) -> IssuedKey:
+        """The rotator issues a key for `path` in `store`."""
+        return IssuedKey(await self.rotator.issue(store, path, METADATA))
+
+    async def expire_keys(self) -> int:
+        """The rotator's sweep once every key issued until now has expired; how many it
+        destroyed."""
+        with self.clock.moved(self.rotator.lifetime + timedelta(seconds=1)):
+            return await self.rotator.sweep()
 
     def encrypt(
         self, key: IssuedKey, value: bytes, *, upload_id: str | None = None, **binding: str
@@ -205,46 +220,78 @@ class Uploads:
         """m8ctl encrypts `value` for `key`; `binding` overrides a field (store_id, path, ...)."""
         upload_id = upload_id or new_upload_id()
         bound = replace(Binding(upload_id, key.key_id, key.store, key.path), **binding)
-        return upload_id, seal_envelope(value, bound, key.pair.public_key_bytes)
+        return upload_id, seal_envelope(value, bound, key.signed.statement.public_key)
 
-    async def submit(
-        self,
-        key: IssuedKey,
-        upload_id: str,
-        encrypted: EncryptedUpload,
-        *,
-        claim: bool = True,
-        claimed_at: datetime | None = None,
-    ) -> Sent:
-        """The API appends the request and the key's claim in one transaction."""
+    def command(self, key: IssuedKey, upload_id: str, encrypted: EncryptedUpload) -> UploadCommand:
+        """What the API makes of m8ctl's POST /v1/secrets."""
         wire = encrypted.to_dict()
-        request = SecretUploadRequested(
+        return UploadCommand(
             upload_id=upload_id,
-            store=key.store,
-            store_type=key.store_type,
-            path=key.path,
             key_id=key.key_id,
             client_public_key=wire["client_public_key"],
             nonce=wire["nonce"],
             ciphertext=wire["ciphertext"],
-            ciphertext_sha256=hashlib.sha256(encrypted.ciphertext).hexdigest(),
+            store=key.store,
+            path=key.path,
             requested_by="alice",
         )
-        upload_key = await self.repository.load(UploadKey, key.key_id)
-        if claim:
-            upload_key.claim(upload_id, key.store, key.path, now=claimed_at)
-        secret = await self.repository.load(Secret, secret_id(key.store, key.path))
-        secret.request_upload(request)
-        async with self.recorder.transaction() as session:
-            await self.repository.save(upload_key, METADATA, session=session)
-            [event] = await self.repository.save(secret, METADATA, session=session)
-        return Sent(request, event)
+
+    async def submit(self, key: IssuedKey, upload_id: str, encrypted: EncryptedUpload) -> Sent:
+        """The API claims the key and records the request."""
+        return await self.request(self.command(key, upload_id, encrypted))
+
+    async def request(self, command: UploadCommand) -> Sent:
+        """The API's command for `command`, and the request it recorded."""
+        assert command.store is not None, "name the store: the request is found under it"
+        await self.commands.request_upload(command, METADATA)
+        return await self.sent(command.store, command.path, command.upload_id)
+
+    async def append_unclaimed(
+        self, key: IssuedKey, upload_id: str, encrypted: EncryptedUpload
+    ) -> Sent:
+        """A request the API would refuse, in the event store all the same: one under a key
+        it does not claim (a writer of the event store appends it to the Secret)."""
+        catalog = await self.repository.load(StoreCatalog, CATALOG_ID)
+        command = self.command(key, upload_id, encrypted)
+        request = SecretUploadRequested(
+            upload_id=upload_id,
+            store=key.store,
+            store_type=catalog.get(key.store).store_type,
+            path=key.path,
+            key_id=key.key_id,
+            client_public_key=command.client_public_key,
+            nonce=command.nonce,
+            ciphertext=command.ciphertext,
+            ciphertext_sha256=command.ciphertext_sha256,
+            requested_by=command.requested_by,
+        )
+        await self.repository.update(
+            Secret, secret_id(key.store, key.path), lambda s: s.request_upload(request), METADATA
+        )
+        return await self.sent(key.store, key.path, upload_id)
+
+    async def sent(self, store: str, path: str, upload_id: str) -> Sent:
+        """The request of upload `upload_id` as recorded."""
+        for event in await self.recorder.load(Secret.aggregate_type, secret_id(store, path)):
+            request = event.decode()
+            if isinstance(request, SecretUploadRequested) and request.upload_id == upload_id:
+                return Sent(request, event)
+        raise AssertionError(f"no request of upload {upload_id} was recorded")
 
     async def upload(self, store: str, path: str, value: bytes) -> Sent:
         """A whole, honest upload: key, envelope, request."""
         key = await self.issue_key(store, path)
         upload_id, encrypted = self.encrypt(key, value)
         return await self.submit(key, upload_id, encrypted)
+
+    async def upload_expired_after_its_claim(self, store: str, path: str, value: bytes) -> Sent:
+        """An upload whose key was claimed in time and has expired since (issued a lifetime
+        and 5 minutes ago, claimed 10 minutes ago)."""
+        with self.clock.moved(-(self.rotator.lifetime + timedelta(minutes=5))):
+            key = await self.issue_key(store, path)
+        upload_id, encrypted = self.encrypt(key, value)
+        with self.clock.moved(-timedelta(minutes=10)):
+            return await self.submit(key, upload_id, encrypted)
 
     async def state(self, sent: Sent) -> Upload:
         """The upload as its Secret aggregate records it now."""
@@ -325,9 +372,9 @@ class Reactors:
 
     async def stop(self) -> None:
         """Stops every reactor this process runs."""
-        for runtime, stores in self.running:
+        for runtime, adapters in self.running:
             await runtime.close()
-            await stores.close()
+            await adapters.close()
         self.running.clear()
         await self.stand_ins.stop()
 
