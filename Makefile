@@ -28,9 +28,14 @@ lock: | $(UV)
 run: $(STAMP)
 	$(BIN)/m8 dev
 
-## Lint, types, then every test against real servers.
+## Lint, types, then every test against real servers: every tier.
 test: $(STAMP) lint
 	$(BIN)/python -m pytest tests
+
+## For daily work: lint, types, unit, integration and e2e tests; not the slow tiers
+## (chaos, fuzz, scale, packaging: see pyproject.toml `markers`).
+test-fast: $(STAMP) lint
+	$(BIN)/python -m pytest tests -m "not (chaos or fuzz or scale or packaging)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -43,3 +43,15 @@ async def amqp(broker: Broker) -> AsyncIterator[AmqpBroker]:
     connection = await AmqpBroker.connect(broker.url, name="test")
     yield connection
     await connection.close()
+
+
+# The slow tiers: `make test` runs them, `make test-fast` leaves them out (pyproject.toml
+# `markers` says what each is). Whole folders are marked here; single tests carry theirs.
+_FOLDER_TIERS = {"chaos": "chaos", "packaging": "packaging"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = item.path.parent.name
+        if folder in _FOLDER_TIERS:
+            item.add_marker(_FOLDER_TIERS[folder])

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 import uvicorn
 
 from m8.api import create_app
@@ -43,6 +44,7 @@ STORES = [
 ]
 
 
+@pytest.mark.fuzz
 async def test_every_schemathesis_phase_and_check_passes_against_the_api(
     broker: Broker, services: Services, mongo_db_name: str, tmp_path: Path
 ) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from m8.eventsourcing import StoredEvent
 from m8.eventstore import MongoEventRecorder, OutboxRelay, ProjectionRunner
 from m8.messaging import Broker as AmqpBroker
@@ -14,6 +16,7 @@ AGGREGATES = 1_000
 EVENTS_EACH = 10
 
 
+@pytest.mark.scale
 async def test_rebuilding_from_ten_thousand_events_equals_the_live_read_model(
     recorder: MongoEventRecorder, amqp: AmqpBroker
 ) -> None:
