@@ -29,7 +29,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
     UV_NO_CACHE=1
-RUN python -m pip install 'uv>=0.9'
+RUN python -m pip install 'uv==0.13.9'
 
 WORKDIR /src
 # The workspace (.dockerignore keeps everything else out of the context, key files above
@@ -41,8 +41,9 @@ COPY tools ./tools
 
 # The same path in every stage: a venv's scripts name their interpreter by absolute path.
 # `--package`: that service's distribution and what it depends on; `--no-editable`: the
-# code is copied into the venv. The smoke test imports every command of the image, so a
-# missing dependency fails the build, not a deployment.
+# code is copied into the venv. The smoke test imports every command of the image (and the
+# reactors' adapters, which a reactor loads at start), so a missing dependency fails the
+# build, not a deployment.
 FROM build AS build-api
 RUN UV_PROJECT_ENVIRONMENT=/opt/m8 uv sync --frozen --no-dev --no-editable --package m8-api \
  && /opt/m8/bin/m8 api --help > /dev/null
@@ -53,7 +54,8 @@ RUN UV_PROJECT_ENVIRONMENT=/opt/m8 uv sync --frozen --no-dev --no-editable --pac
 
 FROM build AS build-reactors
 RUN UV_PROJECT_ENVIRONMENT=/opt/m8 uv sync --frozen --no-dev --no-editable --package m8-reactors \
- && /opt/m8/bin/m8 reactor --help > /dev/null
+ && /opt/m8/bin/m8 reactor --help > /dev/null \
+ && /opt/m8/bin/python -c "import m8.stores.adapters.vault, m8.stores.adapters.aws"
 
 # --- runtime: what every service image shares ---------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

@@ -1,6 +1,6 @@
 # The two commands of the README (`make run`, `make test`). Each sets up the development
-# workspace on first use: uv (in .uv/) installs every m8 distribution editable into .venv
-# from uv.lock.
+# workspace on first use: uv (in .uv/, the same version as uv.lock's dev group) installs
+# every m8 distribution editable into .venv from uv.lock.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -12,7 +12,7 @@ PROJECTS := pyproject.toml uv.lock $(wildcard libs/*/pyproject.toml services/*/p
 
 $(UV):
 	$(PYTHON) -m venv .uv
-	.uv/bin/python -m pip install --quiet 'uv>=0.9'
+	.uv/bin/python -m pip install --quiet 'uv==0.13.9'
 
 $(STAMP): $(PROJECTS) | $(UV)
 	$(UV) sync --locked --python $(PYTHON)

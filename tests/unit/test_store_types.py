@@ -21,10 +21,12 @@ from m8.crypto import FingerprintKey
 from m8.crypto.envelope import MAX_VALUE_BYTES
 from m8.domain import Store
 from m8.messaging.topology import consumer_queues, reactor_queue
+from m8.reactors.bootstrap import configure
 from m8.reactors.cli import make_app
 from m8.reactors.credentials import load_credentials
 from m8.reactors.settings import ReactorSettings
 from m8.reactors.stores import StoreAdapters, StoreConfigError
+from m8.runtime import ConfigurationError
 from m8.stores import FingerprintInMetadata, StoreConfig, StoreCredentials, StoreType
 from m8.stores.adapters import (
     AdapterLimits,
@@ -229,3 +231,38 @@ def test_m8ctl_offers_stores_add_toy_with_an_option_per_config_field(
         {"type": "toy", "name": "shelf-1", "shelf": "top", "fingerprint_in_metadata": True}
     ]
     assert runner.invoke(add, ["toy", "shelf-2"]).exit_code != 0  # --shelf is required
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"pinned": ("shelf",)}, "not exactly the pinned ones"),
+        ({"credentials": StoreCredentials}, "not in its credentials"),
+        ({"addresses": ("key",)}, "not pinned"),
+        ({"entry_field": "nothing"}, "entry field 'nothing' not in its credentials"),
+    ],
+)
+def test_a_descriptor_whose_catalog_could_steer_a_reactor_is_refused(
+    change: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(ValueError, match=problem):
+        stores.register(StoreType(**{**TOY.__dict__, **change}))
+    assert "toy" not in stores.names()
+
+
+def test_a_type_whose_entries_look_like_another_types_is_refused() -> None:
+    class LikeVault(ToyCredentials):
+        address: str
+
+    with pytest.raises(ValueError, match="'vault' entries cannot be told apart"):
+        stores.register(StoreType(**{**TOY.__dict__, "credentials": LikeVault}))
+
+
+def test_a_reactor_whose_adapter_cannot_be_loaded_does_not_start() -> None:
+    broken = StoreType(**{**TOY.__dict__, "adapter": "m8_no_such_sdk_adapter:factory"})
+    stores.register(broken)
+    try:
+        with pytest.raises(ConfigurationError, match=r"install m8-stores\[toy\]"):
+            configure(ReactorSettings(), "toy")
+    finally:
+        stores.unregister(broken.name)

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pydantic import Field
 
 from m8.stores.types import (
+    URL_PATTERN,
     DevServer,
     FingerprintInMetadata,
     StoreConfig,
     StoreCredentials,
     StoreType,
 )
-from m8.stores.vault import URL_PATTERN
 
 
 class AwsStoreConfig(StoreConfig):

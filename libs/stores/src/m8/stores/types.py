@@ -14,6 +14,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# An upstream's address in a store config. No '@' is allowed: a URL must not carry credentials.
+URL_PATTERN = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$"
+
 # Off by default: a fingerprint in clear upstream lets the store's readers see which
 # secrets are equal. The reactors' credentials pin the same setting per store.
 FingerprintInMetadata = Annotated[

@@ -7,15 +7,13 @@ from typing import Self
 from pydantic import Field, SecretStr, model_validator
 
 from m8.stores.types import (
+    URL_PATTERN,
     DevServer,
     FingerprintInMetadata,
     StoreConfig,
     StoreCredentials,
     StoreType,
 )
-
-# No '@' is allowed: a URL must not carry credentials.
-URL_PATTERN = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$"
 
 
 class VaultStoreConfig(StoreConfig):

@@ -24,7 +24,7 @@ from m8.reactors.sealed_keys import SealedUploadKeys
 from m8.reactors.settings import ReactorSettings
 from m8.reactors.stores import DevUpstreams, StoreAdapters
 from m8.runtime import ConfigurationError, Runtime, service, wait_for_signal
-from m8.stores.adapters import AdapterLimits
+from m8.stores.adapters import AdapterLimits, adapter_factory
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,14 @@ def configure(settings: ReactorSettings, store_type: str) -> ReactorConfig:
     """Reads keys and credentials; ConfigurationError says what is missing or wrong."""
     if store_type not in stores.names():
         raise ConfigurationError(f"no reactor for store type {store_type!r}: {stores.names()}")
+    try:
+        # Now, not at the first upload: an install without the type's SDK must not start.
+        adapter_factory(stores.get(store_type))
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"the {store_type} adapter cannot be loaded ({exc.name} is missing): install "
+            f"m8-stores[{store_type}]"
+        ) from None
     keks, fingerprint_key = settings.kek_ring(), settings.fingerprint_key()
     receipt_key = settings.receipt_key()
     adapters = StoreAdapters(

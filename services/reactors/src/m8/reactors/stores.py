@@ -75,7 +75,7 @@ class StoreAdapters:
         entry = self.credentials.get(store.name)
         if entry is None:
             entry = self._unpinned(store, store_type)
-        elif not isinstance(entry, store_type.credentials):
+        elif type(entry) is not store_type.credentials:
             raise StoreConfigError(
                 f"the credentials entry of {store.store_type} store {store.name!r} is not "
                 f"a {store.store_type} entry"
