@@ -49,8 +49,8 @@ from m8.domain.events import (
     SecretUploadRejected,
     SecretUploadRequested,
 )
-from m8.eventsourcing import Metadata, StoredEvent
-from m8.eventstore import MongoEventRecorder, Repository
+from m8.eventsourcing import Metadata, Repository, StoredEvent
+from m8.eventstore import MongoEventRecorder
 from m8.keyrotator import KeyRotatorSettings, RotatorKeys, start
 from m8.keyrotator.cli import keys_app
 from m8.keyrotator.master_key import MasterKey

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
@@ -22,6 +23,8 @@ from m8.eventsourcing import (
     OutsideUnitOfWork,
     Repository,
     Transaction,
+    TransactionConflict,
+    UnitOfWork,
 )
 from m8.eventsourcing.memory import InMemoryEventRecorder
 from m8.eventstore import MongoEventRecorder
@@ -105,15 +108,11 @@ async def test_racing_multi_event_appends_one_wins_the_rest_conflict(
     assert len(await any_recorder.load("test", "race")) == 2
 
 
-async def test_a_stored_event_round_trips_and_an_unknown_id_is_none(
-    any_recorder: EventRecorder,
-) -> None:
+async def test_a_stored_event_round_trips(any_recorder: EventRecorder) -> None:
     [stored] = await any_recorder.append("test", "agg", 0, [SampleHappened(7)], METADATA)
-    loaded = await any_recorder.get(stored.event_id)
+    [loaded] = await any_recorder.load("test", "agg")
     assert loaded == stored
     assert loaded.routing_key == "test.sample_happened"
-    assert await any_recorder.get("not-an-id") is None
-    assert await any_recorder.get("0" * 24) is None
 
 
 async def test_read_all_continues_after_a_position(any_recorder: EventRecorder) -> None:
@@ -229,6 +228,133 @@ async def test_a_record_id_is_taken_once(any_recorder: EventRecorder) -> None:
     assert await records.get("r1") is None
 
 
+async def test_a_unit_of_work_fails_whole_after_a_duplicate_record(
+    any_recorder: EventRecorder,
+) -> None:
+    await any_recorder.records("test_log").insert({"_id": "taken", "n": 0})
+
+    async def carry_on_after_the_duplicate(then: Callable[[UnitOfWork], Awaitable[object]]) -> None:
+        async with any_recorder.transaction() as unit:
+            await unit.append("test", "agg", 0, [SampleHappened(1)], METADATA)
+            await unit.records("test_log").insert({"_id": "mine", "n": 1})
+            with pytest.raises(DuplicateRecord):
+                await unit.records("test_log").insert({"_id": "taken", "n": 2})
+            await then(unit)
+
+    async def nothing_more(unit: UnitOfWork) -> None:
+        pass
+
+    # MongoDB aborts the transaction on a duplicate key: neither a later call nor the
+    # commit may act as if nothing happened.
+    for then in (
+        nothing_more,
+        lambda unit: unit.records("test_log").insert({"_id": "later", "n": 3}),
+        lambda unit: unit.append("test", "other", 0, [SampleHappened(4)], METADATA),
+    ):
+        with pytest.raises(TransactionConflict):
+            await carry_on_after_the_duplicate(then)
+
+    assert await any_recorder.load("test", "agg") == []
+    assert await any_recorder.load("test", "other") == []
+    assert await any_recorder.records("test_log").get("mine") is None
+    assert await any_recorder.records("test_log").get("later") is None
+    assert await any_recorder.records("test_log").get("taken") == {"_id": "taken", "n": 0}
+
+
+async def test_a_unit_of_work_deletes_no_record_inserted_after_it_began(
+    any_recorder: EventRecorder,
+) -> None:
+    records = any_recorder.records("test_log")
+    async with any_recorder.transaction() as unit:
+        assert await unit.records("test_log").get("r1") is None  # the unit has begun
+        await records.insert({"_id": "r1", "n": 1})  # a rival, outside it
+        await unit.records("test_log").delete("r1")
+
+    assert await records.get("r1") == {"_id": "r1", "n": 1}
+
+
+async def test_a_unit_of_work_deleting_a_record_a_rival_changed_meanwhile_conflicts(
+    any_recorder: EventRecorder,
+) -> None:
+    records = any_recorder.records("test_log")
+    await records.insert({"_id": "r1", "n": 1})
+
+    async def delete_what_it_saw() -> None:
+        async with any_recorder.transaction() as unit:
+            assert await unit.records("test_log").get("r1") == {"_id": "r1", "n": 1}
+            await records.delete("r1")  # a rival replaces it, outside the unit
+            await records.insert({"_id": "r1", "n": 2})
+            await unit.records("test_log").delete("r1")
+
+    with pytest.raises(TransactionConflict):
+        await delete_what_it_saw()
+
+    assert await records.get("r1") == {"_id": "r1", "n": 2}
+
+
+async def test_an_open_unit_of_works_writes_are_invisible_outside_it(
+    any_recorder: EventRecorder,
+) -> None:
+    async with any_recorder.transaction() as unit:
+        await unit.append("test", "agg", 0, [SampleHappened(1)], METADATA)
+        await unit.records("test_log").insert({"_id": "r1", "n": 1})
+
+        assert await any_recorder.load("test", "agg") == []
+        assert await any_recorder.records("test_log").get("r1") is None
+        assert await any_recorder.unpublished(10) == []
+
+    assert len(await any_recorder.load("test", "agg")) == 1
+    assert await any_recorder.records("test_log").get("r1") == {"_id": "r1", "n": 1}
+
+
+async def _racing_units(
+    recorder: EventRecorder, write: Callable[[UnitOfWork, int], Awaitable[object]]
+) -> list[object]:
+    """Two units of work that each `write` before either commits; their outcomes."""
+    both_wrote = asyncio.Barrier(2)
+
+    async def unit_of_work(n: int) -> int:
+        async with recorder.transaction() as unit:
+            try:
+                await write(unit, n)
+            finally:
+                await both_wrote.wait()
+        return n
+
+    return list(await asyncio.gather(unit_of_work(1), unit_of_work(2), return_exceptions=True))
+
+
+async def test_two_units_of_work_inserting_one_record_id_one_commits_one_conflicts(
+    any_recorder: EventRecorder,
+) -> None:
+    async def insert(unit: UnitOfWork, n: int) -> None:
+        await unit.records("test_log").insert({"_id": "r1", "n": n})
+
+    outcomes = await _racing_units(any_recorder, insert)
+
+    [winner] = [o for o in outcomes if isinstance(o, int)]
+    [loser] = [o for o in outcomes if not isinstance(o, int)]
+    assert isinstance(loser, TransactionConflict | DuplicateRecord), loser
+    assert await any_recorder.records("test_log").get("r1") == {"_id": "r1", "n": winner}
+
+
+async def test_two_units_of_work_appending_to_one_aggregate_one_commits_one_conflicts(
+    any_recorder: EventRecorder,
+) -> None:
+    await any_recorder.append("test", "agg", 0, [SampleHappened(0)], METADATA)
+
+    async def append(unit: UnitOfWork, n: int) -> None:
+        await unit.append("test", "agg", 1, [SampleHappened(n)], METADATA)
+
+    outcomes = await _racing_units(any_recorder, append)
+
+    [winner] = [o for o in outcomes if isinstance(o, int)]
+    [loser] = [o for o in outcomes if not isinstance(o, int)]
+    assert isinstance(loser, ConcurrencyConflict), loser  # TransactionConflict is one too
+    loaded = await any_recorder.load("test", "agg")
+    assert [e.decode() for e in loaded] == [SampleHappened(0), SampleHappened(winner)]
+
+
 async def test_records_due_come_earliest_first(any_recorder: EventRecorder) -> None:
     records = any_recorder.records("test_due")
     for name, minutes in (("late", 30), ("first", 1), ("second", 2), ("future", 90)):
@@ -288,6 +414,52 @@ async def test_a_save_that_bypasses_the_open_unit_of_work_is_refused(
     with pytest.raises(OutsideUnitOfWork):
         await repository.in_transaction(work)
     assert await any_recorder.load("test", "t") == []
+
+
+async def test_loads_and_updates_that_bypass_the_open_unit_of_work_are_refused(
+    any_recorder: EventRecorder,
+) -> None:
+    repository = Repository(any_recorder)
+    await repository.update(Tally, "t", lambda tally: tally.add(1), METADATA)
+
+    async def load_outside(transaction: Transaction) -> None:
+        await repository.load(Tally, "t")
+
+    async def update_outside(transaction: Transaction) -> None:
+        await repository.update(Tally, "t", lambda tally: tally.add(1), METADATA)
+
+    for work in (load_outside, update_outside):
+        with pytest.raises(OutsideUnitOfWork):
+            await repository.in_transaction(work)
+    assert (await repository.load(Tally, "t")).total == 1
+
+
+async def test_a_task_started_in_a_unit_of_work_is_outside_it_once_the_unit_ends(
+    any_recorder: EventRecorder,
+) -> None:
+    repository = Repository(any_recorder)
+    unit_ended = asyncio.Event()
+    refused_while_open: list[bool] = []
+
+    async def later() -> int:
+        try:
+            await repository.load(Tally, "t")
+        except OutsideUnitOfWork:
+            refused_while_open.append(True)
+        await unit_ended.wait()
+        await repository.update(Tally, "t", lambda tally: tally.add(2), METADATA)
+        return (await repository.load(Tally, "t")).total
+
+    async def work(transaction: Transaction) -> asyncio.Task[int]:
+        task = asyncio.create_task(later())  # copies the context, unit mark included
+        await asyncio.sleep(0)
+        return task
+
+    task = await repository.in_transaction(work)
+    unit_ended.set()
+
+    assert refused_while_open == [True]
+    assert await task == 2
 
 
 async def test_unpublished_events_are_those_not_marked_and_of_the_kinds_asked(

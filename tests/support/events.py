@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from m8.eventsourcing import DomainEvent, Metadata, StoredEvent, registry
-from m8.eventstore.mongo import Document
 
 METADATA = Metadata(actor="test", correlation_id="corr-test")
 
@@ -47,19 +46,3 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30) 
     async with asyncio.timeout(timeout):
         while not await check():
             await asyncio.sleep(0.05)
-
-
-class SumProjection:
-    """Per aggregate: how many events and the sum of their `n`."""
-
-    name = "test_sums"
-    aggregate_type = "test"
-
-    def project(self, aggregate_id: str, events: Sequence[StoredEvent]) -> list[Document]:
-        return [
-            {
-                "_id": aggregate_id,
-                "count": len(events),
-                "total": sum(int(e.data["n"]) for e in events),
-            }
-        ]

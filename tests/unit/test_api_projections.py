@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from m8.api.projections import SecretsProjection, UploadKeysProjection, upload_documents
+import asyncio
+
+from m8.api.projections import READ_MODELS_VERSION, SCHEMA, SecretReadModels
 from m8.domain.events import (
     SecretStored,
     SecretUploadRejected,
@@ -11,18 +13,8 @@ from m8.domain.events import (
     UploadKeyDestroyed,
     UploadKeyIssued,
 )
-from m8.eventsourcing import DomainEvent, Metadata, StoredEvent
-
-METADATA = Metadata(actor="test", correlation_id="c")
-
-
-def stored_events(
-    aggregate_type: str, aggregate_id: str, *events: DomainEvent
-) -> list[StoredEvent]:
-    return [
-        StoredEvent.new(aggregate_type, aggregate_id, n, event, METADATA)
-        for n, event in enumerate(events, start=1)
-    ]
+from m8.eventsourcing import DomainEvent
+from tests.unit.projected import METADATA, Projected
 
 
 def requested(upload_id: str, who: str = "alice") -> SecretUploadRequested:
@@ -34,8 +26,9 @@ def requested(upload_id: str, who: str = "alice") -> SecretUploadRequested:
 SECRET = "vault-a:team/db"
 
 
-def test_the_current_value_is_the_last_one_stored_and_each_upload_keeps_its_outcome() -> None:
-    events = stored_events(
+async def test_the_current_value_is_the_last_one_stored_and_each_upload_keeps_its_outcome() -> None:
+    projected = Projected()
+    events = await projected.record(
         "secret",
         SECRET,
         requested("u1"),
@@ -46,30 +39,34 @@ def test_the_current_value_is_the_last_one_stored_and_each_upload_keeps_its_outc
         SecretUploadRejected("u3", "vault-a", "vault", "team/db", "mac", "bad MAC"),
     )
 
-    [secret] = SecretsProjection().project(SECRET, events)
-    uploads = upload_documents(events)
+    secret = projected.secret(SECRET)
+    uploads = projected.uploads()
 
     assert (secret["fingerprint"], secret["upstream_version"]) == ("fp1:one", "2")
     assert secret["stored_by"] == "alice"
     assert secret["stored_at"] == events[4].recorded_at
     assert "history" not in secret  # one small document, however many uploads
-    assert [(u["_id"], u["status"], u["requested_at"]) for u in uploads] == [
+    assert [(u["_id"], u["status"], u["requested_at"]) for u in uploads.values()] == [
         ("u1", "stored", events[0].recorded_at),
         ("u2", "stored", events[1].recorded_at),
         ("u3", "rejected", events[2].recorded_at),
     ]
-    assert all("ciphertext" not in u for u in uploads)
+    assert all("ciphertext" not in u for u in uploads.values())
 
 
-def test_a_secret_with_nothing_stored_yet_has_no_fingerprint() -> None:
-    [secret] = SecretsProjection().project(SECRET, stored_events("secret", SECRET, requested("u1")))
+async def test_a_secret_with_nothing_stored_yet_has_no_fingerprint() -> None:
+    projected = Projected()
+    await projected.record("secret", SECRET, requested("u1"))
+
+    secret = projected.secret(SECRET)
 
     assert secret["fingerprint"] is secret["stored_at"] is None
     assert (secret["store"], secret["path"]) == ("vault-a", "team/db")
 
 
-def test_each_upload_has_its_own_status_document() -> None:
-    events = stored_events(
+async def test_each_upload_has_its_own_status_document() -> None:
+    projected = Projected()
+    events = await projected.record(
         "secret",
         SECRET,
         requested("u1"),
@@ -77,7 +74,7 @@ def test_each_upload_has_its_own_status_document() -> None:
         SecretStored("u1", "vault-a", "vault", "team/db", "1", "fp1:x"),
     )
 
-    uploads = {doc["_id"]: doc for doc in upload_documents(events)}
+    uploads = projected.uploads()
 
     assert uploads["u1"]["status"] == "stored"
     assert uploads["u1"]["fingerprint"] == "fp1:x"
@@ -86,22 +83,9 @@ def test_each_upload_has_its_own_status_document() -> None:
     assert uploads["u2"]["key_id"] == "key-u2"
 
 
-def test_a_destroyed_key_records_how_it_ended() -> None:
-    events = stored_events(
-        "upload_key",
-        "k1",
-        UploadKeyIssued("k1", "vault-a", "vault", "team/db", "kek-1", "s-1", "2030-01-01T00:00Z"),
-        UploadKeyClaimed("k1", "u1"),
-        UploadKeyDestroyed("k1", "expired"),
-    )
-
-    assert UploadKeysProjection().project("k1", events) == [
-        {"_id": "k1", "claimed_by": "u1", "destroyed": "expired"}
-    ]
-
-
-def key_events(key_id: str, upload_id: str, *ending: DomainEvent) -> list[StoredEvent]:
-    return stored_events(
+async def record_key(projected: Projected, upload_id: str, *ending: DomainEvent) -> None:
+    key_id = f"key-{upload_id}"
+    await projected.record(
         "upload_key",
         key_id,
         UploadKeyIssued(key_id, "vault-a", "vault", "team/db", "kek-1", "s-1", "2030-01-01T00:00Z"),
@@ -110,30 +94,54 @@ def key_events(key_id: str, upload_id: str, *ending: DomainEvent) -> list[Stored
     )
 
 
-def test_a_pending_upload_whose_key_the_rotator_destroyed_as_expired_is_expired() -> None:
-    events = stored_events("secret", SECRET, requested("u1"), requested("u2"), requested("u3"))
-    keys = {
-        "key-u1": key_events("key-u1", "u1", UploadKeyDestroyed("key-u1", "expired")),
-        "key-u2": key_events("key-u2", "u2", UploadKeyDestroyed("key-u2", "used")),
-        "key-u3": key_events("key-u3", "u3"),
-    }
+async def test_a_pending_upload_whose_key_the_rotator_destroyed_as_expired_is_expired() -> None:
+    projected = Projected()
+    await projected.record("secret", SECRET, requested("u1"), requested("u2"), requested("u3"))
+    await record_key(projected, "u1", UploadKeyDestroyed("key-u1", "expired"))
+    await record_key(projected, "u2", UploadKeyDestroyed("key-u2", "used"))
+    await record_key(projected, "u3")
+    [*_, destroyed] = await projected.recorder.load("upload_key", "key-u1")
 
-    uploads = {doc["_id"]: doc for doc in upload_documents(events, keys)}
+    uploads = projected.uploads()
 
     assert uploads["u1"]["status"] == "expired"
-    assert uploads["u1"]["updated_at"] == keys["key-u1"][-1].recorded_at
+    assert uploads["u1"]["updated_at"] == destroyed.recorded_at
     assert uploads["u2"]["status"] == uploads["u3"]["status"] == "pending"
 
 
-def test_an_outcome_recorded_before_the_key_expired_stays_the_outcome() -> None:
-    events = stored_events(
+async def test_an_outcome_recorded_before_the_key_expired_stays_the_outcome() -> None:
+    projected = Projected()
+    await projected.record(
         "secret",
         SECRET,
         requested("u1"),
         SecretUploadRejected("u1", "vault-a", "vault", "team/db", "key_expired", "late"),
     )
-    keys = {"key-u1": key_events("key-u1", "u1", UploadKeyDestroyed("key-u1", "expired"))}
+    await record_key(projected, "u1", UploadKeyDestroyed("key-u1", "expired"))
 
-    [upload] = upload_documents(events, keys)
+    assert projected.uploads()["u1"]["status"] == "rejected"
 
-    assert upload["status"] == "rejected"
+
+async def test_read_models_an_older_version_left_behind_are_caught_up_once() -> None:
+    projected = Projected()
+    await projected.record("secret", SECRET, requested("u1"))
+    await record_key(projected, "u1")
+    # The older version did not project the key's expiry.
+    await projected.recorder.append(
+        "upload_key", "key-u1", 2, [UploadKeyDestroyed("key-u1", "expired")], METADATA
+    )
+    assert projected.uploads()["u1"]["status"] == "pending"
+
+    # Replicas starting at once: each may refresh, and the marker is set once.
+    refreshed = await asyncio.gather(
+        *(SecretReadModels(projected.recorder).catch_up() for _ in range(3))
+    )
+    again = await SecretReadModels(projected.recorder).catch_up()
+
+    assert projected.uploads()["u1"]["status"] == "expired"
+    assert projected.secret(SECRET)["path"] == "team/db"
+    assert any(refreshed)
+    assert not again
+    assert list(projected.recorder.state.collections[SCHEMA]) == [
+        f"read_models_v{READ_MODELS_VERSION}"
+    ]

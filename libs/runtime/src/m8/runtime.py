@@ -19,7 +19,8 @@ from typing import Any, Protocol
 from pymongo.asynchronous.database import AsyncDatabase
 
 from m8.config import Settings, SettingsError
-from m8.eventstore import MongoEventRecorder, MongoInbox, OutboxRelay, Repository
+from m8.eventsourcing import Repository
+from m8.eventstore import MongoEventRecorder, MongoInbox, OutboxRelay
 from m8.eventstore.mongo import Document, connect_database
 from m8.logs import configure_logging
 from m8.messaging import Broker

@@ -4,7 +4,9 @@ second implementation beside MongoDB.
 A unit of work writes to a copy of the state and logs what it did; its commit replays
 the log on the current state, in one step (no await, so nothing interleaves), and fails
 with a ConcurrencyConflict if a rival changed what it wrote meanwhile. An abandoned unit
-leaves nothing behind.
+leaves nothing behind. As MongoDB aborts a transaction on a duplicate key, a
+DuplicateRecord fails its unit: every later call in it and its commit raise
+TransactionConflict.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from m8.eventsourcing.events import DomainEvent, Metadata, StoredEvent
 from m8.eventsourcing.recorder import (
+    VERSION_FIELD,
     ConcurrencyConflict,
     DuplicateRecord,
     EventSelector,
@@ -25,8 +28,6 @@ from m8.eventsourcing.recorder import (
     Record,
     TransactionConflict,
 )
-
-VERSION_FIELD = "_aggregate_version"
 
 
 @dataclasses.dataclass
@@ -47,14 +48,16 @@ class InMemoryRecords:
     in a unit of work, its changes are also logged for the commit."""
 
     def __init__(
-        self, state: Callable[[], _State], name: str, log: list[Change] | None = None
+        self, state: Callable[[], _State], name: str, unit: InMemoryUnitOfWork | None = None
     ) -> None:
         self.name = name
         self._state = state
-        self.log = log
+        self.unit = unit
 
     @property
     def records(self) -> dict[str, Record]:
+        if self.unit is not None:
+            self.unit.check_usable()
         return self._state().collections.setdefault(self.name, {})
 
     async def get(self, record_id: str) -> Record | None:
@@ -64,15 +67,18 @@ class InMemoryRecords:
     async def insert(self, record: Mapping[str, Any]) -> None:
         record_id = str(record["_id"])
         if record_id in self.records:
+            if self.unit is not None:
+                self.unit.failed = True
             raise DuplicateRecord(self.name, record_id)
         kept = self.records[record_id] = copy.deepcopy(dict(record))
-        if self.log is not None:
-            self.log.append(lambda state: _insert_again(state, self.name, kept))
+        if self.unit is not None:
+            self.unit.log.append(lambda state: _insert_again(state, self.name, kept))
 
     async def delete(self, record_id: str) -> None:
-        self.records.pop(record_id, None)
-        if self.log is not None:
-            self.log.append(lambda state: _delete_again(state, self.name, record_id))
+        seen = self.records.pop(record_id, None)
+        if self.unit is not None and seen is not None:
+            # Like MongoDB's snapshot: a record this unit never saw is not its to delete.
+            self.unit.log.append(lambda state: _delete_again(state, self.name, record_id, seen))
 
     async def ids_due(self, field: str, until: datetime, limit: int) -> list[str]:
         due = [r for r in self.records.values() if field in r and r[field] <= until]
@@ -105,8 +111,11 @@ def _insert_again(state: _State, name: str, record: Mapping[str, Any]) -> None:
     records[str(record["_id"])] = copy.deepcopy(dict(record))
 
 
-def _delete_again(state: _State, name: str, record_id: str) -> None:
-    state.collections.get(name, {}).pop(record_id, None)
+def _delete_again(state: _State, name: str, record_id: str, seen: Record) -> None:
+    records = state.collections.get(name, {})
+    if records.get(record_id) != seen:  # a rival changed or deleted it after this unit read it
+        raise TransactionConflict()
+    del records[record_id]
 
 
 def _append_again(state: _State, stored: Sequence[StoredEvent]) -> None:
@@ -130,6 +139,13 @@ class InMemoryUnitOfWork:
     def __init__(self, state: _State) -> None:
         self.state = state
         self.log: list[Change] = []
+        # Set by a DuplicateRecord: MongoDB aborts the transaction then.
+        self.failed = False
+
+    def check_usable(self) -> None:
+        """TransactionConflict once a DuplicateRecord failed this unit."""
+        if self.failed:
+            raise TransactionConflict()
 
     async def append(
         self,
@@ -139,6 +155,7 @@ class InMemoryUnitOfWork:
         events: Sequence[DomainEvent],
         metadata: Metadata,
     ) -> list[StoredEvent]:
+        self.check_usable()
         stored = _append(
             self.state, aggregate_type, aggregate_id, expected_version, events, metadata
         )
@@ -147,10 +164,11 @@ class InMemoryUnitOfWork:
         return stored
 
     async def load(self, aggregate_type: str, aggregate_id: str) -> list[StoredEvent]:
+        self.check_usable()
         return _load(self.state, aggregate_type, aggregate_id)
 
     def records(self, collection: str) -> InMemoryRecords:
-        return InMemoryRecords(lambda: self.state, collection, self.log)
+        return InMemoryRecords(lambda: self.state, collection, self)
 
 
 class InMemoryEventRecorder:
@@ -173,9 +191,6 @@ class InMemoryEventRecorder:
 
     async def load(self, aggregate_type: str, aggregate_id: str) -> list[StoredEvent]:
         return _load(self.state, aggregate_type, aggregate_id)
-
-    async def get(self, event_id: str) -> StoredEvent | None:
-        return next((e for e in self.state.events if e.event_id == event_id), None)
 
     async def read_all(
         self, after: str | None = None, aggregate_type: str | None = None
@@ -211,9 +226,11 @@ class InMemoryEventRecorder:
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[InMemoryUnitOfWork]:
         """A unit of work on a copy of the state; its commit replays its changes on the
-        current state at once (ConcurrencyConflict if a rival's changes collide)."""
+        current state at once (ConcurrencyConflict if a rival's changes collide, and
+        TransactionConflict if a DuplicateRecord failed it)."""
         unit = InMemoryUnitOfWork(self.state.copy())
         yield unit
+        unit.check_usable()
         committed = self.state.copy()
         for change in unit.log:
             change(committed)

@@ -16,6 +16,9 @@ from typing import Any, Protocol
 from m8.eventsourcing.events import DomainEvent, Metadata, StoredEvent
 
 Record = dict[str, Any]
+# Read-model records carry the version of the events they were computed from
+# (`EventRecorder.write_read_model`).
+VERSION_FIELD = "_aggregate_version"
 
 
 class ConcurrencyConflict(Exception):
@@ -88,11 +91,21 @@ class Records(Protocol):
         ...
 
     async def insert(self, record: Mapping[str, Any]) -> None:
-        """Adds a record (its `_id` included); DuplicateRecord if one has that id."""
+        """Adds a record (its `_id` included); DuplicateRecord if one has that id.
+
+        Inside a unit of work a DuplicateRecord also fails the unit, as MongoDB aborts its
+        transaction on a duplicate key: nothing of it is committed, every later call in
+        it fails and it ends with TransactionConflict (so `in_transaction` runs it again).
+        """
         ...
 
     async def delete(self, record_id: str) -> None:
-        """Removes the record (nothing happens if there is none)."""
+        """Removes the record (nothing happens if there is none).
+
+        Inside a unit of work, a record the unit cannot see (inserted by a rival after it
+        began) stays; one that a rival changed or deleted meanwhile makes the unit end with
+        TransactionConflict.
+        """
         ...
 
     async def ids_due(self, field: str, until: datetime, limit: int) -> list[str]:
@@ -144,15 +157,14 @@ class EventRecorder(Protocol):
         """One aggregate's events in version order."""
         ...
 
-    async def get(self, event_id: str) -> StoredEvent | None:
-        """One event by id (None for an unknown or malformed id)."""
-        ...
-
     def read_all(
         self, after: str | None = None, aggregate_type: str | None = None
     ) -> AsyncIterator[StoredEvent]:
         """Every event (optionally of one aggregate type) after position `after`, in
-        position order. The position is the event id."""
+        position order. The position is the event id: the order events were made in, not
+        the order they were committed in (a unit of work that commits late has events
+        behind positions already read), so it is no checkpoint to resume a subscription
+        from. For tests and tools that read everything."""
         ...
 
     def aggregates(self, aggregate_type: str) -> AsyncIterator[tuple[str, list[StoredEvent]]]:

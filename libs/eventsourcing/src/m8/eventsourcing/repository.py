@@ -17,13 +17,29 @@ T = TypeVar("T")
 
 ATTEMPTS = 5
 
-# Set while a unit of work runs in this task: a save that bypasses it would land outside
-# its transaction, so Repository.save refuses then.
-_open_unit: ContextVar[bool] = ContextVar("m8_open_unit_of_work", default=False)
+
+class _OpenUnit:
+    """Marks the context of a running unit of work; `open` turns False when it ends."""
+
+    def __init__(self) -> None:
+        self.open = True
+
+
+# The unit of work running in this context. A load, save or update through the repository
+# itself would read or write outside its transaction, so they refuse while it is open. A
+# task started inside `work` copies the context, so it counts as inside the unit until the
+# unit ends, and as outside after (the mark is shared, not copied).
+_open_unit: ContextVar[_OpenUnit | None] = ContextVar("m8_open_unit_of_work", default=None)
+
+
+def _refuse_inside_unit(what: str) -> None:
+    unit = _open_unit.get()
+    if unit is not None and unit.open:
+        raise OutsideUnitOfWork(f"inside a unit of work, {what} through its Transaction")
 
 
 class OutsideUnitOfWork(RuntimeError):
-    """A write meant for an open unit of work went past it (a programming error)."""
+    """A read or write meant for an open unit of work went past it (a programming error)."""
 
 
 class Transaction:
@@ -65,7 +81,12 @@ class Repository:
         self.on_append = on_append
 
     async def load(self, cls: type[A], aggregate_id: str) -> A:
-        """The aggregate as its events leave it (a new, empty one if it has none)."""
+        """The aggregate as its events leave it (a new, empty one if it has none).
+
+        Inside `in_transaction` this raises OutsideUnitOfWork: load through the
+        Transaction there.
+        """
+        _refuse_inside_unit("load")
         stored = await self.recorder.load(cls.aggregate_type, aggregate_id)
         return cls.replay(aggregate_id, (event.decode(registry) for event in stored))
 
@@ -75,8 +96,7 @@ class Repository:
         Inside `in_transaction` this raises OutsideUnitOfWork: save through the
         Transaction there.
         """
-        if _open_unit.get():
-            raise OutsideUnitOfWork("inside a unit of work, save through its Transaction")
+        _refuse_inside_unit("save")
         if not aggregate.pending:
             return []
         stored = await self.recorder.append(
@@ -98,7 +118,11 @@ class Repository:
         metadata: Metadata,
         attempts: int = ATTEMPTS,
     ) -> tuple[A, R]:
-        """Load, change, save; on a concurrency conflict, all again with fresh state."""
+        """Load, change, save; on a concurrency conflict, all again with fresh state.
+
+        Inside `in_transaction` this raises OutsideUnitOfWork, as `load` and `save` do.
+        """
+        _refuse_inside_unit("update")
 
         async def attempt() -> tuple[A, R]:
             aggregate = await self.load(cls, aggregate_id)
@@ -115,15 +139,19 @@ class Repository:
 
         On a ConcurrencyConflict (a stale expected version, or a conflict with a concurrent
         unit of work) the unit is abandoned and `work` runs again, so it must load what it
-        decides on itself, through `transaction`.
+        decides on itself, through `transaction`. While it runs, this repository's own
+        `load`, `save` and `update` raise OutsideUnitOfWork, in `work` and in any task it
+        starts (until the unit ends).
         """
 
         async def attempt() -> R:
-            token = _open_unit.set(True)
+            mark = _OpenUnit()
+            token = _open_unit.set(mark)
             try:
                 async with self.recorder.transaction() as unit:
                     return await work(Transaction(unit))
             finally:
+                mark.open = False
                 _open_unit.reset(token)
 
         result = await _retry_on_conflict(attempt, attempts)

@@ -35,7 +35,7 @@ from m8.eventsourcing import (
     StoredEvent,
     TransactionConflict,
 )
-from m8.eventsourcing.recorder import EventSelector
+from m8.eventsourcing.recorder import VERSION_FIELD, EventSelector
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,6 @@ DUPLICATE_KEY = 11000
 WRITE_CONFLICT = 112
 # The `published` mark of a document the outbox cannot decode: out of its scan, kept.
 UNDECODABLE = "undecodable"
-# Read-model documents carry the version of the events they were computed from.
-VERSION_FIELD = "_aggregate_version"
 LEASES = "outbox_lease"
 
 
@@ -290,18 +288,11 @@ class MongoEventRecorder:
             raise NotRecorded(message)
         return stored, events
 
-    async def get(self, event_id: str) -> StoredEvent | None:
-        """One event by id (None for an unknown or malformed id)."""
-        if not ObjectId.is_valid(event_id):
-            return None
-        with mongo_errors():
-            doc = await self.events.find_one({"_id": ObjectId(event_id)})
-        return from_document(doc) if doc else None
-
     async def read_all(
         self, after: str | None = None, aggregate_type: str | None = None
     ) -> AsyncIterator[StoredEvent]:
-        """Every event after position `after` (an event id), in id order."""
+        """Every event after position `after` (an event id), in id order (which is not
+        commit order: see the port)."""
         query: Document = {}
         if after is not None:
             query["_id"] = {"$gt": ObjectId(after)}

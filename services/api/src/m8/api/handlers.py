@@ -17,7 +17,6 @@ from m8.domain.events import SecretUploadRequested
 from m8.eventsourcing import (
     ConcurrencyConflict,
     DuplicateRecord,
-    EventRecorder,
     Metadata,
     Records,
     Repository,
@@ -61,7 +60,6 @@ class Commands:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.repository = repository
-        self.recorder: EventRecorder = repository.recorder
         # The clock of key expiry and of `requested_at` (tests inject their own).
         self.now = now
 

@@ -7,18 +7,20 @@
   rotator's UploadKeyDestroyed(expired) is the trigger, not the clock, because only
   then is it sure no reactor can still store the upload.
 - `rm_secrets`: one small document per secret (store and path): its current fingerprint.
-- `rm_upload_keys`: how each upload key ended.
+- `rm_schema`: one marker per version of these read models that they have caught up with
+  (`SecretReadModels.catch_up`).
 
 Never a value or a ciphertext (its SHA-256 only). A Secret event changes one upload and
 the secret's current state, so `SecretReadModels` writes just those two documents per
 event, and an UploadKeyDestroyed the document of the upload that claimed the key; its
-`rebuild` writes them all, with the same functions. Written through the recorder port
-(`write_read_model`), so they need no driver.
+`refresh` and `rebuild` write them all, with the same functions. Written through the
+recorder port (`write_read_model`), so they need no driver.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Sequence
 from datetime import datetime
 
 from m8.domain import Secret, UploadKey, secret_id
@@ -29,13 +31,16 @@ from m8.domain.events import (
     SecretUploadRequested,
     UploadKeyDestroyed,
 )
-from m8.eventsourcing import DomainEvent, EventRecorder, StoredEvent, registry
+from m8.eventsourcing import DomainEvent, DuplicateRecord, EventRecorder, StoredEvent, registry
 from m8.eventsourcing import Record as Document
-from m8.eventstore import Projection
 
 UPLOADS = "rm_uploads"
 SECRETS = "rm_secrets"
-UPLOAD_KEYS = "rm_upload_keys"
+SCHEMA = "rm_schema"
+# Raised when a version computes documents that older versions' documents lack or get
+# wrong (2: an upload whose key the rotator destroyed as expired is `expired`), so that
+# `catch_up` recomputes them once after an upgrade.
+READ_MODELS_VERSION = 2
 
 
 def upload_document(own: Sequence[StoredEvent], key: Sequence[StoredEvent] = ()) -> Document:
@@ -75,17 +80,6 @@ def _expired_at(key: Sequence[StoredEvent]) -> datetime | None:
         if isinstance(event, UploadKeyDestroyed) and event.reason == "expired":
             return stored.recorded_at
     return None
-
-
-def upload_documents(
-    events: Sequence[StoredEvent], keys: Mapping[str, Sequence[StoredEvent]] | None = None
-) -> list[Document]:
-    """Every upload of a secret, from its events and those of the uploads' keys (by id)."""
-    keys = keys or {}
-    return [
-        upload_document(own, keys.get(str(own[0].data["key_id"]), ()))
-        for own in _by_upload(events).values()
-    ]
 
 
 def receipt(own: Sequence[DomainEvent]) -> Document | None:
@@ -140,34 +134,12 @@ def secret_document(aggregate_id: str, events: Sequence[StoredEvent]) -> Documen
     }
 
 
-class SecretsProjection:
-    name = SECRETS
-    aggregate_type = Secret.aggregate_type
-
-    def project(self, aggregate_id: str, events: Sequence[StoredEvent]) -> list[Document]:
-        return [secret_document(aggregate_id, events)]
-
-
-class UploadKeysProjection:
-    name = UPLOAD_KEYS
-    aggregate_type = UploadKey.aggregate_type
-
-    def project(self, aggregate_id: str, events: Sequence[StoredEvent]) -> list[Document]:
-        key = UploadKey.replay(aggregate_id, (e.decode(registry) for e in events))
-        return [{"_id": aggregate_id, "claimed_by": key.claimed_by, "destroyed": key.destroyed}]
-
-
-# The read models that are each a function of one aggregate's events, which
-# ProjectionRunner keeps and rebuilds; SecretReadModels keeps and rebuilds the others.
-PROJECTIONS: tuple[Projection, ...] = (SecretsProjection(), UploadKeysProjection())
-
-
 class SecretReadModels:
     """Keeps rm_uploads and rm_secrets current: per event, its upload and its secret.
 
-    Idempotent and order-proof like ProjectionRunner: each document is computed from every
-    event stored so far and written only over an older state (the version stamp: that of
-    the secret, then of the upload's key, see `_stamp`).
+    Idempotent and order-proof: each document is computed from every event stored so far
+    and written only over an older state (the version stamp: that of the secret, then of
+    the upload's key, see `_stamp`). So replicas may run any of this at once.
     """
 
     def __init__(self, recorder: EventRecorder) -> None:
@@ -184,10 +156,32 @@ class SecretReadModels:
                 where = secret_id(key.issued.store, key.issued.path)
                 await self._project_upload(where, key.claimed_by)
 
+    async def catch_up(self) -> bool:
+        """Brings read models written by an older version up to this one, once: unless
+        the marker of READ_MODELS_VERSION is there, `refresh`, then set it. True if this
+        call refreshed.
+
+        At the API's start, before it projects live events. Several replicas starting at
+        once may each refresh; that is harmless, as every write is.
+        """
+        markers = self.recorder.records(SCHEMA)
+        marker = f"read_models_v{READ_MODELS_VERSION}"
+        if await markers.get(marker) is not None:
+            return False
+        await self.refresh()
+        with contextlib.suppress(DuplicateRecord):  # another replica was as quick
+            await markers.insert({"_id": marker})
+        return True
+
     async def rebuild(self) -> int:
-        """Recomputes both read models from the event store; returns how many secrets."""
+        """Recomputes both read models from scratch; returns how many secrets."""
         await self.recorder.clear_read_model(UPLOADS)
         await self.recorder.clear_read_model(SECRETS)
+        return await self.refresh()
+
+    async def refresh(self) -> int:
+        """Recomputes every document from the event store over the current ones (which
+        stay readable meanwhile); returns how many secrets."""
         count = 0
         async for aggregate_id, events in self.recorder.aggregates(Secret.aggregate_type):
             for own in _by_upload(events).values():

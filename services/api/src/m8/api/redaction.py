@@ -14,7 +14,6 @@ from m8.domain.events import SecretUploadRequested, UploadKeyDestroyed
 from m8.eventsourcing import (
     EventRecorder,
     NotRecorded,
-    Repository,
     StoredEvent,
     UnknownEventType,
 )
@@ -26,9 +25,8 @@ log = logging.getLogger(__name__)
 class CiphertextRedactor:
     """Redacts the SecretUploadRequested of the upload that claimed a destroyed key."""
 
-    def __init__(self, recorder: EventRecorder, repository: Repository) -> None:
+    def __init__(self, recorder: EventRecorder) -> None:
         self.recorder = recorder
-        self.repository = repository
 
     async def handle(self, message: StoredEvent) -> None:
         """Acts on UploadKeyDestroyed, ignores everything else; idempotent.
