@@ -1,6 +1,7 @@
 # The two commands of the README (`make run`, `make test`). Each sets up the development
 # workspace on first use: uv (in .uv/, the same version as uv.lock's dev group) installs
-# every m8 distribution editable into .venv from uv.lock.
+# every m8 distribution editable into .venv from uv.lock, with byte code compiled (as pip
+# does; without it every process compiles its libraries from source).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -15,7 +16,7 @@ $(UV):
 	.uv/bin/python -m pip install --quiet 'uv==0.13.9'
 
 $(STAMP): $(PROJECTS) | $(UV)
-	$(UV) sync --locked --python $(PYTHON)
+	$(UV) sync --locked --compile-bytecode --python $(PYTHON)
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -40,7 +40,7 @@ const services = {
     upload_requests: INDEXED(["find", "insert"]),
     rm_uploads: INDEXED(WRITE),
     rm_secrets: INDEXED(WRITE),
-    rm_upload_keys: INDEXED(WRITE),
+    rm_schema: ["find", "insert"],
     receipt_keys: READ,
   },
   keyrotator: {

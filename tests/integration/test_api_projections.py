@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -11,9 +12,8 @@ import pytest
 
 from m8.api.projections import SECRETS, UPLOADS, SecretReadModels
 from m8.devservices import Services
-from m8.domain import Secret, UploadKey, secret_id
+from m8.domain import UploadKey
 from m8.domain.events import SecretStored, SecretUploadRejected
-from m8.eventsourcing import Metadata
 from m8.eventsourcing.recorder import VERSION_FIELD
 from m8.eventstore import MongoEventRecorder
 from tests.servers import Broker
@@ -27,8 +27,6 @@ from tests.support.api import (
 )
 from tests.support.events import eventually
 from tests.support.uploads import ReactorKeys, Uploads, secret_value
-
-REACTOR = Metadata(actor="reactor", correlation_id="corr-reactor")
 
 
 @pytest.fixture
@@ -47,16 +45,6 @@ async def _upload(api: RunningApi, store: str, path: str) -> tuple[str, str]:
     body = api.upload_body(key)
     assert (await api.call("POST", "/v1/secrets", json=body)).status_code == 202
     return str(body["upload_id"]), key.key_id
-
-
-async def _settle(api: RunningApi, outcome: SecretStored | SecretUploadRejected) -> None:
-    repository = api.context.runtime.repository
-    secret = await repository.load(Secret, secret_id(outcome.store, outcome.path))
-    if isinstance(outcome, SecretStored):
-        secret.record_stored(outcome)
-    else:
-        secret.record_rejected(outcome)
-    await repository.save(secret, REACTOR)
 
 
 async def _read_models(api: RunningApi) -> dict[str, list[dict[str, Any]]]:
@@ -79,11 +67,13 @@ async def test_read_models_kept_per_event_equal_a_rebuild_from_the_event_store(
 ) -> None:
     path = "team-a/db"
     first, first_key = await _upload(api, "vault-a", path)
-    await _settle(api, SecretStored(first, "vault-a", "vault", path, "1", "fp1:one"))
+    await api.record_outcome(SecretStored(first, "vault-a", "vault", path, "1", "fp1:one"))
     second, second_key = await _upload(api, "vault-a", path)
     third, third_key = await _upload(api, "vault-a", path)
-    await _settle(api, SecretUploadRejected(third, "vault-a", "vault", path, "bad_mac", "MAC"))
-    await _settle(api, SecretStored(second, "vault-a", "vault", path, "2", "fp1:two"))
+    await api.record_outcome(
+        SecretUploadRejected(third, "vault-a", "vault", path, "bad_mac", "MAC")
+    )
+    await api.record_outcome(SecretStored(second, "vault-a", "vault", path, "2", "fp1:two"))
     pending, pending_key = await _upload(api, "aws-b", "team-b/db")
     expected = {first: "stored", second: "stored", third: "rejected", pending: "pending"}
 
@@ -176,3 +166,49 @@ async def test_after_an_upgrade_an_upload_whose_key_expired_before_it_is_expired
     assert after is not None
     assert after["status"] == "expired"
     assert view["status"] == "expired"
+
+
+# Uploads of the scale test, and how many go at once.
+MANY = 200
+AT_ONCE = 16
+
+
+@pytest.mark.scale
+async def test_the_read_models_of_many_uploads_kept_per_event_equal_a_rebuild(
+    broker: Broker, services: Services, mongo_db_name: str, tmp_path: Path
+) -> None:
+    """Two hundred uploads over forty paths, each stored or rejected, kept live by the
+    projection: what it kept equals a rebuild, and each path shows its last stored value."""
+    unlimited = {"api_upload_keys_per_minute": 10 * MANY, "api_uploads_per_minute": 10 * MANY}
+    async with api_with_rotator(broker, services, mongo_db_name, tmp_path, api=unlimited) as api:
+        await api.add_store(VAULT_STORE)
+        paths = [f"team-{n % 40}/db" for n in range(MANY)]
+        uploaded: list[tuple[str, str]] = []
+        for start in range(0, MANY, AT_ONCE):
+            batch = paths[start : start + AT_ONCE]
+            ids = await asyncio.gather(*(_upload(api, "vault-a", path) for path in batch))
+            uploaded += [(upload_id, path) for (upload_id, _), path in zip(ids, batch, strict=True)]
+        for n, (upload_id, path) in enumerate(uploaded):
+            if n % 3 == 2:
+                await api.record_outcome(
+                    SecretUploadRejected(upload_id, "vault-a", "vault", path, "bad_mac", "MAC")
+                )
+            else:
+                await api.record_outcome(
+                    SecretStored(upload_id, "vault-a", "vault", path, str(n), f"fp1:{n}")
+                )
+        last_stored = {path: str(n) for n, (_, path) in enumerate(uploaded) if n % 3 != 2}
+
+        async def settled() -> bool:
+            models = await _read_models(api)
+            versions = {s["_id"]: s["upstream_version"] for s in models[SECRETS]}
+            done = sum(u["status"] != "pending" for u in models[UPLOADS])
+            return done == MANY and versions == {
+                f"vault-a:{path}": version for path, version in last_stored.items()
+            }
+
+        await eventually(settled, timeout=300)
+        live = await _read_models(api)
+        await SecretReadModels(api.recorder).rebuild()
+
+        assert await _read_models(api) == live

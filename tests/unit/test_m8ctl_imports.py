@@ -17,10 +17,10 @@ def test_m8ctl_never_imports_server_side_libraries() -> None:
     assert done.stdout.strip() == ""
 
 
-def test_m8ctl_help_does_not_load_httpx_or_nacl() -> None:
+def test_m8ctl_help_does_not_load_httpx_nacl_or_the_store_types() -> None:
     probe = (
         "import sys, m8.client.m8ctl; "
-        "print(','.join(m for m in ('httpx', 'nacl') if m in sys.modules))"
+        "print(','.join(m for m in ('httpx', 'nacl', 'm8.stores', 'pydantic') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == ""

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import pytest
-import typer
 from pydantic import Field, SecretStr, TypeAdapter, ValidationError
 from typer.testing import CliRunner
 
@@ -221,9 +220,9 @@ def test_m8ctl_offers_stores_add_toy_with_an_option_per_config_field(
             sent.append(body)
 
     monkeypatch.setattr(m8ctl, "_admin", lambda action, done: action(Client()))
-    add = typer.Typer()
-    m8ctl.add_store_commands(add)
+    add = m8ctl.add_app
     runner = CliRunner()
+    assert "toy" in runner.invoke(add, ["--help"]).output
     assert "--shelf" in runner.invoke(add, ["toy", "--help"]).output
     done = runner.invoke(add, ["toy", "shelf-1", "--shelf", "top", "--fingerprint-in-metadata"])
     assert done.exit_code == 0, done.output

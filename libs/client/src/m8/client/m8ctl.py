@@ -16,20 +16,47 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.table import Column, Table
+from typer.core import TyperGroup
 
-from m8 import stores
 from m8.client.errors import ClientError, ExitCode
 from m8.client.profile import PinSet, Profile
-from m8.stores import StoreType
 
 if TYPE_CHECKING:
-    from m8.client.sdk import M8Client
+    # typer's own click (it vendors one): importing `click` as well would cost ~40 ms.
+    from typer._click import Command, Context
 
-# httpx and PyNaCl are imported by the commands that need them: `--help` stays fast.
+    from m8.client.sdk import M8Client
+    from m8.stores import StoreType
+
+# httpx, PyNaCl and the store types (pydantic models) are imported by the commands that
+# need them: `--help` and `secret put` stay fast.
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 stores_app = typer.Typer(help="List stores; admins add, activate, deactivate them.")
-add_app = typer.Typer(help="Register an upstream store (admin).", no_args_is_help=True)
+
+
+class StoreTypeCommands(TyperGroup):
+    """`m8ctl stores add <type>`: a command per registered store type (m8.stores), made
+    when asked for, so that no other command pays for importing the store types."""
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        from m8 import stores
+
+        return [*super().list_commands(ctx), *stores.names()]
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+        from m8 import stores
+
+        if cmd_name not in stores.names():
+            return super().get_command(ctx, cmd_name)
+        app = typer.Typer()
+        app.command(cmd_name)(add_store_command(stores.get(cmd_name)))
+        return typer.main.get_command(app)
+
+
+add_app = typer.Typer(
+    cls=StoreTypeCommands, help="Register an upstream store (admin).", no_args_is_help=True
+)
 secret_app = typer.Typer(help="Put secrets and see their fingerprints.", no_args_is_help=True)
 upload_app = typer.Typer(help="Follow an upload.", no_args_is_help=True)
 config_app = typer.Typer(help="Your profile: the store your uploads go to.", no_args_is_help=True)
@@ -621,15 +648,6 @@ def add_store_command(store_type: StoreType) -> Callable[..., None]:
 
 def _article(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
-
-
-def add_store_commands(app: typer.Typer) -> None:
-    """Adds `<type>` under `m8ctl stores add` for every registered store type."""
-    for store_type in stores.all_types():
-        app.command(store_type.name)(add_store_command(store_type))
-
-
-add_store_commands(add_app)
 
 
 @stores_app.command("activate")
