@@ -55,7 +55,7 @@ RUN UV_PROJECT_ENVIRONMENT=/opt/m8 uv sync --frozen --no-dev --no-editable --pac
 FROM build AS build-reactors
 RUN UV_PROJECT_ENVIRONMENT=/opt/m8 uv sync --frozen --no-dev --no-editable --package m8-reactors \
  && /opt/m8/bin/m8 reactor --help > /dev/null \
- && /opt/m8/bin/python -c "import m8.stores.adapters.vault, m8.stores.adapters.aws"
+ && /opt/m8/bin/python -c "from m8 import stores; from m8.stores.adapters import adapter_factory; [adapter_factory(t) for t in stores.all_types()]"
 
 # --- runtime: what every service image shares ---------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

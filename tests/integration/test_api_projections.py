@@ -174,6 +174,7 @@ AT_ONCE = 16
 
 
 @pytest.mark.scale
+@pytest.mark.timeout(900)
 async def test_the_read_models_of_many_uploads_kept_per_event_equal_a_rebuild(
     broker: Broker, services: Services, mongo_db_name: str, tmp_path: Path
 ) -> None:

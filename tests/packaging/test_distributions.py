@@ -78,6 +78,9 @@ def test_the_client_alone_runs_m8ctl_without_any_server_library(tmp_path: Path) 
 
     assert "secret" in run([bin_dir / "m8ctl", "--help"])
     assert "Usage: m8ctl secret put" in run([bin_dir / "m8ctl", "secret", "put", "--help"])
+    added = run([bin_dir / "m8ctl", "stores", "add", "vault", "--help"])
+    assert "--address" in added
+    assert "completion" not in added
     assert importable(bin_dir, ("m8.crypto", "m8.client", "nacl", "httpx")) == [
         "m8.crypto",
         "m8.client",

@@ -19,6 +19,7 @@ from m8.client import m8ctl
 from m8.crypto import FingerprintKey
 from m8.crypto.envelope import MAX_VALUE_BYTES
 from m8.domain import Store
+from m8.messaging.permissions import definitions, permissions, services
 from m8.messaging.topology import consumer_queues, reactor_queue
 from m8.reactors.bootstrap import configure
 from m8.reactors.cli import make_app
@@ -163,10 +164,15 @@ def test_the_api_takes_a_toy_store_and_refuses_what_its_config_does_not_allow(
     assert "VaultStoreIn" in schema
 
 
-def test_the_topology_declares_a_queue_for_the_toy_reactors(toy: StoreType) -> None:
+def test_the_topology_declares_a_queue_and_a_broker_user_for_the_toy_reactors(
+    toy: StoreType,
+) -> None:
     queues = {q.name: q for q in consumer_queues()}
     assert queues["m8.reactor.toy"].bindings == ("secret.secret_upload_requested.toy",)
     assert queues["m8.reactor.toy"].dead_letter_queue == "m8.dead.reactor.toy"
+    assert "reactor-toy" in services()
+    assert "m8-reactor-toy" in {user["name"] for user in definitions()["users"]}
+    assert permissions("reactor-toy").topic_write.endswith(r"\.(toy)$")
 
 
 def test_m8_reactor_offers_a_command_for_the_toy_type(toy: StoreType) -> None:
@@ -220,16 +226,18 @@ def test_m8ctl_offers_stores_add_toy_with_an_option_per_config_field(
             sent.append(body)
 
     monkeypatch.setattr(m8ctl, "_admin", lambda action, done: action(Client()))
-    add = m8ctl.add_app
+    add = ["stores", "add"]
     runner = CliRunner()
-    assert "toy" in runner.invoke(add, ["--help"]).output
-    assert "--shelf" in runner.invoke(add, ["toy", "--help"]).output
-    done = runner.invoke(add, ["toy", "shelf-1", "--shelf", "top", "--fingerprint-in-metadata"])
+    assert "toy" in runner.invoke(m8ctl.app, [*add, "--help"]).output
+    assert "--shelf" in runner.invoke(m8ctl.app, [*add, "toy", "--help"]).output
+    done = runner.invoke(
+        m8ctl.app, [*add, "toy", "shelf-1", "--shelf", "top", "--fingerprint-in-metadata"]
+    )
     assert done.exit_code == 0, done.output
     assert sent == [
         {"type": "toy", "name": "shelf-1", "shelf": "top", "fingerprint_in_metadata": True}
     ]
-    assert runner.invoke(add, ["toy", "shelf-2"]).exit_code != 0  # --shelf is required
+    assert runner.invoke(m8ctl.app, [*add, "toy", "shelf-2"]).exit_code != 0  # --shelf required
 
 
 @pytest.mark.parametrize(
@@ -239,6 +247,7 @@ def test_m8ctl_offers_stores_add_toy_with_an_option_per_config_field(
         ({"credentials": StoreCredentials}, "not in its credentials"),
         ({"addresses": ("key",)}, "not pinned"),
         ({"entry_field": "nothing"}, "entry field 'nothing' not in its credentials"),
+        ({"adapter": "no_function_named"}, "not 'module:function'"),
     ],
 )
 def test_a_descriptor_whose_catalog_could_steer_a_reactor_is_refused(

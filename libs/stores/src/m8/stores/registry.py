@@ -35,6 +35,9 @@ def _check(store_type: StoreType, others: list[StoreType]) -> None:
         problems.append(f"pinned {sorted(pinned - credentials)} not in its credentials")
     if not set(store_type.addresses) <= pinned:
         problems.append(f"addresses {sorted(set(store_type.addresses) - pinned)} not pinned")
+    module, _, function = store_type.adapter.partition(":")
+    if not (module and function):
+        problems.append(f"adapter {store_type.adapter!r} is not 'module:function'")
     if store_type.entry_field not in credentials:
         problems.append(f"entry field {store_type.entry_field!r} not in its credentials")
     for other in others:

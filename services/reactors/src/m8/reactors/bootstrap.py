@@ -54,7 +54,7 @@ def configure(settings: ReactorSettings, store_type: str) -> ReactorConfig:
         adapter_factory(stores.get(store_type))
     except ImportError as exc:
         raise ConfigurationError(
-            f"the {store_type} adapter cannot be loaded ({exc.name} is missing): install "
+            f"the {store_type} adapter cannot be loaded ({exc.name or exc}): install "
             f"m8-stores[{store_type}]"
         ) from None
     keks, fingerprint_key = settings.kek_ring(), settings.fingerprint_key()
