@@ -109,16 +109,23 @@ def documents_written(command: str, reply: Mapping[str, Any]) -> int:
     return int(reply.get("n", 0))  # insert, delete
 
 
+# The server's operation counters (serverStatus opcounters).
+OPCOUNTERS = ("insert", "update", "delete", "query", "getmore", "command")
+
+
+async def opcounters(client: AsyncMongoClient[Document]) -> Counts:
+    """The server's opcounters (whole server), or none when it does not report them."""
+    try:
+        ops = (await client.admin.command("serverStatus")).get("opcounters")
+    except OperationFailure:
+        return {}
+    return {name: int(ops.get(name, 0)) for name in OPCOUNTERS} if isinstance(ops, Mapping) else {}
+
+
 async def server_writes(client: AsyncMongoClient[Document]) -> int | None:
     """The server's insert+update+delete opcounters (whole server), if it reports them."""
-    try:
-        status = await client.admin.command("serverStatus")
-    except OperationFailure:
-        return None
-    ops = status.get("opcounters")
-    if not isinstance(ops, Mapping):
-        return None
-    return sum(int(ops.get(name, 0)) for name in ("insert", "update", "delete"))
+    ops = await opcounters(client)
+    return sum(ops[name] for name in ("insert", "update", "delete")) if ops else None
 
 
 async def mongo_sample(observer: AsyncMongoClient[Document], counter: CommandCounter) -> Counts:
@@ -167,10 +174,8 @@ class Management:
 
     async def counters(self, vhost: str, queue: str) -> Counts:
         """Messages published to `m8.events` and delivered from `queue`, as the API sees them."""
-        exchange = await self._message_stats(
-            f"/exchanges/{quote(vhost, safe='')}/{EVENTS_EXCHANGE}"
-        )
-        consumed = await self._message_stats(
+        exchange = await self.message_stats(f"/exchanges/{quote(vhost, safe='')}/{EVENTS_EXCHANGE}")
+        consumed = await self.message_stats(
             f"/queues/{quote(vhost, safe='')}/{quote(queue, safe='')}"
         )
         return {
@@ -194,7 +199,7 @@ class Management:
                 return last, True
         return last, False
 
-    async def _message_stats(self, path: str) -> Mapping[str, Any]:
+    async def message_stats(self, path: str) -> Mapping[str, Any]:
         response = await self.http.get(path)
         response.raise_for_status()
         stats: Mapping[str, Any] = response.json().get("message_stats", {})
