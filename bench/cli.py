@@ -14,16 +14,13 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
-from m8.config import Settings
-from m8.devservices import ServiceError, local_services
+from bench.system import running_system
+from m8.devservices import ServiceError
 from m8.devservices.manager import tool
-from m8.devservices.system import VAULT_STORE, System, m8ctl_login
-from m8.devservices.vhosts import virtual_host
+from m8.devservices.system import VAULT_STORE
 
 
 def timed(argv: list[str], stdin: bytes, env: dict[str, str]) -> float:
@@ -42,34 +39,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=10, help="runs of each command (>= 10)")
     args = parser.parse_args(argv)
     value = b"bench-" + uuid.uuid4().hex.encode()  # the same bytes for both commands
-    with tempfile.TemporaryDirectory(prefix="m8-bench-cli-") as tmp:
-        workdir = Path(tmp)
-        try:
-            services = local_services(Settings(), workdir)
-        except ServiceError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        try:
-            with virtual_host(services["rabbitmq"], prefix="m8-bench-") as vhost:
-                system = System(workdir)
-                system.start(services, overrides={"M8_AMQP_URL": vhost.url})
-                try:
-                    config = workdir / "m8ctl.json"
-                    m8ctl_login(system, config)
-                    m8ctl_env = {**os.environ, "M8CTL_CONFIG": str(config)}
-                    bao_env = {**os.environ, **services.environment()}
-                    m8ctl_times: list[float] = []
-                    bao_times: list[float] = []
-                    for run in range(args.runs):
-                        path = f"bench/cli/{run}"
-                        m8ctl = [tool("m8ctl"), "secret", "put", path, "--store", VAULT_STORE]
-                        bao = [tool("bao"), "kv", "put", "-mount=secret", f"bao/{path}", "value=-"]
-                        m8ctl_times.append(timed(m8ctl, value, m8ctl_env))
-                        bao_times.append(timed(bao, value, bao_env))
-                finally:
-                    system.stop()
-        finally:
-            services.stop()
+    try:
+        with running_system("m8-bench-cli-") as running:
+            m8ctl_env = {**os.environ, "M8CTL_CONFIG": str(running.m8ctl_config)}
+            bao_env = {**os.environ, **running.services.environment()}
+            m8ctl_times: list[float] = []
+            bao_times: list[float] = []
+            for run in range(args.runs):
+                path = f"bench/cli/{run}"
+                m8ctl = [tool("m8ctl"), "secret", "put", path, "--store", VAULT_STORE]
+                bao = [tool("bao"), "kv", "put", "-mount=secret", f"bao/{path}", "value=-"]
+                m8ctl_times.append(timed(m8ctl, value, m8ctl_env))
+                bao_times.append(timed(bao, value, bao_env))
+    except ServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     m8ctl_median, bao_median = statistics.median(m8ctl_times), statistics.median(bao_times)
     print(f"m8ctl secret put vs bao kv put, same value, same OpenBao, {args.runs} runs each")
     print(f"  m8ctl secret put (until stored)  median {m8ctl_median * 1000:8.1f} ms")

@@ -19,7 +19,6 @@ import os
 import secrets
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -43,15 +42,15 @@ from bench.eventstore import (
     describe_mongodb,
     opcounters,
 )
+from bench.system import running_system
 from m8 import stores
 from m8.client.outcome import await_outcome, check_receipt
 from m8.client.profile import Profile
 from m8.client.sdk import M8Client
 from m8.client.upload import put_secret, read_value
-from m8.config import Settings
-from m8.devservices import ServiceError, Services, local_services
-from m8.devservices.system import AWS_STORE, VAULT_STORE, System, m8ctl_login
-from m8.devservices.vhosts import VirtualHost, virtual_host
+from m8.devservices import ServiceError, Services
+from m8.devservices.system import AWS_STORE, VAULT_STORE, System
+from m8.devservices.vhosts import VirtualHost
 from m8.eventstore.mongo import Document
 
 STORES = (VAULT_STORE, AWS_STORE)
@@ -423,30 +422,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.uploads < max(LEVELS):
         parser.error(f"--uploads must be at least {max(LEVELS)}")
     database = f"m8_bench_{uuid.uuid4().hex[:12]}"
-    with tempfile.TemporaryDirectory(prefix="m8-bench-e2e-") as tmp:
-        workdir = Path(tmp)
-        try:
-            services = local_services(Settings(), workdir)
-        except ServiceError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        try:
-            with virtual_host(services["rabbitmq"], prefix="m8-bench-") as vhost:
-                system = System(workdir)
-                overrides = {**LIFTED, "M8_AMQP_URL": vhost.url, "M8_MONGODB_DATABASE": database}
-                system.start(services, overrides)
-                try:
-                    config = workdir / "m8ctl.json"
-                    m8ctl_login(system, config)
-                    profile = Profile.load(config)
-                    run = measure(services, system, profile, vhost, database, args.uploads)
-                    mongodb, table, bench = asyncio.run(run)
-                finally:
-                    system.stop()
-                    with MongoClient[Document](services["mongodb"].url) as mongo:
-                        mongo.drop_database(database)
-        finally:
-            services.stop()
+    overrides = {**LIFTED, "M8_MONGODB_DATABASE": database}
+    try:
+        with running_system("m8-bench-e2e-", overrides) as running:
+            services = running.services
+            try:
+                profile = Profile.load(running.m8ctl_config)
+                run = measure(
+                    services, running.system, profile, running.vhost, database, args.uploads
+                )
+                mongodb, table, bench = asyncio.run(run)
+            finally:
+                with MongoClient[Document](services["mongodb"].url) as mongo:
+                    mongo.drop_database(database)
+    except ServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(format_report(mongodb, table, bench, args.uploads))
     return 0
 
