@@ -39,15 +39,16 @@ async def events_flowing(
     received = Received()
     consumer = EventConsumer(amqp, SPEC, received.handler, inbox, concurrency=8)
     await consumer.start()
-    relay = OutboxRelay(recorder, amqp, owner="chaos", batch=20)
+    # What the broker did not confirm during the outage, the backstop sends a second on.
+    relay = OutboxRelay(recorder, amqp, owner="chaos", batch=20, grace=1)
     relay_task = asyncio.create_task(relay.run())
 
     async def append_slowly() -> list[str]:
         ids = []
         for n in range(EVENTS):
-            [event] = await recorder.append("test", f"c{n}", 0, [SampleHappened(n)], METADATA)
-            ids.append(event.event_id)
-            relay.notify()
+            events = await recorder.append("test", f"c{n}", 0, [SampleHappened(n)], METADATA)
+            ids.append(events[0].event_id)
+            relay.submit(events)
             await asyncio.sleep(0.02)
         return ids
 

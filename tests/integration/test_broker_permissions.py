@@ -65,13 +65,14 @@ def _secret_events(store_type: str) -> list[tuple[str, DomainEvent]]:
 
 
 def every_kind_of_event() -> list[StoredEvent]:
-    """One event of each type m8 publishes, for each store type where that matters."""
+    """One event of each type m8 records, for each store type where that matters (those
+    that go to no bus included: no service may publish them)."""
     events: list[tuple[str, DomainEvent]] = [
         ("secret_store", StoreRegistered("s", "vault", {})),
         ("secret_store", DefaultStoreChanged("s")),
         ("upload_key", UploadKeyIssued("k-1", "s", "vault", "team/db", "kek", "sk", "t")),
         ("upload_key", UploadKeyClaimed("k-1", "u-1")),
-        ("upload_key", UploadKeyDestroyed("k-1", "used")),
+        ("upload_key", UploadKeyDestroyed("k-1", "expired")),
         *_secret_events("vault"),
         *_secret_events("aws"),
     ]

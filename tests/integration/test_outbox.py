@@ -1,4 +1,5 @@
-"""The outbox relay: every stored event reaches consumers, even across relay crashes."""
+"""The outbox: every stored event that goes to the bus reaches consumers, pushed right
+after its commit, and published by the backstop after relay crashes."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from bson import ObjectId
 
 from m8.devservices import Services
+from m8.domain.events import UploadKeyClaimed
 from m8.eventstore import MongoEventRecorder, MongoInbox, OutboxRelay
 from m8.eventstore.mongo import UNDECODABLE
 from m8.messaging import Broker as AmqpBroker
@@ -43,11 +45,11 @@ async def _append(recorder: MongoEventRecorder, count: int, prefix: str = "agg")
     return ids
 
 
-async def test_relay_publishes_every_event_and_marks_it(
+async def test_the_backstop_publishes_every_event_left_unpublished_and_marks_it(
     recorder: MongoEventRecorder, amqp: AmqpBroker, received: Received
 ) -> None:
     ids = await _append(recorder, 30)
-    relay = OutboxRelay(recorder, amqp, owner="relay-1", batch=7)
+    relay = OutboxRelay(recorder, amqp, owner="relay-1", batch=7, grace=0)
     task = asyncio.create_task(relay.run())
     try:
         await received.wait_for(30)
@@ -81,7 +83,7 @@ async def test_killed_relay_loses_nothing_and_consumers_see_each_event_once(
     await relay_process.wait()
     assert await recorder.events.count_documents({"published": False}) > 0
 
-    relay = OutboxRelay(recorder, amqp, owner="relay-after-crash", lease_seconds=1)
+    relay = OutboxRelay(recorder, amqp, owner="relay-after-crash", lease_seconds=1, grace=0)
     task = asyncio.create_task(relay.run())
     try:
         await received.wait_for(len(ids))
@@ -139,7 +141,7 @@ async def test_event_no_queue_takes_stays_unpublished(
     channel = await amqp.channel()
     await channel.queue_delete(API_PROJECTIONS_QUEUE.name)  # nobody binds "#" any more
     [event] = await recorder.append("nobody", "x", 0, [SampleHappened(1)], METADATA)
-    relay = OutboxRelay(recorder, amqp, owner="unroutable", poll_interval=0.01)
+    relay = OutboxRelay(recorder, amqp, owner="unroutable")
     assert await relay.publish_pending() == 0
     assert [e.event_id for e in await recorder.unpublished(10)] == [event.event_id]
 
@@ -171,7 +173,7 @@ async def test_an_undecodable_event_is_set_aside_and_the_events_around_it_still_
         ]
     )
     after = await _append(recorder, 2, prefix="after")
-    relay = OutboxRelay(recorder, amqp, owner="through-junk", batch=3)
+    relay = OutboxRelay(recorder, amqp, owner="through-junk", batch=3, grace=0)
 
     async def nothing_left() -> bool:
         return await recorder.unpublished(10) == []
@@ -189,3 +191,37 @@ async def test_an_undecodable_event_is_set_aside_and_the_events_around_it_still_
     assert marks == {broken[0]: UNDECODABLE, broken[1]: UNDECODABLE}
     logged = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert {getattr(r, "event_id", None) for r in logged} >= {str(i) for i in broken}
+
+
+async def test_events_are_pushed_right_after_their_commit_without_the_lease(
+    recorder: MongoEventRecorder, amqp: AmqpBroker, received: Received
+) -> None:
+    # Another replica holds the lease, and this relay's backstop would wait an hour: only
+    # the push can deliver the event.
+    holder = OutboxRelay(recorder, amqp, owner="holder")
+    assert await holder._hold_lease()
+    relay = OutboxRelay(recorder, amqp, owner="appender", grace=3600)
+    task = asyncio.create_task(relay.run())
+    try:
+        events = await recorder.append("test", "pushed", 0, [SampleHappened(3)], METADATA)
+        relay.submit(events)  # as Repository(on_append=relay.submit) does after a commit
+        await received.wait_for(1)
+        await eventually(lambda: _published_at_least(recorder, 1))
+    finally:
+        task.cancel()
+    assert received.ids == [events[0].event_id]
+
+
+async def test_an_event_no_consumer_acts_on_is_stored_but_never_published(
+    recorder: MongoEventRecorder, amqp: AmqpBroker
+) -> None:
+    [claimed] = await recorder.append(
+        "upload_key", "k", 0, [UploadKeyClaimed(key_id="k", upload_id="u")], METADATA
+    )
+    relay = OutboxRelay(recorder, amqp, owner="quiet")
+    relay.submit([claimed])
+    assert await relay.push_submitted() == 0
+    assert await relay.publish_pending() == 0
+    doc = await recorder.events.find_one({"_id": ObjectId(claimed.event_id)})
+    assert doc is not None
+    assert "published" not in doc

@@ -370,8 +370,10 @@ async def test_records_due_come_earliest_first(any_recorder: EventRecorder) -> N
 async def test_work_in_a_transaction_runs_again_on_fresh_state_after_a_conflict(
     any_recorder: EventRecorder,
 ) -> None:
-    woken: list[str] = []
-    repository = Repository(any_recorder, on_append=lambda: woken.append("relay"))
+    appended: list[list[int]] = []
+    repository = Repository(
+        any_recorder, on_append=lambda events: appended.append([e.version for e in events])
+    )
     seen_totals: list[int] = []
 
     async def rival() -> None:
@@ -386,7 +388,7 @@ async def test_work_in_a_transaction_runs_again_on_fresh_state_after_a_conflict(
         tally.add(5)
         await transaction.save(tally, METADATA)
         await transaction.records("test_log").insert({"_id": f"t{tally.total}"})
-        assert woken == ["relay"]  # only the rival's append so far: this one is uncommitted
+        assert appended == [[1]]  # only the rival's append so far: this one is uncommitted
         return tally.total
 
     total = await repository.in_transaction(add_five)
@@ -398,7 +400,7 @@ async def test_work_in_a_transaction_runs_again_on_fresh_state_after_a_conflict(
     ]
     assert await any_recorder.records("test_log").get("t6") == {"_id": "t6"}
     assert await any_recorder.records("test_log").get("t5") is None
-    assert woken == ["relay", "relay"]
+    assert appended == [[1], [2]]  # the committed attempt's events, never the abandoned one's
 
 
 async def test_a_save_that_bypasses_the_open_unit_of_work_is_refused(

@@ -15,7 +15,9 @@ async def main() -> None:
     db = await connect_database(settings.mongodb_uri, settings.mongodb_database)
     broker = await Broker.connect(settings.amqp_url, name="test-relay-process")
     # Small batches, so that a kill lands between publishing and marking.
-    relay = OutboxRelay(MongoEventRecorder(db), broker, owner="doomed", batch=5, lease_seconds=1)
+    relay = OutboxRelay(
+        MongoEventRecorder(db), broker, owner="doomed", batch=5, lease_seconds=1, grace=0
+    )
     await relay.run()
 
 

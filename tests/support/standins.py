@@ -53,7 +53,9 @@ class StandInRelays:
                     broker,
                     owner=f"stand-in-{uuid.uuid4().hex}",
                     service=service,
-                    poll_interval=0.05,
+                    # The test appended these itself: no process pushes them.
+                    backstop_interval=0.05,
+                    grace=0,
                 )
                 for service in self.services
             ]

@@ -4,6 +4,7 @@ m8 (the rotator's signing key store and the upstream store)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar, cast
@@ -132,8 +133,11 @@ class World:
     def __init__(self) -> None:
         self.clock = Clock()
         self.recorder = InMemoryEventRecorder()
-        self.woken: list[str] = []
-        self.repository = Repository(self.recorder, on_append=lambda: self.woken.append("relay"))
+        # The event types of each append handed to the outbox, in order.
+        self.appended: list[list[str]] = []
+        self.repository = Repository(
+            self.recorder, on_append=lambda events: self.appended.append(_types(events))
+        )
         self.kek = Kek.generate("vault-1")
         self.upload_keys = UploadKeyStore(self.recorder)
         self.rotator = KeyRotator(
@@ -205,3 +209,7 @@ class World:
 
     async def events_of(self, aggregate_type: str, aggregate_id: str) -> list[str]:
         return [e.event_type for e in await self.recorder.load(aggregate_type, aggregate_id)]
+
+
+def _types(events: Sequence[StoredEvent]) -> list[str]:
+    return [event.event_type for event in events]

@@ -31,7 +31,7 @@ async def test_an_upload_claims_its_key_and_is_recorded_as_requested(world: Worl
     signed = await world.issue("team/db")
     command = world.command(signed)
     world.clock.advance(timedelta(minutes=1))
-    world.woken.clear()
+    world.appended.clear()
 
     await world.commands.request_upload(command, ALICE)
 
@@ -42,7 +42,8 @@ async def test_an_upload_claims_its_key_and_is_recorded_as_requested(world: Worl
     assert record is not None
     assert record["requested_at"] == world.clock.now
     assert record["ciphertext_sha256"] == command.ciphertext_sha256
-    assert world.woken == ["relay"]
+    # Handed to the outbox once, after the commit; only the request goes to the bus.
+    assert world.appended == [["UploadKeyClaimed", "SecretUploadRequested"]]
 
 
 async def test_the_exact_request_again_changes_nothing_and_another_with_its_id_is_refused(

@@ -26,7 +26,7 @@ async def world() -> World:
 async def test_an_issued_key_is_stored_sealed_with_its_issue_event_and_expires_by_the_clock(
     world: World,
 ) -> None:
-    world.woken.clear()
+    world.appended.clear()
     signed = await world.issue("team/db")
     key_id = signed.statement.key_id
 
@@ -37,7 +37,7 @@ async def test_an_issued_key_is_stored_sealed_with_its_issue_event_and_expires_b
     assert await world.recorder.records(LIVE_COLLECTION).get(key_id) is not None
     assert await world.events_of("upload_key", key_id) == ["UploadKeyIssued"]
     assert signed.statement.expires_at == T0 + LIFETIME
-    assert world.woken == ["relay"]  # once, after the commit
+    assert world.appended == [["UploadKeyIssued"]]  # once, after the commit
 
 
 async def test_a_key_for_an_unknown_store_is_refused_and_nothing_is_kept(world: World) -> None:

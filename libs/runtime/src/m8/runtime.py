@@ -20,7 +20,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from m8.config import Settings, SettingsError
 from m8.eventsourcing import Repository
-from m8.eventstore import MongoEventRecorder, MongoInbox, OutboxRelay
+from m8.eventstore import MongoEventRecorder, OutboxRelay
 from m8.eventstore.mongo import Document, connect_database
 from m8.logs import configure_logging
 from m8.messaging import Broker
@@ -53,7 +53,6 @@ class Runtime:
     db: AsyncDatabase[Document]
     broker: Broker
     recorder: MongoEventRecorder
-    inbox: MongoInbox
     relay: OutboxRelay
     repository: Repository
     workers: list[Worker] = field(default_factory=list)
@@ -66,9 +65,7 @@ class Runtime:
             raise ConfigurationError("M8_MONGODB_URI is not set: where is MongoDB?")
         db = await connect_database(settings.mongodb_uri, settings.mongodb_database)
         recorder = MongoEventRecorder(db)
-        inbox = MongoInbox(db)
         await recorder.create_indexes()
-        await inbox.create_indexes()
         # On its own broker user a service may declare only its own queues.
         try:
             broker = await Broker.connect(settings.amqp_url, f"m8-{name}", consumes(name))
@@ -84,9 +81,9 @@ class Runtime:
             db=db,
             broker=broker,
             recorder=recorder,
-            inbox=inbox,
             relay=relay,
-            repository=Repository(recorder, on_append=relay.notify),
+            # Whatever this process appends is published right after its commit.
+            repository=Repository(recorder, on_append=relay.submit),
         )
         runtime.spawn(relay.run())
         return runtime
@@ -109,9 +106,9 @@ class Runtime:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        # One last relay pass, so that nothing this process stored waits for another.
+        # Publish what this process stored, so that none of it waits for the backstop.
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.relay.publish_pending(), timeout=5)
+            await asyncio.wait_for(self.relay.flush(), timeout=5)
         # Bounded: a connection stuck on a dead peer must not keep the process from exiting.
         for what, closing in (("RabbitMQ", self.broker.close), ("MongoDB", self.db.client.close)):
             try:

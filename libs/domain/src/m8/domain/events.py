@@ -117,6 +117,10 @@ class UploadKeyIssued(DomainEvent):
     signing_key_id: str
     expires_at: str
 
+    def on_bus(self) -> bool:
+        # The key's statement goes to the client in the RPC answer; no consumer needs this.
+        return False
+
 
 @registry.register("UploadKeyClaimed")
 @dataclass(frozen=True)
@@ -126,6 +130,10 @@ class UploadKeyClaimed(DomainEvent):
     key_id: str
     upload_id: str
 
+    def on_bus(self) -> bool:
+        # Recorded with its SecretUploadRequested, which is what the reactors consume.
+        return False
+
 
 @registry.register("UploadKeyDestroyed")
 @dataclass(frozen=True)
@@ -134,3 +142,8 @@ class UploadKeyDestroyed(DomainEvent):
 
     key_id: str
     reason: str  # used | rejected | expired
+
+    def on_bus(self) -> bool:
+        # After a final outcome the API has redacted and projected the upload already; only
+        # an expiry changes an upload (it may still be pending, its ciphertext still there).
+        return self.reason == "expired"

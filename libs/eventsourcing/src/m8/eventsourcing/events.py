@@ -37,6 +37,11 @@ class DomainEvent:
         """A routing-key suffix that lets consumers bind to a subset (e.g. a store type)."""
         return None
 
+    def on_bus(self) -> bool:
+        """Whether the event is published once recorded. Only events that a consumer acts
+        on are; the others stay in the event store, where every service can read them."""
+        return True
+
 
 E = TypeVar("E", bound=type[DomainEvent])
 
@@ -148,6 +153,8 @@ class StoredEvent:
     metadata: Metadata
     recorded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     routing_suffix: str | None = None
+    # Whether the outbox publishes it (DomainEvent.on_bus); not part of its message.
+    on_bus: bool = field(default=True, compare=False)
 
     @classmethod
     def new(
@@ -171,6 +178,7 @@ class StoredEvent:
             # Millisecond precision: what MongoDB keeps, so a round trip is exact.
             recorded_at=_now_ms(),
             routing_suffix=event.routing_suffix(),
+            on_bus=event.on_bus(),
         )
 
     @property

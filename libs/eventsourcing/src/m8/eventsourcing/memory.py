@@ -240,13 +240,18 @@ class InMemoryEventRecorder:
         return InMemoryRecords(lambda: self.state, collection)
 
     async def unpublished(
-        self, limit: int, kinds: Sequence[EventSelector] | None = None
+        self,
+        limit: int,
+        kinds: Sequence[EventSelector] | None = None,
+        before: datetime | None = None,
     ) -> list[StoredEvent]:
         pending = [
             e
             for e in sorted(self.state.events, key=lambda e: e.event_id)
-            if e.event_id not in self.state.published
+            if e.on_bus
+            and e.event_id not in self.state.published
             and (kinds is None or any(_selects(kind, e) for kind in kinds))
+            and (before is None or e.recorded_at < before)
         ]
         return pending[:limit]
 

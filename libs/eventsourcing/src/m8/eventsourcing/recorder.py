@@ -195,9 +195,13 @@ class EventRecorder(Protocol):
         ...
 
     async def unpublished(
-        self, limit: int, kinds: Sequence[EventSelector] | None = None
+        self,
+        limit: int,
+        kinds: Sequence[EventSelector] | None = None,
+        before: datetime | None = None,
     ) -> list[StoredEvent]:
-        """The oldest events not yet confirmed published (only those of `kinds` if given)."""
+        """The oldest events that go to the bus and are not yet confirmed published (only
+        those of `kinds` if given, and only those made before `before` if given)."""
         ...
 
     async def mark_published(self, event_ids: Sequence[str]) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from typing import TypeVar
 
@@ -48,6 +48,7 @@ class Transaction:
 
     def __init__(self, unit: UnitOfWork) -> None:
         self._unit = unit
+        self.saved: list[StoredEvent] = []
 
     async def load(self, cls: type[A], aggregate_id: str) -> A:
         """The aggregate as its events leave it, read in the unit of work."""
@@ -66,6 +67,7 @@ class Transaction:
             metadata,
         )
         aggregate.pending = []
+        self.saved.extend(stored)
         return stored
 
     def records(self, collection: str) -> Records:
@@ -73,10 +75,14 @@ class Transaction:
         return self._unit.records(collection)
 
 
-class Repository:
-    """Aggregates in, events out; wakes the outbox relay after each append."""
+# Told of the events of each append once they are committed (the outbox publishes them).
+Appended = Callable[[Sequence[StoredEvent]], None]
 
-    def __init__(self, recorder: EventRecorder, on_append: Callable[[], None] | None = None):
+
+class Repository:
+    """Aggregates in, events out; hands what it appended to `on_append` after the commit."""
+
+    def __init__(self, recorder: EventRecorder, on_append: Appended | None = None):
         self.recorder = recorder
         self.on_append = on_append
 
@@ -107,7 +113,7 @@ class Repository:
             metadata,
         )
         aggregate.pending = []
-        self._wake_relay()
+        self._appended(stored)
         return stored
 
     async def update(
@@ -135,7 +141,8 @@ class Repository:
     async def in_transaction(
         self, work: Callable[[Transaction], Awaitable[R]], attempts: int = ATTEMPTS
     ) -> R:
-        """Runs `work(transaction)` in one unit of work and wakes the relay after the commit.
+        """Runs `work(transaction)` in one unit of work; after the commit, hands the events
+        it saved to `on_append`.
 
         On a ConcurrencyConflict (a stale expected version, or a conflict with a concurrent
         unit of work) the unit is abandoned and `work` runs again, so it must load what it
@@ -144,23 +151,25 @@ class Repository:
         starts (until the unit ends).
         """
 
-        async def attempt() -> R:
+        async def attempt() -> tuple[R, list[StoredEvent]]:
             mark = _OpenUnit()
             token = _open_unit.set(mark)
             try:
                 async with self.recorder.transaction() as unit:
-                    return await work(Transaction(unit))
+                    transaction = Transaction(unit)
+                    result = await work(transaction)
+                return result, transaction.saved
             finally:
                 mark.open = False
                 _open_unit.reset(token)
 
-        result = await _retry_on_conflict(attempt, attempts)
-        self._wake_relay()
+        result, saved = await _retry_on_conflict(attempt, attempts)
+        self._appended(saved)
         return result
 
-    def _wake_relay(self) -> None:
-        if self.on_append is not None:
-            self.on_append()
+    def _appended(self, events: Sequence[StoredEvent]) -> None:
+        if events and self.on_append is not None:
+            self.on_append(events)
 
 
 async def _retry_on_conflict(attempt: Callable[[], Awaitable[T]], attempts: int) -> T:

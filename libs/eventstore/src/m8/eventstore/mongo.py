@@ -3,8 +3,8 @@
 MongoDB's errors become m8's (m8.eventsourcing.recorder) here and nowhere else: see
 `mongo_errors`. One document per event in `events`; a unique index on (aggregate_type, aggregate_id,
 version) makes a second writer at the same version fail, which is the optimistic
-concurrency check. Each new event carries `published: false`: the outbox relay reads
-those, so storing and publishing never disagree after a crash.
+concurrency check. Each new event that goes to the bus carries `published: false`: the
+outbox relay reads those, so storing and publishing never disagree after a crash.
 """
 
 from __future__ import annotations
@@ -68,8 +68,8 @@ async def connect_database(uri: str, name: str) -> AsyncDatabase[Document]:
 
 
 def to_document(event: StoredEvent) -> Document:
-    """The MongoDB document of a stored event."""
-    return {
+    """The MongoDB document of a stored event; `published: false` if the outbox publishes it."""
+    doc: Document = {
         "_id": ObjectId(event.event_id),
         "aggregate_type": event.aggregate_type,
         "aggregate_id": event.aggregate_id,
@@ -80,8 +80,10 @@ def to_document(event: StoredEvent) -> Document:
         "metadata": dataclasses.asdict(event.metadata),
         "recorded_at": event.recorded_at,
         "routing_suffix": event.routing_suffix,
-        "published": False,
     }
+    if event.on_bus:
+        doc["published"] = False
+    return doc
 
 
 def from_document(doc: Mapping[str, Any]) -> StoredEvent:
@@ -97,6 +99,7 @@ def from_document(doc: Mapping[str, Any]) -> StoredEvent:
         metadata=Metadata(**doc["metadata"]),
         recorded_at=doc["recorded_at"],
         routing_suffix=doc.get("routing_suffix"),
+        on_bus="published" in doc,
     )
 
 
@@ -322,10 +325,14 @@ class MongoEventRecorder:
             yield current or "", events
 
     async def unpublished(
-        self, limit: int, kinds: Sequence[EventSelector] | None = None
+        self,
+        limit: int,
+        kinds: Sequence[EventSelector] | None = None,
+        before: datetime | None = None,
     ) -> list[StoredEvent]:
         """The oldest events the relay has not yet seen confirmed by the broker; only
-        those of `kinds` when given (a service's relay publishes only its own events).
+        those of `kinds` when given (a service's relay publishes only its own events), and
+        only those made before `before` when given.
 
         A document that is no valid event (changed by hand, say) is set aside as
         `published: "undecodable"` and logged, so it cannot hold up the events behind it.
@@ -333,6 +340,9 @@ class MongoEventRecorder:
         query: Document = {"published": False}
         if kinds is not None:
             query["$or"] = [_kind_query(kind) for kind in kinds]
+        if before is not None:
+            # Event ids begin with the second they were made in (new_event_id).
+            query["_id"] = {"$lt": ObjectId.from_datetime(before)}
         events = []
         with mongo_errors():
             cursor = self.events.find(query).sort("_id", ASCENDING).limit(limit)

@@ -19,6 +19,18 @@ from m8.eventsourcing import StoredEvent
 from m8.messaging.topology import QueueSpec, declare_topology, ensure_topology
 
 DEFAULT_CONFIRM_TIMEOUT = 10.0
+# Data that stays in the event store: a message carries these as null, as the store does
+# once they are redacted. Consumers act on the store's copy of an event anyway.
+STORE_ONLY_FIELDS = ("ciphertext",)
+
+
+def message_body(event: StoredEvent) -> dict[str, Any]:
+    """The JSON of an event's message: the event without its store-only data."""
+    body = event.to_json()
+    body["data"] = {
+        name: None if name in STORE_ONLY_FIELDS else value for name, value in body["data"].items()
+    }
+    return body
 
 
 def event_message(event: StoredEvent) -> aio_pika.Message:
@@ -31,7 +43,7 @@ def event_message(event: StoredEvent) -> aio_pika.Message:
     if event.routing_suffix:
         headers["store_type"] = event.routing_suffix
     return aio_pika.Message(
-        body=json.dumps(event.to_json(), separators=(",", ":")).encode(),
+        body=json.dumps(message_body(event), separators=(",", ":")).encode(),
         content_type="application/json",
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         message_id=event.event_id,

@@ -90,7 +90,8 @@ class EventKind:
 
 
 def publishes(service: str) -> tuple[EventKind, ...]:
-    """The events `service` appends, and so publishes (the ownership map)."""
+    """The events `service` appends and publishes (the ownership map). Events that go to no
+    bus (`DomainEvent.on_bus`: UploadKeyIssued, UploadKeyClaimed) are in no one's map."""
     if service == API:
         return (
             EventKind(
@@ -98,10 +99,9 @@ def publishes(service: str) -> tuple[EventKind, ...]:
                 ("StoreRegistered", "StoreActivated", "StoreDeactivated", "DefaultStoreChanged"),
             ),
             EventKind("secret", ("SecretUploadRequested",), store_types()),
-            EventKind("upload_key", ("UploadKeyClaimed",)),
         )
     if service == KEYROTATOR:
-        return (EventKind("upload_key", ("UploadKeyIssued", "UploadKeyDestroyed")),)
+        return (EventKind("upload_key", ("UploadKeyDestroyed",)),)
     store_type = _store_type(service)
     return (
         EventKind(

@@ -19,14 +19,12 @@ from m8.api.deps import ApiContext
 from m8.api.handlers import Commands
 from m8.api.limits import Limits
 from m8.api.metrics import ApiMetrics, MetricsMiddleware
-from m8.api.projections import SecretReadModels
 from m8.api.queries import Queries
-from m8.api.redaction import CiphertextRedactor
+from m8.api.read_side import ReadSide
 from m8.api.rotator import RotatorClient
 from m8.api.routes import health, keys, secrets, stores, uploads
 from m8.api.settings import ApiSettings
-from m8.eventsourcing import StoredEvent
-from m8.messaging import EventConsumer, Handler
+from m8.messaging import EventConsumer
 from m8.messaging.topology import API_PROJECTIONS_QUEUE
 from m8.runtime import Runtime
 
@@ -53,6 +51,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
             await rotator.start()
             queries = Queries(runtime.db)
             await queries.create_indexes()
+            runtime.spawn(queries.settled.run())
             await _start_read_side(runtime)
             app.state.api = ApiContext(
                 settings=settings,
@@ -133,24 +132,9 @@ def _metrics_server(settings: ApiSettings, metrics: ApiMetrics) -> Iterator[None
 async def _start_read_side(runtime: Runtime) -> None:
     """Catches the read models up with this version (once, after an upgrade), then
     consumes events into them and redacts ciphertexts."""
-    read_models = SecretReadModels(runtime.recorder)
-    if await read_models.catch_up():
+    read_side = ReadSide(runtime.recorder)
+    if await read_side.read_models.catch_up():
         log.info("read models caught up with this version")
     # No inbox: projections are idempotent by construction, and so is redaction.
-    consumer = EventConsumer(
-        runtime.broker,
-        API_PROJECTIONS_QUEUE,
-        _read_side(read_models, CiphertextRedactor(runtime.recorder)),
-        inbox=None,
-    )
+    consumer = EventConsumer(runtime.broker, API_PROJECTIONS_QUEUE, read_side.handle, inbox=None)
     await runtime.consume(consumer)
-
-
-def _read_side(read_models: SecretReadModels, redactor: CiphertextRedactor) -> Handler:
-    """The projections consumer's handler: read models, then ciphertext redaction."""
-
-    async def handle(event: StoredEvent) -> None:
-        await read_models.handle(event)
-        await redactor.handle(event)
-
-    return handle

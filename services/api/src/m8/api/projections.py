@@ -148,13 +148,33 @@ class SecretReadModels:
     async def handle(self, event: StoredEvent) -> None:
         """Projects one Secret event or UploadKeyDestroyed; ignores every other."""
         if event.aggregate_type == Secret.aggregate_type:
-            await self._project_upload(event.aggregate_id, str(event.data["upload_id"]))
+            events = await self.recorder.load(Secret.aggregate_type, event.aggregate_id)
+            upload_id = str(event.data["upload_id"])
+            own = _by_upload(events).get(upload_id)
+            if own is not None:
+                key_id = str(own[0].data["key_id"])
+                key = await self.recorder.load(UploadKey.aggregate_type, key_id)
+                await self.project_upload(events, upload_id, key)
         elif event.event_type == UploadKeyDestroyed.event_type:
-            events = await self.recorder.load(UploadKey.aggregate_type, event.aggregate_id)
-            key = UploadKey.replay(event.aggregate_id, (e.decode(registry) for e in events))
-            if key.issued is not None and key.claimed_by is not None:
-                where = secret_id(key.issued.store, key.issued.path)
-                await self._project_upload(where, key.claimed_by)
+            key = await self.recorder.load(UploadKey.aggregate_type, event.aggregate_id)
+            replayed = UploadKey.replay(event.aggregate_id, (e.decode(registry) for e in key))
+            if replayed.issued is not None and replayed.claimed_by is not None:
+                where = secret_id(replayed.issued.store, replayed.issued.path)
+                events = await self.recorder.load(Secret.aggregate_type, where)
+                await self.project_upload(events, replayed.claimed_by, key)
+
+    async def project_upload(
+        self, events: Sequence[StoredEvent], upload_id: str, key: Sequence[StoredEvent]
+    ) -> None:
+        """Writes the upload's document and its secret's, from the secret's events and
+        those of the upload's key (none: the document is stamped as of no key event)."""
+        own = _by_upload(events).get(upload_id)
+        if own is None:
+            return
+        await self.recorder.write_read_model(
+            UPLOADS, upload_document(own, key), _stamp(events[-1].version, len(key))
+        )
+        await self._write_secret(events[0].aggregate_id, events)
 
     async def catch_up(self) -> bool:
         """Brings read models written by an older version up to this one, once: unless
@@ -189,14 +209,6 @@ class SecretReadModels:
             await self._write_secret(aggregate_id, events)
             count += 1
         return count
-
-    async def _project_upload(self, aggregate_id: str, upload_id: str) -> None:
-        events = await self.recorder.load(Secret.aggregate_type, aggregate_id)
-        own = _by_upload(events).get(upload_id)
-        if own is None:
-            return
-        await self._write_upload(own, events[-1].version)
-        await self._write_secret(aggregate_id, events)
 
     async def _write_upload(self, own: Sequence[StoredEvent], secret_version: int) -> None:
         key = await self.recorder.load(UploadKey.aggregate_type, str(own[0].data["key_id"]))

@@ -7,6 +7,7 @@ become EventStoreUnavailable through `mongo_errors`, as everywhere.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,12 +26,15 @@ from m8.api.models import (
     UploadView,
 )
 from m8.api.projections import SECRETS, UPLOADS
+from m8.api.settled import SettledUploads
 from m8.domain import secret_id
 from m8.eventstore.mongo import Document, mongo_errors
 from m8.protocol.status import SETTLED
 
 _FIRST_POLL = 0.05
 _MAX_POLL = 1.0
+# How long a wait trusts the change stream before it looks again for itself.
+_SAFETY_NET = 5.0
 
 
 class Queries:
@@ -40,6 +44,7 @@ class Queries:
         self.uploads = db[UPLOADS]
         self.secrets = db[SECRETS]
         self.upload_requests = db[UPLOAD_REQUESTS]
+        self.settled = SettledUploads(self.uploads)
 
     async def create_indexes(self) -> None:
         # Each matches one query below: its filter's fields first, then its sort.
@@ -53,19 +58,27 @@ class Queries:
     ) -> UploadView | None:
         """The upload's state, None unless its (store, path) is `visible` to the caller.
 
-        With `wait`, polls with backoff until it settles or time is up.
+        With `wait`, until it settles or time is up: woken by `SettledUploads` when its
+        outcome is projected, polling with backoff only while that cannot wake it.
         """
         deadline = time.monotonic() + wait
         pause = _FIRST_POLL
-        while True:
-            view = await self._upload(upload_id)
-            if view is None or not visible(view.store, view.path):
-                return None
-            remaining = deadline - time.monotonic()
-            if view.status in SETTLED or remaining <= 0:
-                return view
-            await asyncio.sleep(min(pause, remaining))
-            pause = min(pause * 2, _MAX_POLL)
+        with self.settled.waiting(upload_id) as woken:
+            while True:
+                woken.clear()  # before the read: a change after it still wakes the wait
+                view = await self._upload(upload_id)
+                if view is None or not visible(view.store, view.path):
+                    return None
+                remaining = deadline - time.monotonic()
+                if view.status in SETTLED or remaining <= 0:
+                    return view
+                if self.settled.live:
+                    timeout = min(remaining, _SAFETY_NET)
+                else:
+                    timeout, pause = min(remaining, pause), min(pause * 2, _MAX_POLL)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await woken.wait()
 
     async def _upload(self, upload_id: str) -> UploadView | None:
         with mongo_errors():

@@ -57,8 +57,9 @@ async def start(runtime: Runtime, settings: KeyRotatorSettings, keys: RotatorKey
     await runtime.consume(
         RpcServer(runtime.broker, RPC_KEYROTATOR_QUEUE, RotatorRpc(rotator).procedures())
     )
+    # No inbox: destroying a key twice destroys it once (the aggregate says it is gone).
     await runtime.consume(
-        EventConsumer(runtime.broker, KEYROTATOR_QUEUE, rotator.on_outcome, runtime.inbox)
+        EventConsumer(runtime.broker, KEYROTATOR_QUEUE, rotator.on_outcome, inbox=None)
     )
     interval = settings.keyrotator_sweep_interval
     runtime.spawn(every(interval, rotator.sweep, "upload key sweep"))

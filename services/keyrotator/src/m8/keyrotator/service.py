@@ -27,7 +27,12 @@ from m8.crypto import (
 )
 from m8.domain import CATALOG_ID, Secret, StoreCatalog, UploadKey, check_path
 from m8.domain.errors import UnknownUpload
-from m8.domain.events import SecretStored, SecretUploadRejected, UploadKeyIssued
+from m8.domain.events import (
+    SecretStored,
+    SecretStoreFailed,
+    SecretUploadRejected,
+    UploadKeyIssued,
+)
 from m8.eventsourcing import (
     ConcurrencyConflict,
     EventStoreUnavailable,
@@ -154,10 +159,13 @@ class KeyRotator:
                     reason = "used"
                 case SecretUploadRejected(upload_id=upload_id):
                     reason = "rejected"
-                case _:
-                    # SecretStoreFailed keeps the key: its message waits in the dead-letter
-                    # queue for a re-drive, which needs it. The sweep destroys it at expiry.
+                case SecretStoreFailed(upload_id=upload_id):
+                    # The key stays: the message waits in the dead-letter queue for a
+                    # re-drive, which needs it. The sweep destroys it at expiry.
+                    log.info("upload failed, its key is kept", extra={"upload_id": upload_id})
                     return
+                case _:
+                    raise PoisonMessage(f"a {stored.event_type} event is not an upload outcome")
             secret = Secret.replay(stored.aggregate_id, (e.decode() for e in events))
             key_id = secret.upload(upload_id).key_id
             await self.destroy(key_id, reason, stored.metadata.caused_by(stored, ACTOR))

@@ -142,8 +142,10 @@ async def start(runtime: Runtime, config: ReactorConfig) -> Reactor:
         config.receipt_key.key,
     )
     queue = reactor_queue(config.store_type)
+    # No inbox: a repeat finds the outcome recorded in the Secret and does nothing, and the
+    # upstream write is idempotent by upload id for a repeat that overtakes the outcome.
     consumer = EventConsumer(
-        runtime.broker, queue, reactor.handle, runtime.inbox, concurrency=config.concurrency
+        runtime.broker, queue, reactor.handle, inbox=None, concurrency=config.concurrency
     )
     await runtime.consume(consumer)
     log.info(

@@ -56,6 +56,7 @@ from m8.domain.events import (
     SecretUploadRequested,
 )
 from m8.eventsourcing import (
+    ConcurrencyConflict,
     EventStoreUnavailable,
     NotRecorded,
     Repository,
@@ -176,11 +177,11 @@ class Reactor:
         try:
             outcome = await self._store(request)
         except StoreFailed as failed:
-            await self._settle(message, request, failed.outcome(request))
+            await self._settle(message, secret, request, failed.outcome(request))
             raise PoisonMessage(str(failed)) from None
         except Rejected as refused:
             outcome = refused.outcome(request)
-        await self._settle(message, request, outcome)
+        await self._settle(message, secret, request, outcome)
 
     async def _store(self, request: SecretUploadRequested) -> SecretStored:
         """Writes the upload upstream; Rejected or StoreFailed say why it did not."""
@@ -380,9 +381,16 @@ class Reactor:
             )
 
     async def _settle(
-        self, message: StoredEvent, request: SecretUploadRequested, outcome: Outcome
+        self,
+        message: StoredEvent,
+        secret: Secret,
+        request: SecretUploadRequested,
+        outcome: Outcome,
     ) -> None:
-        """Appends the outcome to the Secret, unless a twin delivery settled it first."""
+        """Appends the outcome to the Secret, unless a twin delivery settled it first.
+
+        `secret` is as it was loaded for the request: appended to as it is unless another
+        event of the secret came meanwhile, then loaded again."""
         outcome = self._signed(request, outcome)
 
         def record(secret: Secret) -> bool:
@@ -395,7 +403,13 @@ class Reactor:
                     return secret.record_failed(outcome)
 
         metadata = message.metadata.caused_by(message, actor=self.actor)
-        _, recorded = await self.repository.update(Secret, message.aggregate_id, record, metadata)
+        try:
+            recorded = record(secret)
+            await self.repository.save(secret, metadata)
+        except ConcurrencyConflict:
+            _, recorded = await self.repository.update(
+                Secret, message.aggregate_id, record, metadata
+            )
         kind, reason = _kind(outcome)
         fields = {**_fields(request), "outcome": kind, "reason": reason}
         if not recorded:
