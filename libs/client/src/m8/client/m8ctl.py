@@ -9,13 +9,12 @@ import inspect
 import json
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.table import Column, Table
 from typer.core import TyperGroup
 
 from m8.client.errors import ClientError, ExitCode
@@ -24,13 +23,14 @@ from m8.client.profile import PinSet, Profile
 if TYPE_CHECKING:
     # The click that TyperGroup is typed with: typer's own copy (private, so a typer
     # upgrade may move it; only mypy sees this import).
+    from rich.table import Column, Table
     from typer._click import Command, Context
 
     from m8.client.sdk import M8Client
     from m8.stores import StoreType
 
-# httpx, PyNaCl and the store types (pydantic models) are imported by the commands that
-# need them: `--help` and `secret put` stay fast.
+# httpx, PyNaCl, rich's tables and the store types (pydantic models) are imported by the
+# commands that need them: `--help` and `secret put` stay fast.
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 stores_app = typer.Typer(help="List stores; admins add, activate, deactivate them.")
@@ -67,8 +67,9 @@ app.add_typer(secret_app, name="secret")
 app.add_typer(upload_app, name="upload")
 app.add_typer(config_app, name="config")
 
-out = Console()
-err = Console(stderr=True)
+# No emoji codes: m8ctl prints none, and a `:name:` in a server's message stays as sent.
+out = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
 # The exit code of each settled status (m8.protocol.status.SETTLED): where an upload can
 # stop; `failed` waits for an operator's re-drive, `expired` for a retry.
 EXIT_CODES = {
@@ -80,8 +81,17 @@ EXIT_CODES = {
 SIGNED = frozenset({"stored", "rejected", "failed"})  # outcomes a reactor signs a receipt for
 
 
+def table(*columns: str | Column) -> Table:
+    """A table for the listing commands (rich's tables are loaded for them only)."""
+    from rich.table import Table
+
+    return Table(*columns)
+
+
 def fingerprint_column() -> Column:
     """Fingerprints are for comparing: never cut one short to fit a narrow terminal."""
+    from rich.table import Column
+
     return Column("fingerprint", no_wrap=True, min_width=47)
 
 
@@ -420,9 +430,14 @@ def _follow(
 ) -> NoReturn:
     from m8.client.outcome import await_outcome
 
-    with err.status(f"Waiting for upload {upload_id} to be stored…", spinner="dots"):
+    with _spinner(f"Waiting for upload {upload_id} to be stored…"):
         status = await_outcome(client, upload_id, timeout)
     _finish(client, profile, upload_id, status, as_json, chosen)
+
+
+def _spinner(message: str) -> AbstractContextManager[object]:
+    """A spinner on a terminal; elsewhere (a script's pipe) rich would draw nothing."""
+    return err.status(message, spinner="dots") if err.is_terminal else nullcontext()
 
 
 def _finish(
@@ -509,14 +524,14 @@ def secret_list(
         data = client.secrets(store, prefix)
 
     def render() -> None:
-        table = Table("store", "path", fingerprint_column(), "version", "stored", "by")
+        listing = table("store", "path", fingerprint_column(), "version", "stored", "by")
         for item in data.get("secrets", []):
-            table.add_row(
+            listing.add_row(
                 item["store"], item["path"], item.get("fingerprint") or "",
                 str(item.get("upstream_version") or ""), str(item.get("stored_at") or ""),
                 str(item.get("stored_by") or ""),
             )  # fmt: skip
-        out.print(table)
+        out.print(listing)
 
     emit(data, as_json, render)
 
@@ -542,14 +557,14 @@ def secret_history(
         data = client.history(store, path)
 
     def render() -> None:
-        table = Table("requested", "by", "status", fingerprint_column(), "version", "upload")
+        listing = table("requested", "by", "status", fingerprint_column(), "version", "upload")
         for item in data.get("history", []):
-            table.add_row(
+            listing.add_row(
                 str(item.get("requested_at") or ""), str(item.get("requested_by") or ""),
                 item["status"], item.get("fingerprint") or "",
                 str(item.get("upstream_version") or ""), item["upload_id"],
             )  # fmt: skip
-        out.print(table)
+        out.print(listing)
 
     emit(data, as_json, render)
 
@@ -577,13 +592,13 @@ def stores_list(as_json: JsonOpt = False) -> None:
         data = client.stores()
 
     def render() -> None:
-        table = Table("name", "type", "active", "default")
+        listing = table("name", "type", "active", "default")
         for item in data.get("stores", []):
-            table.add_row(
+            listing.add_row(
                 item["name"], item["type"], "yes" if item.get("active") else "no",
                 "*" if item.get("default") else "",
             )  # fmt: skip
-        out.print(table)
+        out.print(listing)
 
     emit(data, as_json, render)
 
