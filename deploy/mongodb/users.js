@@ -26,11 +26,9 @@ const READ = ["find"];
 const WRITE = ["find", "insert", "update", "remove"];
 const INDEXED = (actions) => [...actions, "createIndex"];
 
-// Every service: the event store (append, load, mark published), its consumers' inbox and
-// the outbox lease.
+// Every service: the event store (append, load, mark published) and the outbox lease.
 const common = {
   events: INDEXED(["find", "insert", "update"]),
-  inbox: INDEXED(["find", "insert", "update"]),
   outbox_lease: ["find", "insert", "update"],
 };
 
@@ -38,7 +36,8 @@ const services = {
   api: {
     ...common,
     upload_requests: INDEXED(["find", "insert"]),
-    rm_uploads: INDEXED(WRITE),
+    // changeStream: with several replicas, each follows outcomes projected by the others.
+    rm_uploads: INDEXED([...WRITE, "changeStream"]),
     rm_secrets: INDEXED(WRITE),
     rm_schema: ["find", "insert"],
     receipt_keys: READ,

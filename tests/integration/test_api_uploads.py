@@ -8,9 +8,13 @@ import hashlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pymongo import AsyncMongoClient
 
+from m8.api.projections import UPLOADS
+from m8.api.settled import SettledUploads
 from m8.devservices import Services
 from m8.domain import secret_id
 from m8.domain.events import SecretStored, SecretUploadRejected
@@ -345,3 +349,29 @@ async def test_another_users_upload_is_not_found_for_a_user_who_may_not_write_it
     assert as_alice.status_code == 404
     assert as_alice.json()["detail"] == f"there is no upload {body['upload_id']}"
     assert as_bob.status_code == as_admin.status_code == 200
+
+
+async def test_a_replica_waiting_for_an_upload_is_woken_by_another_replicas_projection(
+    mongo: AsyncMongoClient[dict[str, Any]], mongo_db_name: str
+) -> None:
+    uploads = mongo[mongo_db_name][UPLOADS]
+    # With several replicas the outcome may be projected elsewhere: a change stream wakes.
+    settled = SettledUploads(uploads, replicas=2)
+    assert not settled.live
+    following = asyncio.create_task(settled.run())
+
+    async def live() -> bool:
+        return settled.live
+
+    try:
+        await eventually(live)
+        with settled.waiting("u-1") as woken:
+            # What another replica's projection writes: pending, then the outcome.
+            await uploads.replace_one({"_id": "u-1"}, {"status": "pending"}, upsert=True)
+            await uploads.replace_one({"_id": "u-1"}, {"status": "stored"}, upsert=True)
+            async with asyncio.timeout(30):
+                await woken.wait()
+    finally:
+        following.cancel()
+        await asyncio.gather(following, return_exceptions=True)
+    assert not settled.live

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import ssl
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 
@@ -29,7 +28,6 @@ class M8Client:
             headers={"Authorization": f"Bearer {token}", "User-Agent": "m8ctl"},
             timeout=timeout,
             transport=transport,
-            verify=_certificate_checks(self.server),
         )
 
     def close(self) -> None:
@@ -150,15 +148,6 @@ class M8Client:
         """activate | deactivate | default (admin)."""
         result: Json = self._call("POST", f"/v1/stores/{_seg(name)}/{action}")
         return result
-
-
-def _certificate_checks(server: str) -> ssl.SSLContext | bool:
-    """httpx's checks against its CA bundle for an https server; for a plain-http one, a
-    TLS context that trusts no certificate, so any TLS connection fails (m8ctl asks only
-    that server): loading the bundle takes tens of milliseconds at every start."""
-    if urlsplit(server).scheme == "http":
-        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    return True
 
 
 def _seg(text: str) -> str:

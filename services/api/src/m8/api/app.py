@@ -24,6 +24,7 @@ from m8.api.read_side import ReadSide
 from m8.api.rotator import RotatorClient
 from m8.api.routes import health, keys, secrets, stores, uploads
 from m8.api.settings import ApiSettings
+from m8.api.settled import SettledUploads
 from m8.messaging import EventConsumer
 from m8.messaging.topology import API_PROJECTIONS_QUEUE
 from m8.runtime import Runtime
@@ -49,10 +50,10 @@ def create_app(settings: ApiSettings) -> FastAPI:
         try:
             rotator = RotatorClient(runtime.broker, settings.api_rpc_timeout)
             await rotator.start()
-            queries = Queries(runtime.db)
+            queries = Queries(runtime.db, settings.api_replicas)
             await queries.create_indexes()
             runtime.spawn(queries.settled.run())
-            await _start_read_side(runtime)
+            await _start_read_side(runtime, queries.settled)
             app.state.api = ApiContext(
                 settings=settings,
                 runtime=runtime,
@@ -129,10 +130,10 @@ def _metrics_server(settings: ApiSettings, metrics: ApiMetrics) -> Iterator[None
         thread.join(timeout=5)
 
 
-async def _start_read_side(runtime: Runtime) -> None:
+async def _start_read_side(runtime: Runtime, settled: SettledUploads) -> None:
     """Catches the read models up with this version (once, after an upgrade), then
-    consumes events into them and redacts ciphertexts."""
-    read_side = ReadSide(runtime.recorder)
+    consumes events into them, redacts ciphertexts and wakes the long-polls here."""
+    read_side = ReadSide(runtime.recorder, settled.wake)
     if await read_side.read_models.catch_up():
         log.info("read models caught up with this version")
     # No inbox: projections are idempotent by construction, and so is redaction.

@@ -165,16 +165,19 @@ class SecretReadModels:
 
     async def project_upload(
         self, events: Sequence[StoredEvent], upload_id: str, key: Sequence[StoredEvent]
-    ) -> None:
+    ) -> Document | None:
         """Writes the upload's document and its secret's, from the secret's events and
-        those of the upload's key (none: the document is stamped as of no key event)."""
+        those of the upload's key (none: the document is stamped as of no key event);
+        returns the upload's document (None: the secret has no such upload)."""
         own = _by_upload(events).get(upload_id)
         if own is None:
-            return
+            return None
+        document = upload_document(own, key)
         await self.recorder.write_read_model(
-            UPLOADS, upload_document(own, key), _stamp(events[-1].version, len(key))
+            UPLOADS, document, _stamp(events[-1].version, len(key))
         )
         await self._write_secret(events[0].aggregate_id, events)
+        return document
 
     async def catch_up(self) -> bool:
         """Brings read models written by an older version up to this one, once: unless

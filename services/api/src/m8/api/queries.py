@@ -40,11 +40,11 @@ _SAFETY_NET = 5.0
 class Queries:
     """Read models by the questions callers ask."""
 
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
+    def __init__(self, db: AsyncDatabase[Document], replicas: int = 1) -> None:
         self.uploads = db[UPLOADS]
         self.secrets = db[SECRETS]
         self.upload_requests = db[UPLOAD_REQUESTS]
-        self.settled = SettledUploads(self.uploads)
+        self.settled = SettledUploads(self.uploads, replicas)
 
     async def create_indexes(self) -> None:
         # Each matches one query below: its filter's fields first, then its sort.

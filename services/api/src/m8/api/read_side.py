@@ -15,7 +15,7 @@ still proves what was received.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from m8.api.projections import SecretReadModels
 from m8.domain import Secret, UploadKey, secret_id
@@ -32,6 +32,7 @@ from m8.eventsourcing import (
     UnknownEventType,
 )
 from m8.messaging import PoisonMessage
+from m8.protocol.status import SETTLED
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,13 @@ FINAL = frozenset({SecretStored.event_type, SecretUploadRejected.event_type})
 class ReadSide:
     """Projects Secret events and key expiries into the read models and redacts."""
 
-    def __init__(self, recorder: EventRecorder) -> None:
+    def __init__(
+        self, recorder: EventRecorder, on_settled: Callable[[str], None] = lambda _: None
+    ) -> None:
         self.recorder = recorder
         self.read_models = SecretReadModels(recorder)
+        # Told the upload id of each document projected with a settled status.
+        self.on_settled = on_settled
 
     async def handle(self, message: StoredEvent) -> None:
         """Handles one message of the queue; ignores what concerns neither; idempotent."""
@@ -61,12 +66,9 @@ class ReadSide:
     async def _secret_event(self, message: StoredEvent) -> None:
         stored, events = await self._recorded(message)
         upload_id = str(stored.data["upload_id"])
-        # A request is its upload's first event: whatever its key does later is projected
-        # with a higher version stamp, so its document needs no key.
-        key: Sequence[StoredEvent] = ()
-        if stored.event_type != SecretUploadRequested.event_type:
-            key = await self.recorder.load(UploadKey.aggregate_type, _key_id(events, upload_id))
-        await self.read_models.project_upload(events, upload_id, key)
+        # No key: it only turns a pending upload into an expired one, and its destruction
+        # as expired is projected on its own with a higher version stamp, in any order.
+        await self._project(events, upload_id, ())
         if stored.event_type in FINAL:
             await self._redact(events, upload_id)
 
@@ -85,8 +87,15 @@ class ReadSide:
         events = await self.recorder.load(
             Secret.aggregate_type, secret_id(key.issued.store, key.issued.path)
         )
-        await self.read_models.project_upload(events, key.claimed_by, key_events)
+        await self._project(events, key.claimed_by, key_events)
         await self._redact(events, key.claimed_by)
+
+    async def _project(
+        self, events: Sequence[StoredEvent], upload_id: str, key: Sequence[StoredEvent]
+    ) -> None:
+        document = await self.read_models.project_upload(events, upload_id, key)
+        if document is not None and document["status"] in SETTLED:
+            self.on_settled(upload_id)
 
     async def _redact(self, events: Sequence[StoredEvent], upload_id: str) -> None:
         for stored in events:
@@ -97,12 +106,3 @@ class ReadSide:
             ):
                 await self.recorder.redact(stored.event_id, {"ciphertext": None})
                 log.info("ciphertext redacted", extra={"upload_id": upload_id})
-
-
-def _key_id(events: Sequence[StoredEvent], upload_id: str) -> str:
-    """The upload key of `upload_id`, from its request among the secret's events."""
-    return next(
-        str(e.data["key_id"])
-        for e in events
-        if e.event_type == SecretUploadRequested.event_type and e.data["upload_id"] == upload_id
-    )

@@ -1,9 +1,10 @@
 """Wakes the long-polls of uploads as soon as their outcome is in the read model.
 
-One change stream per API process on `rm_uploads`, for documents that reach a settled
-status: it sees what the projections of every replica write, so a caller waiting on one
-replica is woken whichever replica projected the outcome. While the stream is down (the
-database restarting, or a server without change streams), waiters poll instead.
+The replica that projects an outcome wakes its own waiters (`wake`). With several
+replicas (`M8_API_REPLICAS` > 1) the outcome may be projected by another one, so each
+also follows a change stream on `rm_uploads` for documents that reach a settled status.
+While that stream is down (the database restarting, or a server without change streams),
+waiters poll instead.
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ _RETRY_SECONDS = 1.0
 class SettledUploads:
     """Who waits for which upload, and the change stream that wakes them."""
 
-    def __init__(self, uploads: AsyncCollection[Document]) -> None:
+    def __init__(self, uploads: AsyncCollection[Document], replicas: int = 1) -> None:
         self.uploads = uploads
+        self.replicas = replicas
         self._waiters: dict[str, set[asyncio.Event]] = {}
-        # Whether the stream is open: waiters then need not poll.
-        self.live = False
+        # Whether every projection wakes the waiters here, so they need not poll: always
+        # with one replica, with several while the change stream is open.
+        self.live = replicas == 1
 
     @contextlib.contextmanager
     def waiting(self, upload_id: str) -> Iterator[asyncio.Event]:
@@ -51,8 +54,16 @@ class SettledUploads:
             if not waiters:
                 del self._waiters[upload_id]
 
+    def wake(self, upload_id: str) -> None:
+        """Wakes whoever waits here for `upload_id` (its document settled)."""
+        for woken in self._waiters.get(upload_id, ()):
+            woken.set()
+
     async def run(self) -> None:
-        """Follows the stream until cancelled, reopening it after a failure."""
+        """With several replicas, follows the change stream until cancelled, reopening it
+        after a failure; with one, returns at once."""
+        if self.replicas == 1:
+            return
         pipeline: list[dict[str, Any]] = [
             {
                 "$match": {
@@ -70,17 +81,13 @@ class SettledUploads:
                     self._wake_all()  # whatever settled while the stream was down
                     async for change in stream:
                         resume = stream.resume_token
-                        self._wake(str(change["documentKey"]["_id"]))
+                        self.wake(str(change["documentKey"]["_id"]))
             except PyMongoError as exc:
                 log.warning("the change stream of settled uploads failed, polling: %s", exc)
                 resume = None if _unresumable(exc) else resume
             finally:
                 self.live = False
             await asyncio.sleep(_RETRY_SECONDS)
-
-    def _wake(self, upload_id: str) -> None:
-        for woken in self._waiters.get(upload_id, ()):
-            woken.set()
 
     def _wake_all(self) -> None:
         for waiters in self._waiters.values():
