@@ -171,3 +171,32 @@ async def test_a_forged_upload_key_destroyed_redacts_nothing(
     [requested] = await api.recorder.load("secret", secret_id("vault-a", "team-a/db/password"))
     assert requested.data["ciphertext"] == body["ciphertext"]
     assert await _key_is_intact(api.recorder, key.key_id)
+
+
+@pytest.mark.parametrize("kind", ["stored", "rejected"])
+async def test_a_forged_final_outcome_redacts_nothing_and_projects_nothing(
+    kind: str, api: RunningApi, amqp: AmqpBroker
+) -> None:
+    key = await api.issue_key("vault-a", "team-a/db/password")
+    body = api.upload_body(key)
+    assert (await api.call("POST", "/v1/secrets", json=body)).status_code == 202
+    where = secret_id("vault-a", "team-a/db/password")
+    fields = {
+        "upload_id": body["upload_id"],
+        "store": "vault-a",
+        "store_type": "vault",
+        "path": "team-a/db/password",
+    }
+    outcome: DomainEvent = (
+        SecretStored(**fields, upstream_version="1", fingerprint="fp1:forged")
+        if kind == "stored"
+        else SecretUploadRejected(**fields, reason="bad_mac", detail="forged")
+    )
+
+    forged = await _forge(amqp, Secret.aggregate_type, where, outcome)
+    await _dead_lettered(amqp, API_PROJECTIONS_QUEUE, forged)
+
+    [requested] = await api.recorder.load("secret", where)
+    assert requested.data["ciphertext"] == body["ciphertext"]
+    status = await api.call("GET", f"/v1/uploads/{body['upload_id']}")
+    assert status.json()["status"] == "pending"

@@ -1,0 +1,37 @@
+"""What an event's message carries: everything consumers rely on, never a ciphertext."""
+
+from __future__ import annotations
+
+import json
+
+from m8.domain.events import SecretUploadRequested
+from m8.eventsourcing import Metadata, StoredEvent
+from m8.messaging.broker import event_message
+
+REQUEST = SecretUploadRequested(
+    upload_id="u-1",
+    store="vault-a",
+    store_type="vault",
+    path="team/db/password",
+    key_id="k-1",
+    client_public_key="cHVibGlj",
+    nonce="bm9uY2U=",
+    ciphertext="Y2lwaGVydGV4dA==",
+    ciphertext_sha256="0" * 64,
+    requested_by="alice",
+)
+
+
+def test_an_upload_requests_message_carries_no_ciphertext_but_every_other_field() -> None:
+    stored = StoredEvent.new("secret", "vault-a:team/db/password", 1, REQUEST, Metadata("a", "c"))
+
+    message = event_message(stored)
+    body = json.loads(message.body)
+
+    assert "Y2lwaGVydGV4dA" not in message.body.decode()
+    assert body["data"]["ciphertext"] is None  # as the event store has it once redacted
+    assert {k: v for k, v in body["data"].items() if k != "ciphertext"} == {
+        k: v for k, v in stored.data.items() if k != "ciphertext"
+    }
+    assert stored.data["ciphertext"] == REQUEST.ciphertext  # the stored event keeps it
+    assert (message.message_id, message.type) == (stored.event_id, "SecretUploadRequested")
