@@ -32,6 +32,14 @@ const common = {
   outbox_lease: ["find", "insert", "update"],
 };
 
+// Every reactor: the sealed keys it opens, its receipt key, and the leases that let one
+// upload at a time write a path (shared by the reactors of every type).
+const reactors = {
+  upload_keys: READ,
+  receipt_keys: INDEXED(["find", "insert", "update"]),
+  reactor_path_leases: ["find", "insert", "update"],
+};
+
 const services = {
   api: {
     ...common,
@@ -48,8 +56,8 @@ const services = {
     rotator_live_keys: INDEXED(WRITE),
     rotator_signing_keys: INDEXED(WRITE),
   },
-  "reactor-vault": { ...common, upload_keys: READ, receipt_keys: INDEXED(["find", "insert", "update"]) },
-  "reactor-aws": { ...common, upload_keys: READ, receipt_keys: INDEXED(["find", "insert", "update"]) },
+  "reactor-vault": { ...common, ...reactors },
+  "reactor-aws": { ...common, ...reactors },
 };
 
 for (const [service, collections] of Object.entries(services)) {

@@ -320,6 +320,35 @@ async def test_two_reactors_on_one_queue_store_every_upload_once(
         assert vault.value(path) == value
 
 
+async def test_racing_uploads_to_a_few_paths_leave_the_latest_stored_value_upstream(
+    reactors: Reactors, amqp: AmqpBroker, upstreams: dict[str, Upstream]
+) -> None:
+    paths = [f"team/race{n}/token" for n in range(3)]
+    sent = []  # (path, value, upload), in the order the uploads were accepted
+    for _ in range(6):
+        for path in paths:
+            value = secret_value()
+            sent.append((path, value, await reactors.uploads.upload(VAULT_STORE, path, value)))
+    # All queued at once, each twice; two reactors compete for them.
+    await asyncio.gather(*(amqp.publish_event(upload.event) for _, _, upload in sent))
+    await reactors.start("vault", reactor_concurrency=4)
+    await reactors.start("vault", reactor_concurrency=4)
+
+    status = {
+        upload.upload_id: (await reactors.uploads.settled(upload, timeout=120)).status
+        for _, _, upload in sent
+    }
+
+    assert set(status.values()) <= {"stored", "superseded"}
+    vault = upstreams["vault"]
+    for path in paths:
+        mine = [(value, upload) for p, value, upload in sent if p == path]
+        stored = [value for value, upload in mine if status[upload.upload_id] == "stored"]
+        assert status[mine[-1][1].upload_id] == "stored"  # nothing newer could supersede it
+        assert vault.value(path) == stored[-1]  # never an older value over a newer one
+        assert vault.version_count(path) == len(stored)  # each stored upload written once
+
+
 class Listener:
     """An HTTP server that remembers every request it gets, and answers none usefully."""
 

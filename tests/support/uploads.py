@@ -301,8 +301,9 @@ class Uploads:
     async def settled(
         self, sent: Sent, timeout: float = 60, statuses: frozenset[str] = frozenset()
     ) -> Upload:
-        """Waits until the upload is stored, rejected or failed (or one of `statuses`)."""
-        wanted = statuses or frozenset({"stored", "rejected", "failed"})
+        """Waits until the upload is stored, rejected, superseded or failed (or one of
+        `statuses`)."""
+        wanted = statuses or frozenset({"stored", "rejected", "superseded", "failed"})
         async with asyncio.timeout(timeout):
             while (upload := await self.state(sent)).status not in wanted:
                 await asyncio.sleep(0.1)

@@ -30,6 +30,7 @@ from m8.keyrotator.keks import KekPublicKeys
 from m8.keyrotator.service import KeyRotator
 from m8.keyrotator.signing_keys import SigningKeys
 from m8.keyrotator.upload_keys import COLLECTION, UploadKeyStore
+from m8.reactors.path_leases import Held, PathLeases, Taken
 from m8.reactors.reactor import Reactor
 from m8.reactors.retry import RetryPolicy
 from m8.reactors.sealed_keys import SealedUploadKeys
@@ -63,6 +64,24 @@ class FakeSigning:
 
     async def current_until(self) -> tuple[RotatorSigningKey, datetime]:
         return self.key, T0 + timedelta(days=30)
+
+
+class MemoryLeases:
+    """PathLeases in memory: the same rules of who may take a path's lease."""
+
+    def __init__(self) -> None:
+        self.leases: dict[str, tuple[str, datetime]] = {}
+        self.refused = 0  # how often an upload found its path held by another
+
+    async def take(
+        self, path: str, upload_id: str, until: datetime, now: datetime, settled: str | None = None
+    ) -> Taken | Held:
+        held = self.leases.get(path)
+        if held is not None and held[0] not in (upload_id, settled) and held[1] >= now:
+            self.refused += 1
+            return Held(*held)
+        self.leases[path] = (upload_id, until)
+        return Taken(None if held is None else held[0])
 
 
 @dataclass
@@ -151,6 +170,7 @@ class World:
         self.commands = Commands(self.repository, now=self.clock)
         self.upstream = FakeUpstream()
         self.receipt_key = ReceiptSigningKey.generate("receipt-1")
+        self.leases = MemoryLeases()
         self.reactor = Reactor(
             "vault",
             self.repository,
@@ -160,6 +180,8 @@ class World:
             FingerprintKey.generate(),
             RetryPolicy(attempts=3, backoff=0.001, max_backoff=0.001),
             self.receipt_key,
+            cast(PathLeases, self.leases),
+            timedelta(minutes=5),
             now=self.clock,
         )
 
@@ -206,6 +228,11 @@ class World:
     async def upload(self, command: UploadCommand) -> Upload:
         secret = await self.repository.load(Secret, secret_id(STORE, command.path))
         return secret.upload(command.upload_id)
+
+    async def upload_of(self, requested: StoredEvent) -> Upload:
+        """The upload that `requested` (its SecretUploadRequested) made, as it stands."""
+        secret = await self.repository.load(Secret, requested.aggregate_id)
+        return secret.upload(str(requested.data["upload_id"]))
 
     async def events_of(self, aggregate_type: str, aggregate_id: str) -> list[str]:
         return [e.event_type for e in await self.recorder.load(aggregate_type, aggregate_id)]

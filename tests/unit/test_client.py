@@ -521,14 +521,14 @@ def finish(
     return exited.value.exit_code
 
 
-@pytest.mark.parametrize("status", ["rejected", "failed"])
-def test_a_rejection_or_failure_without_a_verified_receipt_exits_10(
+@pytest.mark.parametrize("status", ["rejected", "superseded", "failed"])
+def test_a_rejection_supersession_or_failure_without_a_verified_receipt_exits_10(
     profile: Profile, status: ReceiptStatus
 ) -> None:
     key = ReceiptSigningKey.generate("rk-1")
     pinned_receipt_key(profile, key)
     view = receipt_for(key, fingerprint=None, status=status) | {"reason": "bad_mac"}
-    assert finish(profile, view) == {"rejected": 3, "failed": 4}[status]
+    assert finish(profile, view) == {"rejected": 3, "superseded": 11, "failed": 4}[status]
     assert finish(profile, view | {"receipt": None}) == 10
     assert finish(profile, view | {"detail": "x"}, ("vault-a", "team/db", "0" * 64)) == 10
 

@@ -3,16 +3,19 @@ the key and the API's command records the upload, as in production."""
 
 from __future__ import annotations
 
+import asyncio
 from base64 import b64decode
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
 
 from m8.crypto import OutcomeReceipt, verify_receipt
 from m8.domain import UploadKey
-from m8.domain.events import SecretStored, SecretUploadRejected
+from m8.domain.events import SecretStored, SecretUploadRejected, SecretUploadSuperseded
 from m8.eventsourcing import StoredEvent
 from m8.messaging import PoisonMessage
+from m8.reactors.path_leases import Taken
 from tests.unit.memory_world import ALICE, LIFETIME, STORE, World
 
 
@@ -138,3 +141,82 @@ async def test_a_request_the_event_store_does_not_hold_is_poison_and_stores_noth
         await world.reactor.handle(forged)
 
     assert world.upstream.values("team/db") == []
+
+
+async def test_an_older_upload_handled_after_a_newer_one_was_stored_is_superseded(
+    world: World,
+) -> None:
+    older = await _requested(world, value=b"old")
+    newer = await _requested(world, value=b"new")
+
+    await world.reactor.handle(newer)
+    await world.reactor.handle(older)  # it arrives late: a redelivery, a slower reactor
+
+    assert world.upstream.values("team/db") == [b"new"]
+    [*_, last] = await world.recorder.load(older.aggregate_type, older.aggregate_id)
+    superseded = last.decode()
+    assert isinstance(superseded, SecretUploadSuperseded)
+    assert (superseded.upload_id, superseded.superseded_by) == (
+        older.data["upload_id"],
+        newer.data["upload_id"],
+    )
+    assert superseded.receipt_signature is not None
+    receipt = OutcomeReceipt(
+        superseded.upload_id,
+        STORE,
+        "team/db",
+        "superseded",
+        None,
+        None,
+        older.data["ciphertext_sha256"],
+    )
+    verify_receipt(
+        receipt,
+        world.receipt_key.receipt_key_id,
+        b64decode(superseded.receipt_signature),
+        {world.receipt_key.receipt_key_id: world.receipt_key.verify_key},
+    )
+    assert (await world.upload_of(older)).status == "superseded"
+
+
+async def test_a_newer_upload_handled_after_an_older_one_is_written_over_it(
+    world: World,
+) -> None:
+    older = await _requested(world, value=b"old")
+    newer = await _requested(world, value=b"new")
+
+    await world.reactor.handle(older)
+    await world.reactor.handle(newer)
+
+    assert world.upstream.values("team/db") == [b"old", b"new"]
+
+
+async def test_an_upload_waits_while_another_upload_of_its_path_is_being_written(
+    world: World,
+) -> None:
+    older = await _requested(world, value=b"old")
+    newer = await _requested(world, value=b"new")
+    # Another reactor holds the path for the newer upload and is writing it now.
+    leases = world.leases
+    now = world.clock()
+    taken = await leases.take(newer.aggregate_id, newer.data["upload_id"], now + LIFETIME, now)
+    assert taken == Taken(None)
+
+    waiting = asyncio.create_task(world.reactor.handle(older))
+    await _until(lambda: world.leases.refused > 0)
+    assert not waiting.done()
+    assert world.upstream.values("team/db") == []
+
+    await world.reactor.handle(newer)  # the holder's upload is written and recorded
+    async with asyncio.timeout(30):
+        await waiting
+
+    # The older one, waiting meanwhile, never lands over the newer value.
+    assert world.upstream.values("team/db") == [b"new"]
+    assert (await world.upload_of(older)).status == "superseded"
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(30):
+        while not condition():
+            await asyncio.sleep(0.01)

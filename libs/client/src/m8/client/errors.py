@@ -19,6 +19,7 @@ class ExitCode(IntEnum):
     PENDING = 8
     EXPIRED = 9
     UNVERIFIED = 10  # the server claims an outcome that no pinned receipt key vouches for
+    SUPERSEDED = 11  # a newer upload to the same path was stored first: this one was not
 
 
 class ClientError(Exception):

@@ -75,10 +75,12 @@ err = Console(stderr=True, emoji=False)
 EXIT_CODES = {
     "stored": ExitCode.OK,
     "rejected": ExitCode.REJECTED,
+    "superseded": ExitCode.SUPERSEDED,
     "failed": ExitCode.FAILED,
     "expired": ExitCode.EXPIRED,
 }
-SIGNED = frozenset({"stored", "rejected", "failed"})  # outcomes a reactor signs a receipt for
+# The outcomes a reactor signs a receipt for.
+SIGNED = frozenset({"stored", "rejected", "superseded", "failed"})
 
 
 def table(*columns: str | Column) -> Table:
@@ -472,7 +474,12 @@ def _finish(
     shown |= {"receipt_verified": check.verified, "receipt_problem": check.problem}
     if not check.verified:
         emit({**shown, "status": "unverified", "claimed_status": state}, as_json, lambda: None)
-        claimed = {"stored": "was stored", "rejected": "was rejected", "failed": "failed"}
+        claimed = {
+            "stored": "was stored",
+            "rejected": "was rejected",
+            "superseded": "was superseded",
+            "failed": "failed",
+        }
         err.print(
             f"[red]unverified outcome[/]: the server says upload {upload_id} {claimed[state]}, "
             f"but {check.problem}. m8ctl cannot confirm that outcome"
@@ -499,6 +506,13 @@ def _print_upload(status: dict[str, Any], as_json: bool) -> None:
             err.print(
                 "[red]expired[/]: its one-time key expired before it was stored; "
                 "put the secret again",
+                highlight=False,
+            )
+        elif state == "superseded":  # only ever with a verified receipt
+            err.print(
+                f"[yellow]superseded[/]: a newer upload to {status.get('store')}:"
+                f"{status.get('path')} was stored first, so this value was not written over "
+                "it (receipt verified)",
                 highlight=False,
             )
         elif state in ("rejected", "failed"):  # only ever with a verified receipt

@@ -89,6 +89,18 @@ class SecretUploadRejected(_SecretEvent):
     receipt_signature: str | None = None
 
 
+@registry.register("SecretUploadSuperseded")
+@dataclass(frozen=True)
+class SecretUploadSuperseded(_SecretEvent):
+    """Not written upstream: an upload to the same path requested after it was stored
+    first (`superseded_by`), and an older value must never overwrite a newer one."""
+
+    superseded_by: str
+    # The reactor's signature over the outcome (m8.crypto.receipts).
+    receipt_key_id: str | None = None
+    receipt_signature: str | None = None
+
+
 @registry.register("SecretStoreFailed")
 @dataclass(frozen=True)
 class SecretStoreFailed(_SecretEvent):
@@ -141,7 +153,7 @@ class UploadKeyDestroyed(DomainEvent):
     """The sealed private key is deleted: the upload's ciphertext is unreadable for good."""
 
     key_id: str
-    reason: str  # used | rejected | expired
+    reason: str  # used | rejected | superseded | expired
 
     def on_bus(self) -> bool:
         # After a final outcome the API has redacted and projected the upload already; only

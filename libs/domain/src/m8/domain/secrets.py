@@ -11,6 +11,7 @@ from m8.domain.events import (
     SecretStoreFailed,
     SecretUploadRejected,
     SecretUploadRequested,
+    SecretUploadSuperseded,
 )
 from m8.eventsourcing import Aggregate, DomainEvent
 from m8.protocol.status import FINAL_OUTCOMES, UploadStatus
@@ -32,7 +33,8 @@ class Upload:
 
 
 class Secret(Aggregate):
-    """Uploads to one path: requested, then stored, rejected or failed."""
+    """Uploads to one path, in the order they were requested: then stored, rejected,
+    superseded or failed."""
 
     aggregate_type: ClassVar[str] = "secret"
 
@@ -51,6 +53,13 @@ class Secret(Aggregate):
             case SecretUploadRejected(upload_id=uid, reason=reason, detail=detail):
                 self.uploads[uid] = replace(
                     self.uploads[uid], status="rejected", reason=reason, detail=detail
+                )
+            case SecretUploadSuperseded(upload_id=uid, superseded_by=newer):
+                self.uploads[uid] = replace(
+                    self.uploads[uid],
+                    status="superseded",
+                    reason="superseded",
+                    detail=f"upload {newer} to the same path was stored first",
                 )
             case SecretStoreFailed(upload_id=uid, reason=reason, detail=detail):
                 self.uploads[uid] = replace(
@@ -78,11 +87,26 @@ class Secret(Aggregate):
         """Records a refusal; False (no event) if the outcome is already final."""
         return self._settle(event)
 
+    def stored_after(self, upload_id: str) -> str | None:
+        """The latest upload requested after `upload_id` that is stored, if any: an older
+        value must not be written over it."""
+        self.upload(upload_id)  # UnknownUpload if there is none
+        order = list(self.uploads)  # a dict keeps the order of the requests
+        later = order[order.index(upload_id) + 1 :]
+        return next((u for u in reversed(later) if self.uploads[u].status == "stored"), None)
+
+    def record_superseded(self, event: SecretUploadSuperseded) -> bool:
+        """Records that a newer upload was stored first; False if the outcome is final."""
+        return self._settle(event)
+
     def record_failed(self, event: SecretStoreFailed) -> bool:
         """Records that upstream kept failing; False if the outcome is already final."""
         return self._settle(event)
 
-    def _settle(self, event: SecretStored | SecretUploadRejected | SecretStoreFailed) -> bool:
+    def _settle(
+        self,
+        event: SecretStored | SecretUploadRejected | SecretUploadSuperseded | SecretStoreFailed,
+    ) -> bool:
         current = self.upload(event.upload_id)
         if current.status in FINAL_OUTCOMES:
             return False

@@ -105,7 +105,9 @@ def publishes(service: str) -> tuple[EventKind, ...]:
     store_type = _store_type(service)
     return (
         EventKind(
-            "secret", ("SecretStored", "SecretUploadRejected", "SecretStoreFailed"), (store_type,)
+            "secret",
+            ("SecretStored", "SecretUploadRejected", "SecretUploadSuperseded", "SecretStoreFailed"),
+            (store_type,),
         ),
     )
 

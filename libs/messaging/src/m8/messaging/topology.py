@@ -64,6 +64,7 @@ KEYROTATOR_QUEUE = QueueSpec(
     (
         "secret.secret_stored.#",
         "secret.secret_upload_rejected.#",
+        "secret.secret_upload_superseded.#",
         "secret.secret_store_failed.#",
     ),
 )

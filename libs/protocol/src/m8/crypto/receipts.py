@@ -10,7 +10,7 @@ swapped in a ciphertext of its own gets a receipt that m8ctl's own hash does not
 Signed bytes::
 
     b"m8-outcome-receipt-v1\\x00" + canonical_json({"upload_id", "store", "path",
-        "status" (stored|rejected|failed), "upstream_version" (str|null),
+        "status" (stored|rejected|superseded|failed), "upstream_version" (str|null),
         "fingerprint" (str|null), "ciphertext_sha256" (64 lowercase hex)})
 
 Receipt key file (0600, written atomically, refused when group or others may read it)::
@@ -50,7 +50,7 @@ RECEIPT_KEY_FILE_TYPE = "m8-receipt-key-v1"
 # The `kind` of m8.crypto.endorse for receipt keys: a rotator key's endorsement never passes.
 RECEIPT_KEY_KIND = "receipt"
 
-ReceiptStatus = Literal["stored", "rejected", "failed"]
+ReceiptStatus = Literal["stored", "rejected", "superseded", "failed"]
 RECEIPT_STATUSES: frozenset[str] = frozenset(get_args(ReceiptStatus))
 
 # SecretUploadRequested.ciphertext_sha256: lowercase hex SHA-256 of the raw ciphertext bytes.

@@ -313,7 +313,7 @@ class SecretList(BaseModel):
 
 class HistoryEntry(BaseModel):
     upload_id: str
-    status: Literal["pending", "stored", "rejected", "failed"]
+    status: Literal["pending", "stored", "rejected", "superseded", "failed"]
     fingerprint: str | None
     upstream_version: str | None
     requested_by: str

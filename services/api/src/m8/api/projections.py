@@ -29,6 +29,7 @@ from m8.domain.events import (
     SecretStoreFailed,
     SecretUploadRejected,
     SecretUploadRequested,
+    SecretUploadSuperseded,
     UploadKeyDestroyed,
 )
 from m8.eventsourcing import DomainEvent, DuplicateRecord, EventRecorder, StoredEvent, registry
@@ -89,7 +90,11 @@ def receipt(own: Sequence[DomainEvent]) -> Document | None:
     and for outcomes recorded before reactors signed them.
     """
     outcomes = [
-        e for e in own if isinstance(e, SecretStored | SecretUploadRejected | SecretStoreFailed)
+        e
+        for e in own
+        if isinstance(
+            e, SecretStored | SecretUploadRejected | SecretUploadSuperseded | SecretStoreFailed
+        )
     ]
     last = outcomes[-1] if outcomes else None
     if last is None or last.receipt_key_id is None or last.receipt_signature is None:

@@ -6,7 +6,7 @@ that names an event no service recorded (anyone who can publish to the broker co
 one) is poison, and projects and redacts nothing.
 
 Redaction (SEC1-ENH2) drops the ciphertext of an upload from the event store once nothing
-may open it any more: at its final outcome (stored or rejected: no reactor handles it
+may open it any more: at its final outcome (stored, rejected or superseded: no reactor handles it
 again, and the rotator destroys its key), or when the rotator destroyed its key as
 expired (an upload that failed, or never settled). Its SHA-256 stays, so the history
 still proves what was received.
@@ -23,6 +23,7 @@ from m8.domain.events import (
     SecretStored,
     SecretUploadRejected,
     SecretUploadRequested,
+    SecretUploadSuperseded,
     UploadKeyDestroyed,
 )
 from m8.eventsourcing import (
@@ -36,7 +37,13 @@ from m8.protocol.status import SETTLED
 
 log = logging.getLogger(__name__)
 
-FINAL = frozenset({SecretStored.event_type, SecretUploadRejected.event_type})
+FINAL = frozenset(
+    {
+        SecretStored.event_type,
+        SecretUploadRejected.event_type,
+        SecretUploadSuperseded.event_type,
+    }
+)
 
 
 class ReadSide:

@@ -31,6 +31,7 @@ from m8.domain.events import (
     SecretStored,
     SecretStoreFailed,
     SecretUploadRejected,
+    SecretUploadSuperseded,
     UploadKeyIssued,
 )
 from m8.eventsourcing import (
@@ -159,6 +160,8 @@ class KeyRotator:
                     reason = "used"
                 case SecretUploadRejected(upload_id=upload_id):
                     reason = "rejected"
+                case SecretUploadSuperseded(upload_id=upload_id):
+                    reason = "superseded"
                 case SecretStoreFailed(upload_id=upload_id):
                     # The key stays: the message waits in the dead-letter queue for a
                     # re-drive, which needs it. The sweep destroys it at expiry.

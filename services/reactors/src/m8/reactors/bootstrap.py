@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -18,6 +18,7 @@ from m8.messaging.permissions import reactor_service
 from m8.messaging.topology import reactor_queue
 from m8.reactors import metrics
 from m8.reactors.credentials import load_credentials
+from m8.reactors.path_leases import PathLeases
 from m8.reactors.reactor import Reactor
 from m8.reactors.retry import RetryPolicy
 from m8.reactors.sealed_keys import SealedUploadKeys
@@ -43,6 +44,8 @@ class ReactorConfig:
     retry: RetryPolicy
     concurrency: int
     receipt_key: ReceiptKeyFile
+    # How long an upload may hold its path while it is written: every attempt, with margin.
+    lease: timedelta
 
 
 def configure(settings: ReactorSettings, store_type: str) -> ReactorConfig:
@@ -64,14 +67,19 @@ def configure(settings: ReactorSettings, store_type: str) -> ReactorConfig:
         AdapterLimits(settings.reactor_upstream_timeout, settings.reactor_upstream_threads),
         dev_upstreams(settings),
     )
+    retry = settings.retry_policy()
+    lease = timedelta(
+        seconds=retry.patience() + retry.attempts * settings.reactor_upstream_timeout + 30
+    )
     return ReactorConfig(
         store_type,
         keks,
         fingerprint_key,
         adapters,
-        settings.retry_policy(),
+        retry,
         settings.reactor_concurrency,
         receipt_key,
+        lease,
     )
 
 
@@ -140,6 +148,8 @@ async def start(runtime: Runtime, config: ReactorConfig) -> Reactor:
         config.fingerprint_key,
         config.retry,
         config.receipt_key.key,
+        PathLeases(runtime.db),
+        config.lease,
     )
     queue = reactor_queue(config.store_type)
     # No inbox: a repeat finds the outcome recorded in the Secret and does nothing, and the

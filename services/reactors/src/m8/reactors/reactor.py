@@ -16,13 +16,14 @@ re-drive; the re-driven copy is handled again (the outcome "failed" is not final
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import logging
 import time
 import traceback
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import ClassVar, TypeVar
 
 from tenacity import RetryCallState
@@ -54,6 +55,7 @@ from m8.domain.events import (
     SecretStoreFailed,
     SecretUploadRejected,
     SecretUploadRequested,
+    SecretUploadSuperseded,
 )
 from m8.eventsourcing import (
     ConcurrencyConflict,
@@ -66,6 +68,7 @@ from m8.eventsourcing import (
 from m8.messaging import PoisonMessage, TransientError
 from m8.protocol.status import FINAL_OUTCOMES
 from m8.reactors.metrics import IN_FLIGHT, UPLOADS, UPSTREAM_RETRIES, UPSTREAM_SECONDS
+from m8.reactors.path_leases import PathLeases, Taken
 from m8.reactors.retry import RetryPolicy
 from m8.reactors.sealed_keys import SealedUploadKeys
 from m8.reactors.stores import StoreAdapters, StoreConfigError
@@ -79,7 +82,10 @@ from m8.stores.adapters import (
 
 log = logging.getLogger(__name__)
 
-Outcome = SecretStored | SecretUploadRejected | SecretStoreFailed
+Outcome = SecretStored | SecretUploadRejected | SecretUploadSuperseded | SecretStoreFailed
+# Waiting for a path's lease: first look again after this, then ever less often.
+_FIRST_LEASE_PAUSE = 0.05
+_MAX_LEASE_PAUSE = 1.0
 T = TypeVar("T")
 
 
@@ -108,6 +114,10 @@ class Refusal(Exception):
             reason=self.reason,
             detail=self.detail,
         )
+
+
+class SettledMeanwhile(Exception):
+    """A twin delivery settled the upload while this one waited for its path."""
 
 
 class Rejected(Refusal):
@@ -144,10 +154,15 @@ class Reactor:
         fingerprint_key: FingerprintKey,
         retry: RetryPolicy,
         receipt_key: ReceiptSigningKey,
+        leases: PathLeases,
+        lease: timedelta,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store_type = store_type
-        self.now = now  # the clock of key expiry (tests inject their own)
+        # Held by an upload while it is written upstream; long enough for every attempt.
+        self.leases = leases
+        self.lease = lease
+        self.now = now  # the clock of key expiry and leases (tests inject their own)
         self.repository = repository
         self.sealed_keys = sealed_keys
         self.stores = stores
@@ -175,7 +190,11 @@ class Reactor:
             return
         outcome: Outcome
         try:
-            outcome = await self._store(request)
+            outcome = await self._store(request, secret)
+        except SettledMeanwhile:
+            log.info("upload settled meanwhile by another delivery", extra=_fields(request))
+            self._count(request, "duplicate", "")
+            return
         except StoreFailed as failed:
             await self._settle(message, secret, request, failed.outcome(request))
             raise PoisonMessage(str(failed)) from None
@@ -183,8 +202,12 @@ class Reactor:
             outcome = refused.outcome(request)
         await self._settle(message, secret, request, outcome)
 
-    async def _store(self, request: SecretUploadRequested) -> SecretStored:
-        """Writes the upload upstream; Rejected or StoreFailed say why it did not."""
+    async def _store(
+        self, request: SecretUploadRequested, secret: Secret
+    ) -> SecretStored | SecretUploadSuperseded:
+        """Writes the upload upstream, unless a newer upload to its path was stored first;
+        Rejected or StoreFailed say why it did not, SettledMeanwhile that a twin delivery
+        settled it."""
         adapter = await self._adapter(request)
         try:
             sealed = await self._sealed_key(request)
@@ -193,6 +216,14 @@ class Reactor:
             if earlier is None:
                 raise
             return earlier
+        # Under the path's lease no other upload writes this path, so what the Secret says
+        # now stands until our write is done: an older value never lands over a newer one.
+        secret = await self._exclusive(request, secret)
+        if secret.upload(request.upload_id).status in FINAL_OUTCOMES:
+            raise SettledMeanwhile()
+        newer = secret.stored_after(request.upload_id)
+        if newer is not None:
+            return _superseded(request, newer)
         with self._open(request, sealed) as opened:
             value_fingerprint = fingerprint(opened.value, self.fingerprint_key)
             version = await self._put(adapter, request, opened.value, value_fingerprint)
@@ -256,6 +287,33 @@ class Reactor:
         if sealed is None:
             raise Rejected("key_destroyed", "the sealed upload key is gone")
         return sealed
+
+    async def _exclusive(self, request: SecretUploadRequested, secret: Secret) -> Secret:
+        """Takes the path's lease for this upload, waiting while another upload that has
+        not settled holds it; the Secret as it stands once the lease is ours (loaded
+        again if another upload held the lease after `secret` was loaded)."""
+        pause, settled = _FIRST_LEASE_PAUSE, None
+        while True:
+            now = self.now()
+            taken = await self.leases.take(
+                secret.id, request.upload_id, now + self.lease, now, settled
+            )
+            if isinstance(taken, Taken):
+                # Whoever held it since `secret` was loaded (a twin of ours included) may
+                # have settled an upload of this path meanwhile: look again.
+                if taken.previous is not None and not _has_settled(secret, taken.previous):
+                    secret = await self.repository.load(Secret, secret.id)
+                return secret
+            secret = await self.repository.load(Secret, secret.id)
+            if _has_settled(secret, taken.holder):
+                settled = taken.holder  # free now: take it from that upload
+                continue
+            log.info(
+                "waiting for another upload to the same path",
+                extra={**_fields(request), "holder": taken.holder},
+            )
+            await asyncio.sleep(min(pause, max((taken.until - now).total_seconds(), 0.0)))
+            pause = min(pause * 2, _MAX_LEASE_PAUSE)
 
     async def _written_before(
         self, adapter: UpstreamStore, request: SecretUploadRequested, refused: Rejected
@@ -399,6 +457,8 @@ class Reactor:
                     return secret.record_stored(outcome)
                 case SecretUploadRejected():
                     return secret.record_rejected(outcome)
+                case SecretUploadSuperseded():
+                    return secret.record_superseded(outcome)
                 case SecretStoreFailed():
                     return secret.record_failed(outcome)
 
@@ -418,6 +478,9 @@ class Reactor:
         elif isinstance(outcome, SecretStored):
             fields["upstream_version"] = outcome.upstream_version
             log.info("upload stored", extra=fields)
+        elif isinstance(outcome, SecretUploadSuperseded):
+            fields["superseded_by"] = outcome.superseded_by
+            log.info("upload superseded by a newer one stored first", extra=fields)
         else:
             log.warning("upload %s: %s", kind, outcome.detail, extra=fields)
         self._count(request, kind, reason)
@@ -459,6 +522,8 @@ def _kind(outcome: Outcome) -> tuple[str, str]:
             return "stored", ""
         case SecretUploadRejected(reason=reason):
             return "rejected", reason
+        case SecretUploadSuperseded():
+            return "superseded", ""
         case SecretStoreFailed(reason=reason):
             return "failed", reason
 
@@ -474,6 +539,8 @@ def _receipt(request: SecretUploadRequested, outcome: Outcome) -> OutcomeReceipt
             version, value_fingerprint = outcome.upstream_version, outcome.fingerprint
         case SecretUploadRejected():
             status = "rejected"
+        case SecretUploadSuperseded():
+            status = "superseded"
         case SecretStoreFailed():
             status = "failed"
     return OutcomeReceipt(
@@ -486,6 +553,22 @@ def _receipt(request: SecretUploadRequested, outcome: Outcome) -> OutcomeReceipt
         # The request's, for every outcome: `_open` stores only a ciphertext that has it,
         # and a recovery in `_written_before` found a value an earlier delivery stored so.
         request.ciphertext_sha256,
+    )
+
+
+def _has_settled(secret: Secret, upload_id: str) -> bool:
+    """Whether the Secret knows `upload_id` and it is no longer pending (its lease free)."""
+    upload = secret.uploads.get(upload_id)
+    return upload is not None and upload.status != "pending"
+
+
+def _superseded(request: SecretUploadRequested, newer: str) -> SecretUploadSuperseded:
+    return SecretUploadSuperseded(
+        upload_id=request.upload_id,
+        store=request.store,
+        store_type=request.store_type,
+        path=request.path,
+        superseded_by=newer,
     )
 
 
