@@ -338,15 +338,20 @@ class MongoEventRecorder:
         `published: "undecodable"` and logged, so it cannot hold up the events behind it.
         """
         query: Document = {"published": False}
-        if kinds is not None:
-            query["$or"] = [_kind_query(kind) for kind in kinds]
         if before is not None:
             # Event ids begin with the second they were made in (new_event_id).
             query["_id"] = {"$lt": ObjectId.from_datetime(before)}
+        # One query per kind rather than one `$or`: each uses the outbox index, where an
+        # `$or` may make the server scan every event.
+        queries = [query] if kinds is None else [{**query, **_kind_query(k)} for k in kinds]
+        found: list[Document] = []
+        with mongo_errors():
+            for each in queries:
+                cursor = self.events.find(each).sort("_id", ASCENDING).limit(limit)
+                found += [doc async for doc in cursor]
         events = []
         with mongo_errors():
-            cursor = self.events.find(query).sort("_id", ASCENDING).limit(limit)
-            async for doc in cursor:
+            for doc in sorted(found, key=lambda d: str(d["_id"]))[:limit]:
                 try:
                     events.append(_publishable(doc))
                 except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -155,6 +155,8 @@ class System:
                 **reactor,
                 "M8_REACTOR_KEK_FILES": str(keys.kek(store_type.name)[0]),
                 "M8_REACTOR_RECEIPT_KEY_FILE": str(keys.receipt(store_type.name)),
+                # Prometheus metrics, a port of each reactor's own.
+                "M8_REACTOR_METRICS_PORT": str(free_port()),
                 # A developer's own (AWS_ACCESS_KEY_ID, say) win over the dev server's.
                 **{
                     name: os.environ.get(name, value)
