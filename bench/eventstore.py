@@ -302,8 +302,10 @@ async def measure_full_path(
         broker_before = await management.counters(vhost, QUEUE.name)
 
         async def append(n: int) -> None:
-            await recorder.append(AGGREGATE_TYPE, aggregate_id(n), 0, [BenchHappened(n)], METADATA)
-            relay.notify()
+            appended = await recorder.append(
+                AGGREGATE_TYPE, aggregate_id(n), 0, [BenchHappened(n)], METADATA
+            )
+            relay.submit(appended)  # as a service's repository hands it its commits
 
         start = time.perf_counter()
         await run_workers(concurrency, count, append)
