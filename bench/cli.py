@@ -41,7 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     value = b"bench-" + uuid.uuid4().hex.encode()  # the same bytes for both commands
     try:
         with running_system("m8-bench-cli-") as running:
-            m8ctl_env = {**os.environ, "M8CTL_CONFIG": str(running.m8ctl_config)}
+            # m8ctl as installed for users: compiled once (an install compiles its byte
+            # code; this checkout is editable, and may be told not to write any).
+            m8ctl_env = {
+                **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+                "M8CTL_CONFIG": str(running.m8ctl_config),
+            }
             bao_env = {**os.environ, **running.services.environment()}
             m8ctl_times: list[float] = []
             bao_times: list[float] = []

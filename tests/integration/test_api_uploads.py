@@ -258,7 +258,7 @@ async def test_a_stored_upload_shows_its_fingerprint_and_loses_its_ciphertext(
     assert status.json()["fingerprint"] == "fp1:abc"
     assert status.json()["upstream_version"] == "7"
 
-    # The rotator destroys the used key; then the API drops the ciphertext.
+    # The API drops the ciphertext once it holds the final outcome.
     async def redacted() -> bool:
         doc = await api.recorder.events.find_one({"type": "SecretUploadRequested"})
         return doc is not None and from_document(doc).data["ciphertext"] is None

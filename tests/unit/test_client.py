@@ -580,6 +580,12 @@ def wait_for(client: Polled, timeout: float) -> dict[str, Any]:
     )
 
 
+def test_a_status_this_m8ctl_does_not_know_ends_the_wait() -> None:
+    client = Polled([{"status": "archived"}, {"status": "stored"}])
+    assert wait_for(client, 60)["status"] == "archived"
+    assert client.answers == [{"status": "stored"}]  # asked once
+
+
 def test_a_429_while_waiting_honours_retry_after_and_keeps_waiting() -> None:
     client = Polled([too_many(7), {"status": "pending"}, too_many(None), {"status": "stored"}])
     assert wait_for(client, 60)["status"] == "stored"

@@ -220,3 +220,23 @@ async def _until(condition: Callable[[], bool]) -> None:
     async with asyncio.timeout(30):
         while not condition():
             await asyncio.sleep(0.01)
+
+
+async def test_an_upload_whose_key_expired_while_it_waited_for_its_path_is_never_opened(
+    world: World,
+) -> None:
+    requested = await _requested(world, value=b"late")
+    # A holder that died: its lease runs out only after the upload key has expired.
+    now = world.clock()
+    await world.leases.take(requested.aggregate_id, "a-dead-holder", now + 2 * LIFETIME, now)
+
+    waiting = asyncio.create_task(world.reactor.handle(requested))
+    await _until(lambda: world.leases.refused > 0)
+    world.clock.advance(3 * LIFETIME)
+    async with asyncio.timeout(30):
+        await waiting
+
+    outcome = await _outcome(world, requested)
+    assert isinstance(outcome, SecretUploadRejected)
+    assert outcome.reason == "key_expired"
+    assert world.upstream.values("team/db") == []

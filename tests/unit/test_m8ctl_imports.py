@@ -44,6 +44,7 @@ SERVER_SIDE = ("fastapi", "pymongo", "boto3", "hvac", "aio_pika", "uvicorn")
 NOT_ON_PUT = (
     *SERVER_SIDE,
     "m8.stores",
+    "pydantic",
     "rich.table",
     "rich.status",
     "rich.live",

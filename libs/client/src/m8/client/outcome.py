@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,7 +24,6 @@ from m8.client.pins import retire_predecessors, trusted
 from m8.client.profile import Profile
 from m8.client.sdk import M8Client
 from m8.crypto import CryptoError, OutcomeReceipt, verify_receipt
-from m8.protocol.status import SETTLED
 
 LONG_POLL = 20.0  # seconds the server holds one status request
 RETRY_AFTER_DEFAULT = 1.0  # a 429 without a usable Retry-After
@@ -42,20 +41,20 @@ def await_outcome(
     client: M8Client,
     upload_id: str,
     timeout: float,
-    settled: Collection[str] = SETTLED,
     *,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
-    """The upload's view once its status is `settled` (nothing more to wait for, see
-    m8.protocol.status), or the last one seen at the deadline.
+    """The upload's view once it is no longer pending, or the last one seen at the
+    deadline. Only `pending` is worth waiting for: a status this m8ctl does not know (a
+    newer server's) ends the wait too, rather than asking again and again.
 
     A 429 (too many requests) does not end the wait: the upload was accepted, so m8ctl
     waits as long as Retry-After says (never past the deadline) and asks again.
     """
     deadline = clock() + timeout
     view: dict[str, Any] = {"status": "pending"}
-    while view["status"] not in settled and (left := deadline - clock()) > 0:
+    while view["status"] == "pending" and (left := deadline - clock()) > 0:
         try:
             view = client.upload(upload_id, wait=min(left, LONG_POLL))
         except ApiError as exc:

@@ -106,6 +106,11 @@ class OutboxRelay:
             events, self._submitted = self._submitted[: self.batch], self._submitted[self.batch :]
             if not self._submitted:
                 self._has_submitted.clear()
+            # Those older than `grace` the backstop sends (or sent): not twice.
+            fresh_since = datetime.now(UTC) - self.grace
+            events = [e for e in events if e.recorded_at >= fresh_since]
+            if not events:
+                continue
             try:
                 confirmed += await self._publish(events)
             except (EventStoreUnavailable, OSError) as exc:
@@ -145,10 +150,9 @@ class OutboxRelay:
         return await self._publish(events) if events else 0
 
     async def flush(self) -> None:
-        """Publishes what this process submitted, then one backstop pass with no grace:
-        at shutdown, so that nothing stored here waits for another process."""
+        """Publishes what this process submitted and has not published yet: at shutdown,
+        so that none of it waits for the backstop (which sends the rest)."""
         await self.push_submitted()
-        await self.publish_pending()
 
     async def _publish(self, events: Sequence[StoredEvent]) -> int:
         outcomes = await asyncio.gather(

@@ -73,9 +73,13 @@ class ReadSide:
     async def _secret_event(self, message: StoredEvent) -> None:
         stored, events = await self._recorded(message)
         upload_id = str(stored.data["upload_id"])
-        # No key: it only turns a pending upload into an expired one, and its destruction
-        # as expired is projected on its own with a higher version stamp, in any order.
-        await self._project(events, upload_id, ())
+        own = [e for e in events if e.data.get("upload_id") == upload_id]
+        # The key only turns a pending upload into an expired one: an upload with an
+        # outcome needs no look at it (the common case, at the outcome).
+        key: Sequence[StoredEvent] = ()
+        if all(e.event_type == SecretUploadRequested.event_type for e in own):
+            key = await self.recorder.load(UploadKey.aggregate_type, str(own[0].data["key_id"]))
+        await self._project(events, upload_id, key)
         if stored.event_type in FINAL:
             await self._redact(events, upload_id)
 

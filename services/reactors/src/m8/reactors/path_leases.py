@@ -2,9 +2,11 @@
 
 Reactors of a store type compete for its queue, so two uploads to one path can be in hand
 at once. Before writing upstream, a reactor takes the path's lease for its upload; while
-another upload holds it unexpired and unsettled, it waits. With writes to a path never
-overlapping, the check "was a newer upload stored already?" made under the lease decides
-for good whether an upload may be written (m8.reactors.reactor).
+another upload holds it unexpired and unsettled, it waits. With the writes of different
+uploads to a path never overlapping, the check "was a newer upload stored already?" made
+under the lease decides for good whether an upload may be written (m8.reactors.reactor).
+Twin deliveries of one upload share its lease and may write at once: the adapters'
+idempotency by upload id makes that one upstream version.
 
 A lease is held by an upload, not by a process: a redelivery of the same upload to
 another reactor takes it over at once. It is never given back: it is free once its upload

@@ -7,8 +7,12 @@ half must open with a KEK and the envelope with it, bound to the same upload, ke
 and path. Any "no" is a SecretUploadRejected and nothing goes upstream, unless the key is
 only gone because an earlier delivery wrote the value upstream and stopped before it
 recorded so: when upstream's current version carries this upload's id, SecretStored is
-recorded instead. Then the value is fingerprinted and written upstream idempotently (the
-upload id is the idempotency key), retrying transient errors; SecretStored follows. When
+recorded instead. Uploads to one path are written one at a time, in the order they were
+accepted: the reactor holds the path's lease (m8.reactors.path_leases) while it checks
+the key and writes, and an upload older than one already stored is not written but
+recorded SecretUploadSuperseded. Then the value is fingerprinted and written upstream
+idempotently (the upload id is the idempotency key), retrying transient errors;
+SecretStored follows. When
 upstream stays away or refuses (or the adapter fails in a way it does not know), then
 SecretStoreFailed is recorded and the message is dead-lettered for an operator to
 re-drive; the re-driven copy is handled again (the outcome "failed" is not final).
@@ -209,6 +213,16 @@ class Reactor:
         Rejected or StoreFailed say why it did not, SettledMeanwhile that a twin delivery
         settled it."""
         adapter = await self._adapter(request)
+        # `stored` is final: a newer upload stored already decides it without the lease.
+        newer = secret.stored_after(request.upload_id)
+        if newer is None:
+            # Under the path's lease no other upload writes this path, so what the Secret
+            # says now stands until our write is done.
+            secret, newer = await self._exclusive(adapter, request, secret)
+        if newer is not None:
+            return _superseded(request, newer)
+        # The key is checked only now: one that expired or was destroyed while this upload
+        # waited for its path must not open it.
         try:
             sealed = await self._sealed_key(request)
         except Rejected as refused:
@@ -216,14 +230,6 @@ class Reactor:
             if earlier is None:
                 raise
             return earlier
-        # Under the path's lease no other upload writes this path, so what the Secret says
-        # now stands until our write is done: an older value never lands over a newer one.
-        secret = await self._exclusive(request, secret)
-        if secret.upload(request.upload_id).status in FINAL_OUTCOMES:
-            raise SettledMeanwhile()
-        newer = secret.stored_after(request.upload_id)
-        if newer is not None:
-            return _superseded(request, newer)
         with self._open(request, sealed) as opened:
             value_fingerprint = fingerprint(opened.value, self.fingerprint_key)
             version = await self._put(adapter, request, opened.value, value_fingerprint)
@@ -288,10 +294,12 @@ class Reactor:
             raise Rejected("key_destroyed", "the sealed upload key is gone")
         return sealed
 
-    async def _exclusive(self, request: SecretUploadRequested, secret: Secret) -> Secret:
+    async def _exclusive(
+        self, adapter: UpstreamStore, request: SecretUploadRequested, secret: Secret
+    ) -> tuple[Secret, str | None]:
         """Takes the path's lease for this upload, waiting while another upload that has
-        not settled holds it; the Secret as it stands once the lease is ours (loaded
-        again if another upload held the lease after `secret` was loaded)."""
+        not settled holds it. Returns the Secret as it stands then, and the newer upload
+        that supersedes this one, if any; SettledMeanwhile if a twin settled it."""
         pause, settled = _FIRST_LEASE_PAUSE, None
         while True:
             now = self.now()
@@ -299,11 +307,7 @@ class Reactor:
                 secret.id, request.upload_id, now + self.lease, now, settled
             )
             if isinstance(taken, Taken):
-                # Whoever held it since `secret` was loaded (a twin of ours included) may
-                # have settled an upload of this path meanwhile: look again.
-                if taken.previous is not None and not _has_settled(secret, taken.previous):
-                    secret = await self.repository.load(Secret, secret.id)
-                return secret
+                break
             secret = await self.repository.load(Secret, secret.id)
             if _has_settled(secret, taken.holder):
                 settled = taken.holder  # free now: take it from that upload
@@ -314,6 +318,33 @@ class Reactor:
             )
             await asyncio.sleep(min(pause, max((taken.until - now).total_seconds(), 0.0)))
             pause = min(pause * 2, _MAX_LEASE_PAUSE)
+        if taken.previous is not None:
+            # Whoever held it (a twin of ours included) may have settled an upload since.
+            secret = await self.repository.load(Secret, secret.id)
+        if secret.upload(request.upload_id).status in FINAL_OUTCOMES:
+            raise SettledMeanwhile()
+        newer = secret.stored_after(request.upload_id)
+        # Taken from another upload whose lease expired unsettled: it may have written
+        # upstream and not recorded so yet. Upstream says whether a newer one is there.
+        expired = taken.previous not in (None, request.upload_id) and not _has_settled(
+            secret, str(taken.previous)
+        )
+        if newer is None and expired:
+            newer = await self._written_by_newer(adapter, request, secret)
+        return secret, newer
+
+    async def _written_by_newer(
+        self, adapter: UpstreamStore, request: SecretUploadRequested, secret: Secret
+    ) -> str | None:
+        """The upload of this path accepted after ours whose value is upstream now, if any."""
+        current = await self._upstream(
+            adapter, request, "read", lambda: adapter.current(request.path)
+        )
+        if current is None or current.upload_id not in secret.uploads:
+            return None
+        order = list(secret.uploads)
+        later = order.index(current.upload_id) > order.index(request.upload_id)
+        return current.upload_id if later else None
 
     async def _written_before(
         self, adapter: UpstreamStore, request: SecretUploadRequested, refused: Rejected
