@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 
-from m8.api.projections import READ_MODELS_VERSION, SCHEMA, SecretReadModels
+from m8.api.projections import READ_MODELS_VERSION, SCHEMA, UPLOADS, SecretReadModels
+from m8.api.read_side import ReadSide
 from m8.domain.events import (
     SecretStored,
     SecretUploadRejected,
     SecretUploadRequested,
+    SecretUploadSuperseded,
     UploadKeyClaimed,
     UploadKeyDestroyed,
     UploadKeyIssued,
 )
 from m8.eventsourcing import DomainEvent
+from m8.eventsourcing.memory import InMemoryEventRecorder
 from tests.unit.projected import METADATA, Projected
 
 
@@ -145,3 +148,24 @@ async def test_read_models_an_older_version_left_behind_are_caught_up_once() -> 
     assert list(projected.recorder.state.collections[SCHEMA]) == [
         f"read_models_v{READ_MODELS_VERSION}"
     ]
+
+
+async def test_a_superseded_upload_is_shown_so_and_loses_its_ciphertext() -> None:
+    recorder = InMemoryEventRecorder()
+    woken: list[str] = []
+    read_side = ReadSide(recorder, woken.append)
+    older = await recorder.append("secret", SECRET, 0, [requested("u-1")], METADATA)
+    superseded = SecretUploadSuperseded(
+        "u-1", "vault-a", "vault", "team/db", "u-2", "rk-1", "c2lnbmF0dXJl"
+    )
+    outcome = await recorder.append("secret", SECRET, 1, [superseded], METADATA)
+
+    for message in (*older, *outcome):
+        await read_side.handle(message)
+
+    upload = recorder.read_models[UPLOADS]["u-1"]
+    assert (upload["status"], upload["reason"]) == ("superseded", "superseded")
+    assert upload["receipt"] == {"receipt_key_id": "rk-1", "signature": "c2lnbmF0dXJl"}
+    [request, _] = await recorder.load("secret", SECRET)
+    assert request.data["ciphertext"] is None
+    assert set(woken) == {"u-1"}  # the long-polls of u-1 here are woken

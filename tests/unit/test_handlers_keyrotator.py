@@ -9,7 +9,7 @@ import pytest
 
 from m8.domain import UploadKey
 from m8.domain.errors import UnknownStore
-from m8.domain.events import SecretStored
+from m8.domain.events import SecretStored, SecretUploadSuperseded
 from m8.eventsourcing import StoredEvent
 from m8.keyrotator.upload_keys import COLLECTION, LIVE_COLLECTION
 from m8.messaging import PoisonMessage
@@ -94,6 +94,24 @@ async def test_a_recorded_outcome_destroys_the_key_of_its_upload_as_used(world: 
 
     key = await world.repository.load(UploadKey, signed.statement.key_id)
     assert key.destroyed == "used"
+
+
+async def test_a_superseded_upload_has_its_key_destroyed_as_superseded(world: World) -> None:
+    signed = await world.issue("team/db")
+    command = world.command(signed)
+    requested = await world.request(command)
+    [superseded] = await world.recorder.append(
+        "secret",
+        requested.aggregate_id,
+        requested.version,
+        [SecretUploadSuperseded(command.upload_id, STORE, "vault", "team/db", "u-newer")],
+        ALICE,
+    )
+
+    await world.rotator.on_outcome(superseded)
+
+    key = await world.repository.load(UploadKey, signed.statement.key_id)
+    assert key.destroyed == "superseded"
 
 
 async def test_an_outcome_the_event_store_does_not_hold_destroys_nothing(world: World) -> None:
