@@ -10,7 +10,7 @@ import pytest
 from m8.domain import UploadKey
 from m8.domain.errors import UnknownStore
 from m8.domain.events import SecretStored, SecretUploadSuperseded
-from m8.eventsourcing import StoredEvent
+from m8.eventsourcing import DomainEvent, StoredEvent
 from m8.keyrotator.upload_keys import COLLECTION, LIVE_COLLECTION
 from m8.messaging import PoisonMessage
 from tests.unit.memory_world import ALICE, LIFETIME, STORE, T0, World
@@ -78,40 +78,25 @@ async def test_the_sweep_destroys_exactly_the_keys_past_their_expiry(world: Worl
     assert await world.recorder.records(COLLECTION).get(young) is not None
 
 
-async def test_a_recorded_outcome_destroys_the_key_of_its_upload_as_used(world: World) -> None:
+@pytest.mark.parametrize(("outcome", "reason"), [("stored", "used"), ("superseded", "superseded")])
+async def test_a_recorded_final_outcome_destroys_the_key_of_its_upload_for_its_reason(
+    world: World, outcome: str, reason: str
+) -> None:
     signed = await world.issue("team/db")
     command = world.command(signed)
     requested = await world.request(command)
-    [stored] = await world.recorder.append(
-        "secret",
-        requested.aggregate_id,
-        requested.version,
-        [SecretStored(command.upload_id, STORE, "vault", "team/db", "1", "fp1:x")],
-        ALICE,
+    event: DomainEvent = {
+        "stored": SecretStored(command.upload_id, STORE, "vault", "team/db", "1", "fp1:x"),
+        "superseded": SecretUploadSuperseded(command.upload_id, STORE, "vault", "team/db", "u-2"),
+    }[outcome]
+    [recorded] = await world.recorder.append(
+        "secret", requested.aggregate_id, requested.version, [event], ALICE
     )
 
-    await world.rotator.on_outcome(stored)
+    await world.rotator.on_outcome(recorded)
 
     key = await world.repository.load(UploadKey, signed.statement.key_id)
-    assert key.destroyed == "used"
-
-
-async def test_a_superseded_upload_has_its_key_destroyed_as_superseded(world: World) -> None:
-    signed = await world.issue("team/db")
-    command = world.command(signed)
-    requested = await world.request(command)
-    [superseded] = await world.recorder.append(
-        "secret",
-        requested.aggregate_id,
-        requested.version,
-        [SecretUploadSuperseded(command.upload_id, STORE, "vault", "team/db", "u-newer")],
-        ALICE,
-    )
-
-    await world.rotator.on_outcome(superseded)
-
-    key = await world.repository.load(UploadKey, signed.statement.key_id)
-    assert key.destroyed == "superseded"
+    assert key.destroyed == reason
 
 
 async def test_an_outcome_the_event_store_does_not_hold_destroys_nothing(world: World) -> None:
