@@ -320,8 +320,9 @@ async def test_two_reactors_on_one_queue_store_every_upload_once(
         assert vault.value(path) == value
 
 
+@pytest.mark.parametrize("restart", [False, True], ids=["steady", "reactors-restarted"])
 async def test_racing_uploads_to_a_few_paths_leave_the_latest_stored_value_upstream(
-    reactors: Reactors, amqp: AmqpBroker, upstreams: dict[str, Upstream]
+    restart: bool, reactors: Reactors, amqp: AmqpBroker, upstreams: dict[str, Upstream]
 ) -> None:
     paths = [f"team/race{n}/token" for n in range(3)]
     sent = []  # (path, value, upload), in the order the uploads were accepted
@@ -333,6 +334,17 @@ async def test_racing_uploads_to_a_few_paths_leave_the_latest_stored_value_upstr
     await asyncio.gather(*(amqp.publish_event(upload.event) for _, _, upload in sent))
     await reactors.start("vault", reactor_concurrency=4)
     await reactors.start("vault", reactor_concurrency=4)
+    if restart:
+        # Both stop once some uploads settled (finishing what they have in hand), and two
+        # new ones take over the rest, and the paths' leases the first ones took.
+        async def some_settled() -> bool:
+            states = [await reactors.uploads.state(upload) for *_, upload in sent]
+            return sum(state.status != "pending" for state in states) >= 4
+
+        await eventually(some_settled, timeout=120)
+        await reactors.stop_reactors()
+        await reactors.start("vault", reactor_concurrency=4)
+        await reactors.start("vault", reactor_concurrency=4)
 
     status = {
         upload.upload_id: (await reactors.uploads.settled(upload, timeout=120)).status

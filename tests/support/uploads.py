@@ -371,12 +371,16 @@ class Reactors:
         self.running.append((runtime, config.stores))
         await start(runtime, config)
 
-    async def stop(self) -> None:
-        """Stops every reactor this process runs."""
+    async def stop_reactors(self) -> None:
+        """Stops every reactor this process runs (they finish what they have in hand)."""
         for runtime, adapters in self.running:
             await runtime.close()
             await adapters.close()
         self.running.clear()
+
+    async def stop(self) -> None:
+        """Stops every reactor this process runs, and the stand-in relays."""
+        await self.stop_reactors()
         await self.stand_ins.stop()
 
     def environment(self, store_type: str) -> dict[str, str]:
