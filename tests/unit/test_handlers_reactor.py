@@ -11,6 +11,7 @@ from datetime import timedelta
 import pytest
 
 from m8.crypto import OutcomeReceipt, verify_receipt
+from m8.crypto.receipts import ReceiptStatus
 from m8.domain import UploadKey
 from m8.domain.events import SecretStored, SecretUploadRejected, SecretUploadSuperseded
 from m8.eventsourcing import StoredEvent
@@ -51,21 +52,7 @@ async def test_an_upload_is_written_upstream_once_and_recorded_stored_with_a_rec
     assert isinstance(outcome, SecretStored)
     assert outcome.upstream_version == "1"
     assert outcome.receipt_signature is not None
-    receipt = OutcomeReceipt(
-        outcome.upload_id,
-        STORE,
-        "team/db",
-        "stored",
-        "1",
-        outcome.fingerprint,
-        requested.data["ciphertext_sha256"],
-    )
-    verify_receipt(  # raises unless the reactor's receipt key signed exactly this
-        receipt,
-        world.receipt_key.receipt_key_id,
-        b64decode(outcome.receipt_signature),
-        {world.receipt_key.receipt_key_id: world.receipt_key.verify_key},
-    )
+    _verify_receipt(world, requested, outcome, "stored", "1", outcome.fingerprint)
     events = await world.events_of(requested.aggregate_type, requested.aggregate_id)
     assert events == ["SecretUploadRequested", "SecretStored"]
 
@@ -161,21 +148,7 @@ async def test_an_older_upload_handled_after_a_newer_one_was_stored_is_supersede
         newer.data["upload_id"],
     )
     assert superseded.receipt_signature is not None
-    receipt = OutcomeReceipt(
-        superseded.upload_id,
-        STORE,
-        "team/db",
-        "superseded",
-        None,
-        None,
-        older.data["ciphertext_sha256"],
-    )
-    verify_receipt(
-        receipt,
-        world.receipt_key.receipt_key_id,
-        b64decode(superseded.receipt_signature),
-        {world.receipt_key.receipt_key_id: world.receipt_key.verify_key},
-    )
+    _verify_receipt(world, older, superseded, "superseded", None, None)
     assert (await world.upload_of(older)).status == "superseded"
 
 
@@ -240,3 +213,30 @@ async def test_an_upload_whose_key_expired_while_it_waited_for_its_path_is_never
     assert isinstance(outcome, SecretUploadRejected)
     assert outcome.reason == "key_expired"
     assert world.upstream.values("team/db") == []
+
+
+def _verify_receipt(
+    world: World,
+    requested: StoredEvent,
+    outcome: SecretStored | SecretUploadSuperseded,
+    status: ReceiptStatus,
+    version: str | None,
+    value_fingerprint: str | None,
+) -> None:
+    """Raises unless the reactor's receipt key signed exactly this outcome of `requested`."""
+    assert outcome.receipt_signature is not None
+    receipt = OutcomeReceipt(
+        outcome.upload_id,
+        STORE,
+        "team/db",
+        status,
+        version,
+        value_fingerprint,
+        requested.data["ciphertext_sha256"],
+    )
+    verify_receipt(
+        receipt,
+        world.receipt_key.receipt_key_id,
+        b64decode(outcome.receipt_signature),
+        {world.receipt_key.receipt_key_id: world.receipt_key.verify_key},
+    )

@@ -110,14 +110,7 @@ class Refusal(Exception):
 
     def outcome(self, request: SecretUploadRequested) -> SecretUploadRejected | SecretStoreFailed:
         """The event that records this refusal of `request`."""
-        return self.event(
-            upload_id=request.upload_id,
-            store=request.store,
-            store_type=request.store_type,
-            path=request.path,
-            reason=self.reason,
-            detail=self.detail,
-        )
+        return self.event(**_about(request), reason=self.reason, detail=self.detail)
 
 
 class SettledMeanwhile(Exception):
@@ -593,22 +586,19 @@ def _has_settled(secret: Secret, upload_id: str) -> bool:
     return upload is not None and upload.status != "pending"
 
 
+def _about(request: SecretUploadRequested) -> dict[str, str]:
+    """The fields every outcome of `request` repeats: which upload, where."""
+    return {
+        "upload_id": request.upload_id,
+        "store": request.store,
+        "store_type": request.store_type,
+        "path": request.path,
+    }
+
+
 def _superseded(request: SecretUploadRequested, newer: str) -> SecretUploadSuperseded:
-    return SecretUploadSuperseded(
-        upload_id=request.upload_id,
-        store=request.store,
-        store_type=request.store_type,
-        path=request.path,
-        superseded_by=newer,
-    )
+    return SecretUploadSuperseded(**_about(request), superseded_by=newer)
 
 
 def _stored(request: SecretUploadRequested, version: str, value_fingerprint: str) -> SecretStored:
-    return SecretStored(
-        upload_id=request.upload_id,
-        store=request.store,
-        store_type=request.store_type,
-        path=request.path,
-        upstream_version=version,
-        fingerprint=value_fingerprint,
-    )
+    return SecretStored(**_about(request), upstream_version=version, fingerprint=value_fingerprint)
