@@ -702,6 +702,8 @@ async def killed_after_write(
         doomed.send_signal(signal.SIGKILL)
         await doomed.wait()
         assert (await reactors.uploads.state(sent)).status == "pending"
+        # The dead reactor's lease on the path runs out before anyone may write it again.
+        await reactors.uploads.expire_path_leases()
         yield Killed(sent, value, log)
     finally:
         if doomed.returncode is None:

@@ -50,6 +50,7 @@ from m8.keyrotator.service import KeyRotator
 from m8.keyrotator.upload_keys import UploadKeyStore
 from m8.messaging import Broker
 from m8.messaging.topology import declare_queue, reactor_queue
+from m8.reactors import path_leases
 from m8.reactors.bootstrap import configure, start
 from m8.reactors.settings import ReactorSettings
 from m8.reactors.stores import StoreAdapters
@@ -213,6 +214,12 @@ class Uploads:
         destroyed."""
         with self.clock.moved(self.rotator.lifetime + timedelta(seconds=1)):
             return await self.rotator.sweep()
+
+    async def expire_path_leases(self) -> None:
+        """Every path's lease runs out, as it does a while after its reactor died."""
+        await self.recorder.db[path_leases.COLLECTION].update_many(
+            {}, {"$set": {"until": path_leases.GIVEN_BACK}}
+        )
 
     def encrypt(
         self, key: IssuedKey, value: bytes, *, upload_id: str | None = None, **binding: str

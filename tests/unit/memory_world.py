@@ -4,7 +4,7 @@ m8 (the rotator's signing key store and the upstream store)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar, cast
@@ -30,7 +30,7 @@ from m8.keyrotator.keks import KekPublicKeys
 from m8.keyrotator.service import KeyRotator
 from m8.keyrotator.signing_keys import SigningKeys
 from m8.keyrotator.upload_keys import COLLECTION, UploadKeyStore
-from m8.reactors.path_leases import Held, PathLeases, Taken
+from m8.reactors.path_leases import GIVEN_BACK, Held, LeaseTerms, PathLeases, Taken
 from m8.reactors.reactor import Reactor
 from m8.reactors.retry import RetryPolicy
 from m8.reactors.sealed_keys import SealedUploadKeys
@@ -66,36 +66,65 @@ class FakeSigning:
         return self.key, T0 + timedelta(days=30)
 
 
-class MemoryLeases:
-    """PathLeases in memory: the same rules of who may take a path's lease."""
+@dataclass
+class Lease:
+    holder: str
+    owner: str
+    until: datetime
 
-    def __init__(self) -> None:
-        self.leases: dict[str, tuple[str, datetime]] = {}
+
+class MemoryLeases:
+    """PathLeases in memory, `owner`'s view: the same rules of who may take a lease."""
+
+    def __init__(self, owner: str = "reactor", leases: dict[str, Lease] | None = None) -> None:
+        self.owner = owner
+        self.leases: dict[str, Lease] = {} if leases is None else leases
         self.refused = 0  # how often an upload found its path held by another
+
+    def of(self, owner: str) -> MemoryLeases:
+        """The same leases, taken by another reactor."""
+        return MemoryLeases(owner, self.leases)
 
     async def take(
         self, path: str, upload_id: str, until: datetime, now: datetime, settled: str | None = None
     ) -> Taken | Held:
         held = self.leases.get(path)
-        if held is not None and held[0] not in (upload_id, settled) and held[1] >= now:
+        ours = held is not None and (held.holder, held.owner) == (upload_id, self.owner)
+        if held is not None and not ours and held.holder != settled and held.until >= now:
             self.refused += 1
-            return Held(*held)
-        self.leases[path] = (upload_id, until)
-        return Taken(None if held is None else held[0])
+            return Held(held.holder, held.until)
+        self.leases[path] = Lease(upload_id, self.owner, until)
+        return Taken(None if held is None else held.holder)
+
+    async def renew(self, path: str, upload_id: str, until: datetime) -> bool:
+        held = self.leases.get(path)
+        if held is None or (held.holder, held.owner) != (upload_id, self.owner):
+            return False
+        held.until = until
+        return True
+
+    async def give_back(self, path: str, upload_id: str) -> None:
+        held = self.leases.get(path)
+        if held is not None and (held.holder, held.owner) == (upload_id, self.owner):
+            held.until = GIVEN_BACK
 
 
 @dataclass
 class FakeUpstream:
-    """An upstream store that keeps versions in a dict; `failures` transient errors first."""
+    """An upstream store that keeps versions in a dict; `failures` transient errors first;
+    each put awaits `before_put` first, if set."""
 
     store_type: ClassVar[str] = "vault"
     name: str = STORE
     failures: int = 0
     versions: dict[str, list[tuple[bytes, str, str]]] = field(default_factory=dict)
+    before_put: Callable[[], Awaitable[None]] | None = None
 
     async def put(
         self, path: str, value: bytes, idempotency_key: str, fingerprint: str
     ) -> UpstreamVersion:
+        if self.before_put is not None:
+            await self.before_put()
         if self.failures:
             self.failures -= 1
             raise TransientUpstreamError("unavailable", store=self.name, path=path, action="write")
@@ -170,18 +199,23 @@ class World:
         self.commands = Commands(self.repository, now=self.clock)
         self.upstream = FakeUpstream()
         self.receipt_key = ReceiptSigningKey.generate("receipt-1")
+        self.fingerprint_key = FingerprintKey.generate()
         self.leases = MemoryLeases()
-        self.reactor = Reactor(
+        self.reactor = self.another_reactor(self.leases)
+
+    def another_reactor(self, leases: MemoryLeases) -> Reactor:
+        """A vault reactor on this world, taking leases as `leases.owner`."""
+        return Reactor(
             "vault",
             self.repository,
             cast(SealedUploadKeys, SealedKeysFromRecords(self.recorder)),
             cast(StoreAdapters, FakeAdapters(self.upstream)),
             KekRing([self.kek]),
-            FingerprintKey.generate(),
+            self.fingerprint_key,
             RetryPolicy(attempts=3, backoff=0.001, max_backoff=0.001),
             self.receipt_key,
-            cast(PathLeases, self.leases),
-            timedelta(minutes=5),
+            cast(PathLeases, leases),
+            LeaseTerms.for_upstream_timeout(60),
             now=self.clock,
         )
 

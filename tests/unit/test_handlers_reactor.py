@@ -15,8 +15,9 @@ from m8.crypto.receipts import ReceiptStatus
 from m8.domain import UploadKey
 from m8.domain.events import SecretStored, SecretUploadRejected, SecretUploadSuperseded
 from m8.eventsourcing import StoredEvent
-from m8.messaging import PoisonMessage
-from m8.reactors.path_leases import Taken
+from m8.messaging import PoisonMessage, TransientError
+from m8.reactors.path_leases import GIVEN_BACK, Taken
+from m8.stores.adapters import TransientUpstreamError
 from tests.unit.memory_world import ALICE, LIFETIME, STORE, World
 
 
@@ -170,9 +171,9 @@ async def test_an_upload_waits_while_another_upload_of_its_path_is_being_written
     older = await _requested(world, value=b"old")
     newer = await _requested(world, value=b"new")
     # Another reactor holds the path for the newer upload and is writing it now.
-    leases = world.leases
+    other = world.leases.of("another-reactor")
     now = world.clock()
-    taken = await leases.take(newer.aggregate_id, newer.data["upload_id"], now + LIFETIME, now)
+    taken = await other.take(newer.aggregate_id, newer.data["upload_id"], now + LIFETIME, now)
     assert taken == Taken(None)
 
     waiting = asyncio.create_task(world.reactor.handle(older))
@@ -180,7 +181,8 @@ async def test_an_upload_waits_while_another_upload_of_its_path_is_being_written
     assert not waiting.done()
     assert world.upstream.values("team/db") == []
 
-    await world.reactor.handle(newer)  # the holder's upload is written and recorded
+    # The holder's upload is written and recorded.
+    await world.another_reactor(other).handle(newer)
     async with asyncio.timeout(30):
         await waiting
 
@@ -240,3 +242,55 @@ def _verify_receipt(
         b64decode(outcome.receipt_signature),
         {world.receipt_key.receipt_key_id: world.receipt_key.verify_key},
     )
+
+
+async def test_a_twin_delivery_in_another_reactor_waits_for_the_first_and_writes_nothing(
+    world: World,
+) -> None:
+    requested = await _requested(world, value=b"once")
+    writing, finish = asyncio.Event(), asyncio.Event()
+
+    async def hold_the_write() -> None:
+        writing.set()
+        await finish.wait()
+
+    world.upstream.before_put = hold_the_write
+    first = asyncio.create_task(world.reactor.handle(requested))
+    await _until(writing.is_set)
+    # The same upload again, in another reactor, while the first is writing it.
+    other = world.leases.of("another-reactor")
+    twin = asyncio.create_task(world.another_reactor(other).handle(requested))
+    await _until(lambda: other.refused > 0)
+    assert not twin.done()
+
+    finish.set()
+    async with asyncio.timeout(30):
+        await asyncio.gather(first, twin)
+
+    assert world.upstream.values("team/db") == [b"once"]
+    events = await world.events_of(requested.aggregate_type, requested.aggregate_id)
+    assert events == ["SecretUploadRequested", "SecretStored"]
+
+
+async def test_a_holder_whose_lease_was_not_renewed_in_time_writes_nothing_and_gives_it_back(
+    world: World,
+) -> None:
+    requested = await _requested(world, value=b"late")
+    lease = world.reactor.lease
+
+    async def stall() -> None:
+        # The first attempt fails after so long that the lease may run out during another.
+        world.clock.advance(lease.ttl - lease.write_margin + timedelta(seconds=1))
+        world.upstream.before_put = None
+        raise TransientUpstreamError("slow", store=STORE, path="team/db", action="write")
+
+    world.upstream.before_put = stall
+    with pytest.raises(TransientError):
+        await world.reactor.handle(requested)
+
+    assert world.upstream.values("team/db") == []
+    assert (await world.upload_of(requested)).status == "pending"
+    assert world.leases.leases[requested.aggregate_id].until == GIVEN_BACK
+    # Handled again, it takes the lease anew and writes.
+    await world.reactor.handle(requested)
+    assert world.upstream.values("team/db") == [b"late"]

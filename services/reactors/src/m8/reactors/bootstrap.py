@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -18,7 +21,7 @@ from m8.messaging.permissions import reactor_service
 from m8.messaging.topology import reactor_queue
 from m8.reactors import metrics
 from m8.reactors.credentials import load_credentials
-from m8.reactors.path_leases import PathLeases
+from m8.reactors.path_leases import LeaseTerms, PathLeases
 from m8.reactors.reactor import Reactor
 from m8.reactors.retry import RetryPolicy
 from m8.reactors.sealed_keys import SealedUploadKeys
@@ -44,8 +47,8 @@ class ReactorConfig:
     retry: RetryPolicy
     concurrency: int
     receipt_key: ReceiptKeyFile
-    # How long an upload may hold its path while it is written: every attempt, with margin.
-    lease: timedelta
+    # How long an upload holds its path without renewing it, and how a write checks it.
+    lease: LeaseTerms
 
 
 def configure(settings: ReactorSettings, store_type: str) -> ReactorConfig:
@@ -68,9 +71,7 @@ def configure(settings: ReactorSettings, store_type: str) -> ReactorConfig:
         dev_upstreams(settings),
     )
     retry = settings.retry_policy()
-    lease = timedelta(
-        seconds=retry.patience() + retry.attempts * settings.reactor_upstream_timeout + 30
-    )
+    lease = LeaseTerms.for_upstream_timeout(settings.reactor_upstream_timeout)
     return ReactorConfig(
         store_type,
         keks,
@@ -148,7 +149,11 @@ async def start(runtime: Runtime, config: ReactorConfig) -> Reactor:
         config.fingerprint_key,
         config.retry,
         config.receipt_key.key,
-        PathLeases(runtime.db),
+        # Owned by this reactor, not the process: tests run two reactors in one.
+        PathLeases(
+            runtime.db,
+            f"{runtime.name}@{socket.gethostname()}:{os.getpid()}/{uuid.uuid4().hex[:8]}",
+        ),
         config.lease,
     )
     queue = reactor_queue(config.store_type)

@@ -1,27 +1,35 @@
 """One writer per path at a time: the leases that order upstream writes (`reactor_path_leases`).
 
 Reactors of a store type compete for its queue, so two uploads to one path can be in hand
-at once. Before writing upstream, a reactor takes the path's lease for its upload; while
-another upload holds it unexpired and unsettled, it waits. With the writes of different
-uploads to a path never overlapping, the check "was a newer upload stored already?" made
-under the lease decides for good whether an upload may be written (m8.reactors.reactor).
-Twin deliveries of one upload share its lease and may write at once: the adapters'
-idempotency by upload id makes that one upstream version.
+at once, and so can two deliveries of one upload (a redelivery, a message published
+twice). Before writing upstream, a reactor takes the path's lease for its upload; while
+anyone else holds it, it waits. So no two writes to a path ever overlap, not even a
+twin's: the check "was a newer upload stored already, or this one settled?" made under
+the lease decides for good whether the upload may be written (m8.reactors.reactor).
 
-A lease is held by an upload, not by a process: a redelivery of the same upload to
-another reactor takes it over at once. It is never given back: it is free once its upload
-has settled (the Secret says so), or once it expired. Expiry bounds the wait for a holder
-that died, or whose delivery went back to the queue and cannot get past the uploads that
-wait for its path; giving the lease back on a failure instead would let a newer upload
-write while a twin delivery of the holder still may. A path's document stays: "no lease
-document" must mean "no upload of this path ever took one", or a reactor could miss a
-newer upload stored meanwhile (so no TTL index either).
+A lease is held by an upload in one reactor process (`owner`). Within a process, handlers
+of one path queue on a lock of their own (`LocalPaths`), so the process that holds a
+path's lease may take it again for the same upload at once: a retry of the handler.
+Another process may take it when it expired, or when its upload has settled (the caller
+read so in the Secret). The holder renews it while it works (`Hold`), so a lease runs out
+soon after its reactor died or lost MongoDB, and a holder writes upstream only while
+its lease has more left than one write attempt can take: it can never still be writing
+when another takes the path. A holder that fails gives the lease back so that the
+redelivery need not wait; one cancelled mid-write (a shutdown) does not, since its last
+request may still reach upstream: that lease runs out.
+
+A path's document stays: "no lease document" must mean "no upload of this path ever took
+one", or a reactor could miss a newer upload stored meanwhile (so no TTL index either).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
@@ -30,38 +38,72 @@ from pymongo.errors import DuplicateKeyError
 from m8.eventsourcing import EventStoreUnavailable
 from m8.eventstore.mongo import Document, mongo_errors
 
+log = logging.getLogger(__name__)
+
 COLLECTION = "reactor_path_leases"
+# `until` of a lease given back: long past, so anyone may take it.
+GIVEN_BACK = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
 class Taken:
     """The lease is ours; `previous` held it before (None: nobody). That may be the same
-    upload: a twin delivery of it, which may have settled it since."""
+    upload: an earlier delivery of it, which may have settled it since."""
 
     previous: str | None
 
 
 @dataclass(frozen=True)
 class Held:
-    """Another upload holds the lease until `until`."""
+    """Another upload, or another process, holds the lease until `until`."""
 
     holder: str
     until: datetime
 
 
-class PathLeases:
-    """The leases of every path (by the Secret's id), one document each."""
+@dataclass(frozen=True)
+class LeaseTerms:
+    """How long a lease lasts, how often its holder renews it, and how much of it must be
+    left for a write attempt to start."""
 
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
+    ttl: timedelta
+    renew_every: timedelta
+    write_margin: timedelta
+
+    @classmethod
+    def for_upstream_timeout(cls, timeout: float) -> LeaseTerms:
+        """Terms for upstream requests of at most `timeout` seconds each. A write attempt
+        makes up to four requests (KV v2: metadata, write-ahead, data, record), plus a
+        check-and-set conflict's short wait: five timeouts bound it."""
+        return cls(
+            ttl=timedelta(seconds=6 * timeout),
+            renew_every=timedelta(seconds=timeout / 2),
+            write_margin=timedelta(seconds=5 * timeout),
+        )
+
+
+class LeaseLost(Exception):
+    """This process no longer holds the path's lease for certain long enough to write."""
+
+
+class PathLeases:
+    """The leases of every path (by the Secret's id), one document each; `owner` names
+    the reactor process taking them."""
+
+    def __init__(self, db: AsyncDatabase[Document], owner: str) -> None:
         self.collection = db[COLLECTION]
+        self.owner = owner
 
     async def take(
         self, path: str, upload_id: str, until: datetime, now: datetime, settled: str | None = None
     ) -> Taken | Held:
         """Takes the lease of `path` for `upload_id` until `until` if it is free: nobody
-        holds it, we do, it expired, or its holder is `settled` (an upload the caller knows
-        to have settled). Otherwise who holds it."""
-        free: list[Document] = [{"holder": upload_id}, {"until": {"$lt": now}}]
+        holds it, this process does for this upload, it expired, or its holder is
+        `settled` (an upload the caller knows to have settled). Otherwise who holds it."""
+        free: list[Document] = [
+            {"holder": upload_id, "owner": self.owner},
+            {"until": {"$lt": now}},
+        ]
         if settled is not None:
             free.append({"holder": settled})
         while True:
@@ -69,7 +111,7 @@ class PathLeases:
                 with mongo_errors():
                     before = await self.collection.find_one_and_update(
                         {"_id": path, "$or": free},
-                        {"$set": {"holder": upload_id, "until": until}},
+                        {"$set": {"holder": upload_id, "owner": self.owner, "until": until}},
                         upsert=True,
                         return_document=ReturnDocument.BEFORE,
                     )
@@ -83,3 +125,82 @@ class PathLeases:
                     continue
                 return Held(str(doc["holder"]), doc["until"])
             return Taken(None if before is None else str(before["holder"]))
+
+    async def renew(self, path: str, upload_id: str, until: datetime) -> bool:
+        """Extends our lease to `until`; False if it is no longer ours."""
+        with mongo_errors():
+            result = await self.collection.update_one(
+                {"_id": path, "holder": upload_id, "owner": self.owner},
+                {"$set": {"until": until}},
+            )
+        return result.matched_count == 1
+
+    async def give_back(self, path: str, upload_id: str) -> None:
+        """Frees our lease at once (a failed holder's redelivery need not wait for it)."""
+        with mongo_errors():
+            await self.collection.update_one(
+                {"_id": path, "holder": upload_id, "owner": self.owner},
+                {"$set": {"until": GIVEN_BACK}},
+            )
+
+
+class Hold:
+    """Our lease on a path while we work under it: renewed in the background."""
+
+    def __init__(
+        self,
+        leases: PathLeases,
+        path: str,
+        upload_id: str,
+        terms: LeaseTerms,
+        until: datetime,
+        now: Callable[[], datetime],
+    ) -> None:
+        self.leases = leases
+        self.path = path
+        self.upload_id = upload_id
+        self.terms = terms
+        self.until = until
+        self.now = now
+        self.lost = False
+
+    def check(self) -> None:
+        """LeaseLost unless the lease is ours for longer than a write attempt can take."""
+        if self.lost or self.until - self.now() < self.terms.write_margin:
+            raise LeaseLost(f"the lease of {self.path!r} is not certainly ours long enough")
+
+    async def renew_until_cancelled(self) -> None:
+        """Renews the lease every `renew_every`; stops once it is not ours any more."""
+        while not self.lost:
+            await asyncio.sleep(self.terms.renew_every.total_seconds())
+            until = self.now() + self.terms.ttl
+            try:
+                if await self.leases.renew(self.path, self.upload_id, until):
+                    self.until = until
+                else:
+                    self.lost = True
+            except EventStoreUnavailable as exc:
+                # It may come back before the lease runs out; `check` stops writes meanwhile.
+                log.warning("could not renew a path's lease: %s", exc)
+
+
+class LocalPaths:
+    """A lock per path within this process: its handlers of one path take turns."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def turn(self, path: str) -> AsyncIterator[None]:
+        """Waits for this process's turn at `path`."""
+        lock, users = self._locks.get(path, (asyncio.Lock(), 0))
+        self._locks[path] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[path]
+            if users == 1:
+                del self._locks[path]
+            else:
+                self._locks[path] = (lock, users - 1)

@@ -21,13 +21,14 @@ re-drive; the re-driven copy is handled again (the outcome "failed" is not final
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import logging
 import time
 import traceback
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import ClassVar, TypeVar
 
 from tenacity import RetryCallState
@@ -72,7 +73,7 @@ from m8.eventsourcing import (
 from m8.messaging import PoisonMessage, TransientError
 from m8.protocol.status import FINAL_OUTCOMES
 from m8.reactors.metrics import IN_FLIGHT, UPLOADS, UPSTREAM_RETRIES, UPSTREAM_SECONDS
-from m8.reactors.path_leases import PathLeases, Taken
+from m8.reactors.path_leases import Hold, LeaseLost, LeaseTerms, LocalPaths, PathLeases, Taken
 from m8.reactors.retry import RetryPolicy
 from m8.reactors.sealed_keys import SealedUploadKeys
 from m8.reactors.stores import StoreAdapters, StoreConfigError
@@ -152,13 +153,14 @@ class Reactor:
         retry: RetryPolicy,
         receipt_key: ReceiptSigningKey,
         leases: PathLeases,
-        lease: timedelta,
+        lease: LeaseTerms,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store_type = store_type
-        # Held by an upload while it is written upstream; long enough for every attempt.
+        # Held by an upload while it is written upstream, renewed while the work goes on.
         self.leases = leases
         self.lease = lease
+        self.paths = LocalPaths()
         self.now = now  # the clock of key expiry and leases (tests inject their own)
         self.repository = repository
         self.sealed_keys = sealed_keys
@@ -174,7 +176,7 @@ class Reactor:
         with IN_FLIGHT.labels(self.store_type).track_inprogress():
             try:
                 await self._handle(message)
-            except EventStoreUnavailable as exc:
+            except (EventStoreUnavailable, LeaseLost) as exc:
                 # The runner tries again, then requeues; the upstream write is idempotent.
                 raise TransientError(str(exc)) from exc
 
@@ -185,19 +187,22 @@ class Reactor:
             log.info("upload already settled", extra=_fields(request))
             self._count(request, "duplicate", settled.reason or "")
             return
-        outcome: Outcome
-        try:
-            outcome = await self._store(request, secret)
-        except SettledMeanwhile:
-            log.info("upload settled meanwhile by another delivery", extra=_fields(request))
-            self._count(request, "duplicate", "")
-            return
-        except StoreFailed as failed:
-            await self._settle(message, secret, request, failed.outcome(request))
-            raise PoisonMessage(str(failed)) from None
-        except Rejected as refused:
-            outcome = refused.outcome(request)
-        await self._settle(message, secret, request, outcome)
+        # This process's handlers of one path take turns, up to the recorded outcome, so
+        # the next finds the lease free by the outcome instead of waiting for it.
+        async with self.paths.turn(secret.id):
+            outcome: Outcome
+            try:
+                outcome = await self._store(request, secret)
+            except SettledMeanwhile:
+                log.info("upload settled meanwhile by another delivery", extra=_fields(request))
+                self._count(request, "duplicate", "")
+                return
+            except StoreFailed as failed:
+                await self._settle(message, secret, request, failed.outcome(request))
+                raise PoisonMessage(str(failed)) from None
+            except Rejected as refused:
+                outcome = refused.outcome(request)
+            await self._settle(message, secret, request, outcome)
 
     async def _store(
         self, request: SecretUploadRequested, secret: Secret
@@ -208,24 +213,25 @@ class Reactor:
         adapter = await self._adapter(request)
         # `stored` is final: a newer upload stored already decides it without the lease.
         newer = secret.stored_after(request.upload_id)
-        if newer is None:
-            # Under the path's lease no other upload writes this path, so what the Secret
-            # says now stands until our write is done.
-            secret, newer = await self._exclusive(adapter, request, secret)
         if newer is not None:
             return _superseded(request, newer)
-        # The key is checked only now: one that expired or was destroyed while this upload
-        # waited for its path must not open it.
-        try:
-            sealed = await self._sealed_key(request)
-        except Rejected as refused:
-            earlier = await self._written_before(adapter, request, refused)
-            if earlier is None:
-                raise
-            return earlier
-        with self._open(request, sealed) as opened:
-            value_fingerprint = fingerprint(opened.value, self.fingerprint_key)
-            version = await self._put(adapter, request, opened.value, value_fingerprint)
+        # Under the path's lease nobody else writes this path, so what the Secret says now
+        # stands until our write is done.
+        async with self._lease(adapter, request, secret) as (newer, hold):
+            if newer is not None:
+                return _superseded(request, newer)
+            # The key is checked only now: one that expired or was destroyed while this
+            # upload waited for its path must not open it.
+            try:
+                sealed = await self._sealed_key(request)
+            except Rejected as refused:
+                earlier = await self._written_before(adapter, request, refused)
+                if earlier is None:
+                    raise
+                return earlier
+            with self._open(request, sealed) as opened:
+                value_fingerprint = fingerprint(opened.value, self.fingerprint_key)
+                version = await self._put(adapter, request, opened.value, value_fingerprint, hold)
         return _stored(request, version.version, value_fingerprint)
 
     async def _request(self, message: StoredEvent) -> tuple[Secret, SecretUploadRequested]:
@@ -287,18 +293,39 @@ class Reactor:
             raise Rejected("key_destroyed", "the sealed upload key is gone")
         return sealed
 
+    @contextlib.asynccontextmanager
+    async def _lease(
+        self, adapter: UpstreamStore, request: SecretUploadRequested, secret: Secret
+    ) -> AsyncIterator[tuple[str | None, Hold]]:
+        """Holds the path's lease for this upload, renewed, while the block runs. Gives the
+        newer upload that supersedes this one, if any, and the hold that writes check."""
+        newer, until = await self._exclusive(adapter, request, secret)
+        hold = Hold(self.leases, secret.id, request.upload_id, self.lease, until, self.now)
+        renewing = asyncio.create_task(hold.renew_until_cancelled())
+        try:
+            yield newer, hold
+        except Refusal:
+            raise  # its outcome, recorded next, frees the lease
+        except Exception:
+            # Retried or requeued: the next delivery need not wait for the lease to run out.
+            # (Not on cancellation: a request of ours may still reach upstream.)
+            with contextlib.suppress(EventStoreUnavailable):
+                await self.leases.give_back(secret.id, request.upload_id)
+            raise
+        finally:
+            renewing.cancel()
+
     async def _exclusive(
         self, adapter: UpstreamStore, request: SecretUploadRequested, secret: Secret
-    ) -> tuple[Secret, str | None]:
-        """Takes the path's lease for this upload, waiting while another upload that has
-        not settled holds it. Returns the Secret as it stands then, and the newer upload
-        that supersedes this one, if any; SettledMeanwhile if a twin settled it."""
+    ) -> tuple[str | None, datetime]:
+        """Takes the path's lease for this upload, waiting while another holds it and its
+        upload has not settled. Returns the newer upload that supersedes this one, if any,
+        and when the lease runs out; SettledMeanwhile if a twin settled this one."""
         pause, settled = _FIRST_LEASE_PAUSE, None
         while True:
             now = self.now()
-            taken = await self.leases.take(
-                secret.id, request.upload_id, now + self.lease, now, settled
-            )
+            until = now + self.lease.ttl
+            taken = await self.leases.take(secret.id, request.upload_id, until, now, settled)
             if isinstance(taken, Taken):
                 break
             secret = await self.repository.load(Secret, secret.id)
@@ -324,7 +351,7 @@ class Reactor:
         )
         if newer is None and expired:
             newer = await self._written_by_newer(adapter, request, secret)
-        return secret, newer
+        return newer, until
 
     async def _written_by_newer(
         self, adapter: UpstreamStore, request: SecretUploadRequested, secret: Secret
@@ -389,15 +416,17 @@ class Reactor:
         request: SecretUploadRequested,
         value: SecretBytes,
         value_fingerprint: str,
+        hold: Hold,
     ) -> UpstreamVersion:
-        """Writes upstream, retrying transient errors within the retry policy."""
+        """Writes upstream, retrying transient errors within the retry policy, each attempt
+        only while the path's lease is certainly ours for longer than the attempt."""
         # The adapters take bytes: this copy cannot be wiped (see SecretBytes).
         plaintext = value.reveal()
         return await self._upstream(
             adapter,
             request,
             "write",
-            lambda: self._put_once(adapter, request, plaintext, value_fingerprint),
+            lambda: self._put_once(adapter, request, plaintext, value_fingerprint, hold),
         )
 
     async def _upstream(
@@ -423,6 +452,8 @@ class Reactor:
             async for attempt in self.retry.retrying(before_retry):
                 with attempt:
                     return await call()
+        except LeaseLost:
+            raise
         except UpstreamError as exc:
             # The log gets what upstream said, for the operator; the event only the error's
             # detail (m8's words and a status or code, bounded): it reaches GET /v1/uploads.
@@ -447,7 +478,9 @@ class Reactor:
         request: SecretUploadRequested,
         plaintext: bytes,
         value_fingerprint: str,
+        hold: Hold,
     ) -> UpstreamVersion:
+        hold.check()
         started, result = time.perf_counter(), "ok"
         try:
             return await adapter.put(request.path, plaintext, request.upload_id, value_fingerprint)
