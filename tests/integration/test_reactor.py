@@ -26,7 +26,7 @@ import hvac
 import pytest
 from botocore.exceptions import ClientError
 from hvac.exceptions import InvalidPath
-from prometheus_client import REGISTRY, generate_latest
+from prometheus_client import generate_latest
 from pydantic import SecretStr
 
 from m8 import stores
@@ -122,9 +122,15 @@ def versions(upstream: Upstream, path: str) -> int:
         raise
 
 
-def uploads_counted(store_type: str, store: str, outcome: str, reason: str = "") -> float:
+def uploads_counted(
+    reactors: Reactors, store_type: str, store: str, outcome: str, reason: str = ""
+) -> float:
+    """The uploads that the reactors started in this test counted so, all together."""
     labels = {"store_type": store_type, "store": store, "outcome": outcome, "reason": reason}
-    return REGISTRY.get_sample_value("m8_reactor_uploads_total", labels) or 0.0
+    return sum(
+        reactor.metrics.registry.get_sample_value("m8_reactor_uploads_total", labels) or 0.0
+        for reactor in reactors.started
+    )
 
 
 async def test_upload_to_each_store_is_readable_upstream_with_one_fingerprint_for_one_value(
@@ -160,7 +166,12 @@ async def test_upload_to_each_store_is_readable_upstream_with_one_fingerprint_fo
     events = [doc async for doc in recorder.events.find({})]
     assert value.decode() not in repr(events)
     assert all(value.decode() not in repr(vars(record)) for record in caplog.records)
-    metrics = [line for line in generate_latest().decode().splitlines() if "m8_reactor" in line]
+    metrics = [
+        line
+        for reactor in reactors.started
+        for line in generate_latest(reactor.metrics.registry).decode().splitlines()
+        if "m8_reactor" in line
+    ]
     assert metrics
     assert not any(value.decode() in line or path in line for line in metrics)
 
@@ -186,11 +197,11 @@ async def test_request_redelivered_after_it_was_stored_changes_nothing(
     await reactors.start("vault")
     sent = await reactors.uploads.upload(VAULT_STORE, path, secret_value())
     assert (await reactors.uploads.settled(sent)).status == "stored"
-    before = uploads_counted("vault", VAULT_STORE, "duplicate")
+    before = uploads_counted(reactors, "vault", VAULT_STORE, "duplicate")
     await amqp.publish_event(sent.event)
 
     async def seen_as_duplicate() -> bool:
-        return uploads_counted("vault", VAULT_STORE, "duplicate") > before
+        return uploads_counted(reactors, "vault", VAULT_STORE, "duplicate") > before
 
     await eventually(seen_as_duplicate)
     assert upstreams["vault"].version_count(path) == 1

@@ -52,6 +52,7 @@ from m8.messaging import Broker
 from m8.messaging.topology import declare_queue, reactor_queue
 from m8.reactors import path_leases
 from m8.reactors.bootstrap import configure, start
+from m8.reactors.reactor import Reactor
 from m8.reactors.settings import ReactorSettings
 from m8.reactors.stores import StoreAdapters
 from m8.runtime import Runtime
@@ -336,6 +337,8 @@ class Reactors:
     stand_ins: StandInRelays
     broker: VirtualHost
     running: list[tuple[Runtime, StoreAdapters]] = field(default_factory=list)
+    # Every reactor started, stopped ones too: their metrics still count what they did.
+    started: list[Reactor] = field(default_factory=list)
 
     @classmethod
     def create(
@@ -376,7 +379,7 @@ class Reactors:
         config = configure(settings, store_type)
         runtime = await Runtime.start(f"reactor-{store_type}", settings)
         self.running.append((runtime, config.stores))
-        await start(runtime, config)
+        self.started.append(await start(runtime, config))
 
     async def stop_reactors(self) -> None:
         """Stops every reactor this process runs (they finish what they have in hand)."""

@@ -30,6 +30,7 @@ from m8.keyrotator.keks import KekPublicKeys
 from m8.keyrotator.service import KeyRotator
 from m8.keyrotator.signing_keys import SigningKeys
 from m8.keyrotator.upload_keys import COLLECTION, UploadKeyStore
+from m8.reactors.metrics import ReactorMetrics
 from m8.reactors.path_leases import GIVEN_BACK, Held, LeaseTerms, PathLeases, Taken
 from m8.reactors.reactor import Reactor
 from m8.reactors.retry import RetryPolicy
@@ -216,6 +217,7 @@ class World:
             self.receipt_key,
             cast(PathLeases, leases),
             LeaseTerms.for_upstream_timeout(60),
+            ReactorMetrics(),
             now=self.clock,
         )
 

@@ -19,8 +19,8 @@ from m8.eventstore.mongo import Document
 from m8.messaging import EventConsumer
 from m8.messaging.permissions import reactor_service
 from m8.messaging.topology import reactor_queue
-from m8.reactors import metrics
 from m8.reactors.credentials import load_credentials
+from m8.reactors.metrics import ReactorMetrics
 from m8.reactors.path_leases import LeaseTerms, PathLeases
 from m8.reactors.reactor import Reactor
 from m8.reactors.retry import RetryPolicy
@@ -155,6 +155,8 @@ async def start(runtime: Runtime, config: ReactorConfig) -> Reactor:
             f"{runtime.name}@{socket.gethostname()}:{os.getpid()}/{uuid.uuid4().hex[:8]}",
         ),
         config.lease,
+        # Its own too: two reactors in one process count apart.
+        ReactorMetrics(),
     )
     queue = reactor_queue(config.store_type)
     # No inbox: a repeat finds the outcome recorded in the Secret and does nothing, and the
@@ -181,8 +183,8 @@ async def run(settings: ReactorSettings, store_type: str) -> None:
     config = configure(settings, store_type)
     try:
         async with service(reactor_service(store_type), settings) as runtime:
-            await start(runtime, config)
-            metrics.serve(settings.reactor_metrics_port)
+            reactor = await start(runtime, config)
+            reactor.metrics.serve(settings.reactor_metrics_port)
             await wait_for_signal()
     finally:
         # After the runtime closed: its consumers have finished the uploads in hand.

@@ -3,32 +3,59 @@ outcome codes only: never a path, an id or anything from a value."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
-
-UPLOADS = Counter(
-    "m8_reactor_uploads_total",
-    "Uploads a reactor finished: stored, rejected, failed, or already done (duplicate).",
-    ["store_type", "store", "outcome", "reason"],
-)
-UPSTREAM_SECONDS = Histogram(
-    "m8_reactor_upstream_write_seconds",
-    "Time of one attempt to write an upload upstream, by result (ok, transient, permanent).",
-    ["store_type", "store", "result"],
-    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-)
-UPSTREAM_RETRIES = Counter(
-    "m8_reactor_upstream_retries_total",
-    "Upstream writes retried after a transient error.",
-    ["store_type", "store"],
-)
-IN_FLIGHT = Gauge(
-    "m8_reactor_uploads_in_flight",
-    "Uploads a reactor process is handling right now.",
-    ["store_type"],
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
 )
 
 
-def serve(port: int) -> None:
-    """Serves /metrics on `port` in a background thread; 0 means no server."""
-    if port:
-        start_http_server(port)
+class ReactorMetrics:
+    """One reactor's metrics, in a registry of its own: two reactors in one process (as in
+    the tests) count apart."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.uploads = Counter(
+            "m8_reactor_uploads_total",
+            "Uploads a reactor finished: stored, rejected, failed, or already done (duplicate).",
+            ["store_type", "store", "outcome", "reason"],
+            registry=self.registry,
+        )
+        self.upstream_seconds = Histogram(
+            "m8_reactor_upstream_write_seconds",
+            "Time of one attempt to write an upload upstream, by result (ok, transient, "
+            "permanent).",
+            ["store_type", "store", "result"],
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.upstream_retries = Counter(
+            "m8_reactor_upstream_retries_total",
+            "Upstream writes retried after a transient error.",
+            ["store_type", "store"],
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "m8_reactor_uploads_in_flight",
+            "Uploads a reactor process is handling right now.",
+            ["store_type"],
+            registry=self.registry,
+        )
+
+    def serve(self, port: int) -> None:
+        """Serves /metrics on `port` in a background thread, with the process's own metrics
+        (process_*, python_*) beside this reactor's; 0 means no server. Once per process."""
+        if not port:
+            return
+        # Here, not in __init__: they describe the process, not the reactor, and the one
+        # registry a process serves is its reactor's.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        start_http_server(port, registry=self.registry)

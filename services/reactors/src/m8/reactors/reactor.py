@@ -72,7 +72,7 @@ from m8.eventsourcing import (
 )
 from m8.messaging import PoisonMessage, TransientError
 from m8.protocol.status import FINAL_OUTCOMES
-from m8.reactors.metrics import IN_FLIGHT, UPLOADS, UPSTREAM_RETRIES, UPSTREAM_SECONDS
+from m8.reactors.metrics import ReactorMetrics
 from m8.reactors.path_leases import Hold, LeaseLost, LeaseTerms, LocalPaths, PathLeases, Taken
 from m8.reactors.retry import RetryPolicy
 from m8.reactors.sealed_keys import SealedUploadKeys
@@ -154,9 +154,11 @@ class Reactor:
         receipt_key: ReceiptSigningKey,
         leases: PathLeases,
         lease: LeaseTerms,
+        metrics: ReactorMetrics,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store_type = store_type
+        self.metrics = metrics  # this reactor's own, in a registry of its own
         # Held by an upload while it is written upstream, renewed while the work goes on.
         self.leases = leases
         self.lease = lease
@@ -173,7 +175,7 @@ class Reactor:
 
     async def handle(self, message: StoredEvent) -> None:
         """Handles one delivery; returns once its outcome is stored, so it may be acked."""
-        with IN_FLIGHT.labels(self.store_type).track_inprogress():
+        with self.metrics.in_flight.labels(self.store_type).track_inprogress():
             try:
                 await self._handle(message)
             except (EventStoreUnavailable, LeaseLost) as exc:
@@ -439,7 +441,7 @@ class Reactor:
         """Runs `call` on upstream, retrying transient errors; StoreFailed when it fails."""
 
         def before_retry(state: RetryCallState) -> None:
-            UPSTREAM_RETRIES.labels(self.store_type, adapter.name).inc()
+            self.metrics.upstream_retries.labels(self.store_type, adapter.name).inc()
             error = state.outcome.exception() if state.outcome else None
             log.warning(
                 "upstream %s failed, retrying: %s",
@@ -491,7 +493,7 @@ class Reactor:
             result = "permanent"
             raise
         finally:
-            UPSTREAM_SECONDS.labels(self.store_type, adapter.name, result).observe(
+            self.metrics.upstream_seconds.labels(self.store_type, adapter.name, result).observe(
                 time.perf_counter() - started
             )
 
@@ -556,7 +558,7 @@ class Reactor:
     def _count(self, request: SecretUploadRequested, outcome: str, reason: str) -> None:
         # An unknown store's name came from the request: keep it out of the labels.
         store = "unknown" if reason == "unknown_store" else request.store
-        UPLOADS.labels(self.store_type, store, outcome, reason).inc()
+        self.metrics.uploads.labels(self.store_type, store, outcome, reason).inc()
 
 
 def _fields(request: SecretUploadRequested) -> dict[str, str]:
