@@ -29,7 +29,10 @@ from m8.messaging.topology import MissingQueue
 
 log = logging.getLogger(__name__)
 
-CLOSE_TIMEOUT = 10.0
+# A service asked to stop is gone within 10 s (what orchestrators wait before they kill):
+# its workers take up to 7 s (QueueWorker.stop), the rest one second each at most.
+FLUSH_TIMEOUT = 1.0
+CLOSE_TIMEOUT = 1.0
 
 
 class Worker(Protocol):
@@ -100,15 +103,15 @@ class Runtime:
         self.workers.append(worker)
 
     async def close(self) -> None:
-        """Stops consumers (letting work in hand finish), loops, then connections."""
-        for worker in self.workers:
-            await worker.stop()
+        """Stops consumers (work in hand finishes, or goes back to the broker), loops,
+        then connections: within 10 s."""
+        await asyncio.gather(*(worker.stop() for worker in self.workers))
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         # Publish what this process stored, so that none of it waits for the backstop.
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.relay.flush(), timeout=5)
+            await asyncio.wait_for(self.relay.flush(), timeout=FLUSH_TIMEOUT)
         # Bounded: a connection stuck on a dead peer must not keep the process from exiting.
         for what, closing in (("RabbitMQ", self.broker.close), ("MongoDB", self.db.client.close)):
             try:

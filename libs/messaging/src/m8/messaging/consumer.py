@@ -16,19 +16,22 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from aio_pika.abc import AbstractIncomingMessage
+import aio_pika
+from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 from aio_pika.exceptions import AMQPError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from m8.eventsourcing import StoredEvent
 from m8.messaging.broker import Broker
 from m8.messaging.errors import PoisonMessage, TransientError
-from m8.messaging.topology import QueueSpec, declare_queue
+from m8.messaging.topology import HANDBACK_EXCHANGE, QueueSpec, declare_queue
 from m8.messaging.worker import QueueWorker
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[StoredEvent], Awaitable[None]]
+# How often a message was handed back by stopping consumers (a header of the copy).
+HANDED_BACK_HEADER = "m8-handed-back"
 
 
 class Inbox(Protocol):
@@ -64,6 +67,7 @@ class EventConsumer(QueueWorker):
         self.concurrency = concurrency
         self.attempts = attempts
         self.max_backoff = max_backoff
+        self._handback: AbstractExchange | None = None
         super().__init__()
 
     async def start(self) -> None:
@@ -72,7 +76,36 @@ class EventConsumer(QueueWorker):
         channel = await self.broker.channel(prefetch=self.concurrency)
         queue = await declare_queue(channel, self.spec)
         self.broker.keep(queue)
+        self._handback = await channel.get_exchange(HANDBACK_EXCHANGE)
         await self.consume(queue)
+
+    async def hand_back(self, message: AbstractIncomingMessage) -> None:
+        """Puts a copy of the message back on its queue, then acks the original.
+
+        Returned instead, it would count against the queue's delivery limit: enough
+        shutdowns while it was in hand would dead-letter a message nothing was wrong
+        with. The copy starts its count afresh; `m8-handed-back` says how often."""
+        headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith("x-")}
+        handed = headers.get(HANDED_BACK_HEADER)
+        headers[HANDED_BACK_HEADER] = (handed if isinstance(handed, int) else 0) + 1
+        copy = aio_pika.Message(
+            message.body,
+            headers=headers,
+            content_type=message.content_type,
+            content_encoding=message.content_encoding,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=message.message_id,
+            correlation_id=message.correlation_id,
+            timestamp=message.timestamp,
+            type=message.type,
+            app_id=message.app_id,
+        )
+        if self._handback is None:
+            await super().hand_back(message)
+            return
+        # Confirmed before the ack: a failure in between leaves a duplicate, never a loss.
+        await self._handback.publish(copy, routing_key=self.spec.name, mandatory=True)
+        await message.ack()
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
         """Decodes, deduplicates, handles and settles one event message."""

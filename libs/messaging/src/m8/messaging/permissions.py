@@ -29,6 +29,7 @@ from m8.messaging.topology import (
     API_PROJECTIONS_QUEUE,
     DEAD_LETTER_EXCHANGE,
     EVENTS_EXCHANGE,
+    HANDBACK_EXCHANGE,
     KEYROTATOR_QUEUE,
     RPC_EXCHANGE,
     RPC_KEYROTATOR_QUEUE,
@@ -126,7 +127,13 @@ class Permissions:
     read: str
     # Topic permissions on `m8.events`: which routing keys the user may publish.
     topic_write: str
+    # And on `m8.handback`: the names of the queues the user may hand messages back to.
+    handback_write: str
     topic_read: str = ".*"
+
+    def topics(self) -> tuple[tuple[str, str], ...]:
+        """(exchange, write pattern) of each topic permission."""
+        return ((EVENTS_EXCHANGE, self.topic_write), (HANDBACK_EXCHANGE, self.handback_write))
 
 
 def consumes(service: str) -> tuple[QueueSpec, ...]:
@@ -146,9 +153,10 @@ def permissions(service: str) -> Permissions:
     Other services' queues it only checks for (a passive declare needs no rights).
     """
     queues = [name for spec in consumes(service) for name in (spec.name, spec.dead_letter_queue)]
-    configure = [EVENTS_EXCHANGE, RPC_EXCHANGE, DEAD_LETTER_EXCHANGE, *queues]
-    write = [*queues, EVENTS_EXCHANGE, DEAD_LETTER_EXCHANGE]
-    read = [*queues, EVENTS_EXCHANGE, DEAD_LETTER_EXCHANGE]
+    exchanges = [EVENTS_EXCHANGE, DEAD_LETTER_EXCHANGE, HANDBACK_EXCHANGE]
+    configure = [*exchanges, RPC_EXCHANGE, *queues]
+    write = [*queues, *exchanges]
+    read = [*queues, *exchanges]
     if service == API:
         write.append(RPC_EXCHANGE)  # requests to the rotator
     elif service == KEYROTATOR:
@@ -160,6 +168,7 @@ def permissions(service: str) -> Permissions:
         write=_names(write),
         read=_names(read),
         topic_write="|".join(kind.routing_key_pattern() for kind in publishes(service)),
+        handback_write=_names([spec.name for spec in consumes(service)]),
     )
 
 
@@ -171,6 +180,7 @@ def topology(vhost: str) -> dict[str, list[dict[str, Any]]]:
         (EVENTS_EXCHANGE, "topic"),
         (RPC_EXCHANGE, "direct"),
         (DEAD_LETTER_EXCHANGE, "direct"),
+        (HANDBACK_EXCHANGE, "topic"),
     ]
     queues: list[tuple[str, dict[str, Any]]] = []
     bindings: list[tuple[str, str, str]] = []
@@ -179,6 +189,7 @@ def topology(vhost: str) -> dict[str, list[dict[str, Any]]]:
         queues.append((spec.name, dict(spec.arguments())))
         bindings.append((DEAD_LETTER_EXCHANGE, spec.dead_letter_queue, spec.name))
         bindings += [(EVENTS_EXCHANGE, spec.name, key) for key in spec.bindings]
+        bindings.append((HANDBACK_EXCHANGE, spec.name, spec.name))
     queues.append((RPC_KEYROTATOR_QUEUE, {}))
     bindings.append((RPC_EXCHANGE, RPC_KEYROTATOR_QUEUE, RPC_KEYROTATOR_QUEUE))
     return {
@@ -240,15 +251,16 @@ def definitions(vhost: str = "m8", user_prefix: str = "m8-") -> dict[str, Any]:
                 "read": granted.read,
             }
         )
-        topics.append(
+        topics += [
             {
                 "user": user,
                 "vhost": vhost,
-                "exchange": EVENTS_EXCHANGE,
-                "write": granted.topic_write,
+                "exchange": exchange,
+                "write": write,
                 "read": granted.topic_read,
             }
-        )
+            for exchange, write in granted.topics()
+        ]
     return {
         "vhosts": [{"name": vhost}],
         "users": users,

@@ -20,6 +20,9 @@ from m8 import stores
 EVENTS_EXCHANGE = "m8.events"
 RPC_EXCHANGE = "m8.rpc"
 DEAD_LETTER_EXCHANGE = "m8.dlx"
+# Where a stopping consumer puts back a copy of a message it had in hand, routed by the
+# queue's name to that queue only (m8.messaging.consumer.EventConsumer.hand_back).
+HANDBACK_EXCHANGE = "m8.handback"
 DEFAULT_DELIVERY_LIMIT = 5
 
 
@@ -132,6 +135,7 @@ async def declare_exchanges(channel: AbstractChannel) -> AbstractExchange:
     """Declares m8's exchanges; returns `m8.events`."""
     await channel.declare_exchange(DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True)
     await channel.declare_exchange(RPC_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True)
+    await channel.declare_exchange(HANDBACK_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
     return await channel.declare_exchange(
         EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
     )
@@ -148,4 +152,5 @@ async def declare_queue(channel: AbstractChannel, spec: QueueSpec) -> AbstractQu
     queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments())
     for key in spec.bindings:
         await queue.bind(events, routing_key=key)
+    await queue.bind(HANDBACK_EXCHANGE, routing_key=spec.name)
     return queue

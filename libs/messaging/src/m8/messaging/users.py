@@ -21,7 +21,6 @@ from urllib.parse import quote
 import httpx
 
 from m8.messaging.permissions import permissions, services, topology
-from m8.messaging.topology import EVENTS_EXCHANGE
 
 
 def grant(api: httpx.Client, vhost: str, user: str, password: str, service: str) -> None:
@@ -35,10 +34,11 @@ def grant(api: httpx.Client, vhost: str, user: str, password: str, service: str)
         f"/permissions/{path}",
         json={"configure": rights.configure, "write": rights.write, "read": rights.read},
     ).raise_for_status()
-    api.put(
-        f"/topic-permissions/{path}",
-        json={"exchange": EVENTS_EXCHANGE, "write": rights.topic_write, "read": rights.topic_read},
-    ).raise_for_status()
+    for exchange, write in rights.topics():
+        api.put(
+            f"/topic-permissions/{path}",
+            json={"exchange": exchange, "write": write, "read": rights.topic_read},
+        ).raise_for_status()
 
 
 def declare(api: httpx.Client, vhost: str) -> None:

@@ -14,6 +14,8 @@ from m8.logs import configure_logging
 from m8.runtime import ConfigurationError
 
 app = typer.Typer(help="The HTTP API (settings from M8_* variables).")
+# Open requests get this long on SIGTERM; the runtime's close takes at most 3 s more.
+GRACEFUL_SHUTDOWN_SECONDS = 5
 
 
 @app.callback(invoke_without_command=True)
@@ -38,6 +40,8 @@ def serve(
         log_config=None,  # keep m8's JSON logging
         access_log=False,  # paths name secrets; metrics count requests by route instead
         proxy_headers=False,
+        # Long-polls end when the API stops; they cannot hold it past 10 s.
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
 
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import sys
+import threading
 from collections.abc import Callable
 
 import typer
@@ -45,6 +49,19 @@ def _run(store_type: str) -> None:
     except SettingsError as exc:  # a ConfigurationError too; never quotes a value
         typer.echo(f"m8 reactor {store_type}: {exc}", err=True)
         raise typer.Exit(2) from None
+    _exit_without_waiting_for_upstream()
+
+
+def _exit_without_waiting_for_upstream() -> None:
+    """Exits now even if a request to a store that does not answer is still running: it
+    would end only at its timeout, and Python waits for such threads at exit. Its message
+    went back to the broker, and its path's lease holds the next try off until then."""
+    main = threading.main_thread()
+    if any(t.is_alive() and not t.daemon and t is not main for t in threading.enumerate()):
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 app = make_app()

@@ -257,5 +257,6 @@ class ThreadPool:
             raise error from None
 
     async def close(self) -> None:
-        """Drops queued calls and waits, off the event loop, for running ones to end."""
-        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+        """Drops queued calls. Running ones end at their timeout: nothing waits for them (a
+        stopping service must not hang on a store that does not answer)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
