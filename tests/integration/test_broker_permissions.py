@@ -31,6 +31,7 @@ from m8.messaging.broker import event_message
 from m8.messaging.permissions import consumes, owner, services
 from m8.messaging.topology import (
     EVENTS_EXCHANGE,
+    HANDBACK_EXCHANGE,
     KEYROTATOR_QUEUE,
     RPC_KEYROTATOR_QUEUE,
     MissingQueue,
@@ -153,6 +154,27 @@ async def test_a_service_cannot_consume_another_services_queue(
         for queue in others:
             with pytest.raises(ChannelAccessRefused):
                 await _take_one(connection, queue)
+
+
+async def test_a_service_may_hand_messages_back_to_its_own_queues_only(
+    connections: dict[str, aio_pika.abc.AbstractConnection],
+) -> None:
+    for service, connection in connections.items():
+        own = {spec.name for spec in consumes(service)}
+        for spec in consumer_queues():
+            handing_back = _hand_back(connection, spec.name)
+            if spec.name in own:
+                await handing_back
+            else:
+                with pytest.raises(ChannelAccessRefused, match="ACCESS_REFUSED"):
+                    await handing_back
+
+
+async def _hand_back(connection: aio_pika.abc.AbstractConnection, queue: str) -> None:
+    async with connection.channel(publisher_confirms=True) as channel:
+        exchange = await channel.get_exchange(HANDBACK_EXCHANGE)
+        async with asyncio.timeout(10):
+            await exchange.publish(aio_pika.Message(b"{}"), routing_key=queue)
 
 
 async def _take_one(connection: aio_pika.abc.AbstractConnection, queue: str) -> None:
