@@ -107,7 +107,14 @@ async def ensure_topology(
     operator's definitions, or `m8 dev`, declare the topology), or MissingQueue.
     """
     for spec in own:
-        await declare_queue(channel, spec)
+        try:
+            await declare_queue(channel, spec)
+        except ChannelAccessRefused:
+            # Definitions from an older release lack an exchange or binding of this one.
+            raise MissingQueue(
+                f"this user may not declare queue {spec.name}, its exchanges or bindings: "
+                "import m8's RabbitMQ definitions (deploy/rabbitmq/definitions.json)"
+            ) from None
     for spec in consumer_queues():
         if spec not in own and not await _queue_exists(connection, spec):
             try:
