@@ -497,7 +497,12 @@ async def _upload_body(world: World, case: str) -> tuple[str, dict[str, Any]]:
             422,
             "validation_error",
         ),
-        ("a wrong content type (text/plain)", "422 validation_error", 422, "validation_error"),
+        (
+            "a wrong content type (text/plain)",
+            "415 unsupported_media_type",
+            415,
+            "unsupported_media_type",
+        ),
     ],
 )
 async def test_a_body_the_api_cannot_take_is_refused(

@@ -183,8 +183,12 @@ def install(app: FastAPI, retry_after: int) -> None:
             return answer(502, "rotator_failed", "the key rotator failed; try again")
         return answer(status, exc.code, exc.detail)
 
-    async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
+        if not _json_or_no_body(request):
+            return answer(
+                415, "unsupported_media_type", "send the request body as application/json"
+            )
         errors = [_field_error(error) for error in exc.errors()]
         fields = ", ".join(dict.fromkeys(e.field for e in errors))
         return answer(
@@ -241,8 +245,19 @@ def allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
+def _json_or_no_body(request: Request) -> bool:
+    """Whether the request sends no body, or a body that says it is JSON."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    has_body = request.headers.get("content-length", "0") != "0" or bool(
+        request.headers.get("transfer-encoding")
+    )
+    return not has_body or media_type == "application/json" or media_type.endswith("+json")
+
+
 def _field_error(error: Mapping[str, Any]) -> FieldError:
     # Only `loc` and `msg`: pydantic's `input` and `ctx` may hold what was submitted.
+    if error.get("type") == "json_invalid":  # its `loc` is a byte offset, of no use to a person
+        return FieldError(field="body", message="is not valid JSON")
     field = ".".join(str(part) for part in error.get("loc", ())) or "request"
     if error.get("type") == "union_tag_invalid":  # its message quotes the submitted tag
         expected = error.get("ctx", {}).get("expected_tags", "")

@@ -32,7 +32,7 @@ async def rotator_keys(api: Api, _: Caller) -> VerifyKeys:
 @router.post(
     "/upload-keys",
     status_code=201,
-    responses=responses(400, 401, 403, 404, 409, 413, 422, 429, 502, 503),
+    responses=responses(400, 401, 403, 404, 409, 413, 415, 422, 429, 502, 503),
 )
 async def issue_upload_key(
     body: UploadKeyRequest, api: Api, principal: Caller

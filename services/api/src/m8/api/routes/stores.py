@@ -39,7 +39,7 @@ async def list_stores(api: Api, principal: Caller) -> StoreList:
     return StoreList(stores=views, default=catalog.default)
 
 
-@router.post("", status_code=201, responses=responses(400, 401, 403, 409, 413, 422))
+@router.post("", status_code=201, responses=responses(400, 401, 403, 409, 413, 415, 422))
 async def register_store(body: StoreIn, api: Api, principal: Admin) -> StoreView:
     """Registers a store; the first one becomes the default. No credentials here."""
     config = body.model_dump(exclude={"type", "name"})

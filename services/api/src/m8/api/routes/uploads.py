@@ -17,7 +17,9 @@ router = APIRouter(prefix="/v1", tags=["uploads"])
 
 
 @router.post(
-    "/secrets", status_code=202, responses=responses(400, 401, 403, 404, 409, 413, 422, 429, 503)
+    "/secrets",
+    status_code=202,
+    responses=responses(400, 401, 403, 404, 409, 413, 415, 422, 429, 503),
 )
 async def upload_secret(body: UploadIn, api: Api, principal: Caller) -> UploadAccepted:
     """Accepts an encrypted upload; the same request again gives the same answer."""
