@@ -174,5 +174,5 @@ async def test_a_body_that_is_not_json_is_a_problem_not_a_crash(api: RunningApi)
         "POST", "/v1/stores", content=b"\xff\xfe{not json", headers={"content-type": "text/x"}
     )
 
-    assert response.status_code == 422
+    assert response.status_code == 415
     assert response.headers["content-type"] == "application/problem+json"
