@@ -167,7 +167,7 @@ class Hold:
     def check(self) -> None:
         """LeaseLost unless the lease is ours for longer than a write attempt can take."""
         if self.lost or self.until - self.now() < self.terms.write_margin:
-            raise LeaseLost(f"the lease of {self.path!r} is not certainly ours long enough")
+            raise LeaseLost(f"upload {self.upload_id} no longer holds its path long enough")
 
     async def renew_until_cancelled(self) -> None:
         """Renews the lease every `renew_every`; stops once it is not ours any more."""

@@ -201,6 +201,8 @@ class Reactor:
                 return
             except StoreFailed as failed:
                 await self._settle(message, secret, request, failed.outcome(request))
+                # Its attempts are over; a re-drive takes the lease anew.
+                await self.leases.give_back(secret.id, request.upload_id)
                 raise PoisonMessage(str(failed)) from None
             except Rejected as refused:
                 outcome = refused.outcome(request)
@@ -348,9 +350,9 @@ class Reactor:
         newer = secret.stored_after(request.upload_id)
         # Taken from another upload whose lease expired unsettled: it may have written
         # upstream and not recorded so yet. Upstream says whether a newer one is there.
-        expired = taken.previous not in (None, request.upload_id) and not _has_settled(
-            secret, str(taken.previous)
-        )
+        # (Our own upload too: an earlier try of it may have taken the path that way and
+        # stopped before it checked.)
+        expired = taken.previous is not None and not _has_settled(secret, str(taken.previous))
         if newer is None and expired:
             newer = await self._written_by_newer(adapter, request, secret)
         return newer, until
@@ -616,9 +618,11 @@ def _receipt(request: SecretUploadRequested, outcome: Outcome) -> OutcomeReceipt
 
 
 def _has_settled(secret: Secret, upload_id: str) -> bool:
-    """Whether the Secret knows `upload_id` and it is no longer pending (its lease free)."""
+    """Whether the Secret knows `upload_id` and its outcome is final (its lease free). A
+    `failed` upload may be re-driven and written again: its holder gives the lease back
+    itself once it stopped trying."""
     upload = secret.uploads.get(upload_id)
-    return upload is not None and upload.status != "pending"
+    return upload is not None and upload.status in FINAL_OUTCOMES
 
 
 def _about(request: SecretUploadRequested) -> dict[str, str]:
