@@ -339,6 +339,25 @@ async def test_redelivered_old_upload_does_not_replace_a_newer_one(
     assert upstream.version_count(PATH) == 2
 
 
+async def test_written_tells_the_version_an_upload_wrote_current_or_not(
+    store: UpstreamStore,
+) -> None:
+    old, new = upload_id(), upload_id()
+    first = await store.put(PATH, b"old", old, FP_ONE)
+    second = await store.put(PATH, b"new", new, FP_TWO)
+    await store.put(PATH, b"newest", upload_id(), FP_ONE)
+
+    earlier = await store.written(PATH, old)
+    assert earlier is not None
+    assert (earlier.version, earlier.upload_id) == (first.version, old)
+    later = await store.written(PATH, new)
+    assert later is not None
+    assert (later.version, later.upload_id) == (second.version, new)
+    assert later.fingerprint in (FP_TWO, None)  # None where upstream keeps the latest only
+    assert await store.written(PATH, upload_id()) is None
+    assert await store.written("never/written", old) is None
+
+
 async def test_unmanaged_secret_is_not_overwritten(
     store: UpstreamStore, upstream: Upstream
 ) -> None:
@@ -557,6 +576,35 @@ async def test_vault_put_that_died_before_writing_writes_once_on_redelivery(
     again = await vault_store.put(PATH, b"s3cr3t", key, FP_ONE)
     assert again == UpstreamVersion("1", created=True)
     assert VaultUpstream(vault).version_count(PATH) == 1
+
+
+async def test_vault_put_that_died_before_recording_is_found_written_under_a_newer_one(
+    vault_store: VaultKvStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A reactor killed between its write and its record; a newer upload written since.
+    key = upload_id()
+    with monkeypatch.context() as patched:
+        patched.setattr(vault_store, "_record", crash)
+        with pytest.raises(Crash):
+            await vault_store.put(PATH, b"old", key, FP_ONE)
+    await vault_store.put(PATH, b"new", upload_id(), FP_TWO)
+
+    found = await vault_store.written(PATH, key)
+    assert found is not None
+    assert (found.version, found.upload_id, found.fingerprint) == ("1", key, None)
+
+
+async def test_vault_put_that_died_before_writing_is_not_found_written(
+    vault_store: VaultKvStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = upload_id()
+    with monkeypatch.context() as patched:
+        patched.setattr(vault_store, "_write_sync", crash_sync)
+        with pytest.raises(Crash):
+            await vault_store.put(PATH, b"old", key, FP_ONE)
+    await vault_store.put(PATH, b"new", upload_id(), FP_TWO)
+
+    assert await vault_store.written(PATH, key) is None
 
 
 async def test_vault_redelivery_that_cannot_tell_whether_it_wrote_refuses_to_guess(

@@ -143,6 +143,12 @@ class FakeUpstream:
         _, upload_id, fingerprint = versions[-1]
         return UpstreamSecret(str(len(versions)), True, upload_id, fingerprint)
 
+    async def written(self, path: str, upload_id: str) -> UpstreamSecret | None:
+        for n, (_, key, fingerprint) in enumerate(self.versions.get(path, []), start=1):
+            if key == upload_id:
+                return UpstreamSecret(str(n), True, upload_id, fingerprint or None)
+        return None
+
     def values(self, path: str) -> list[bytes]:
         return [value for value, _, _ in self.versions.get(path, [])]
 

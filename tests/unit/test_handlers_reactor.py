@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 
-from m8.crypto import OutcomeReceipt, verify_receipt
+from m8.crypto import OutcomeReceipt, fingerprint, verify_receipt
 from m8.crypto.receipts import ReceiptStatus
 from m8.domain import UploadKey
 from m8.domain.events import SecretStored, SecretUploadRejected, SecretUploadSuperseded
@@ -151,6 +151,29 @@ async def test_an_older_upload_handled_after_a_newer_one_was_stored_is_supersede
     assert superseded.receipt_signature is not None
     _verify_receipt(world, older, superseded, "superseded", None, None)
     assert (await world.upload_of(older)).status == "superseded"
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["fingerprint-upstream", "none-upstream"])
+async def test_an_older_upload_written_before_its_reactor_died_is_stored_not_superseded(
+    world: World, recorded: bool
+) -> None:
+    older = await _requested(world, value=b"old")
+    newer = await _requested(world, value=b"new")
+    value_fingerprint = fingerprint(b"old", world.fingerprint_key)
+    # A reactor wrote the older upload and died before recording it; its lease ran out,
+    # and the newer upload was written over it.
+    await world.upstream.put(
+        "team/db", b"old", older.data["upload_id"], value_fingerprint if recorded else ""
+    )
+    await world.reactor.handle(newer)
+
+    await world.reactor.handle(older)
+
+    assert world.upstream.values("team/db") == [b"old", b"new"]
+    outcome = await _outcome(world, older)
+    assert isinstance(outcome, SecretStored)
+    assert (outcome.upstream_version, outcome.fingerprint) == ("1", value_fingerprint)
+    assert (await world.upload_of(newer)).status == "stored"
 
 
 async def test_a_newer_upload_handled_after_an_older_one_is_written_over_it(

@@ -80,6 +80,12 @@ class ToyStore:
         fingerprint = self.marks.read(mark, key)
         return UpstreamSecret(str(len(self.versions[path])), True, key, fingerprint)
 
+    async def written(self, path: str, upload_id: str) -> UpstreamSecret | None:
+        for number, (_, key, mark) in enumerate(self.versions.get(path, []), start=1):
+            if key == upload_id:
+                return UpstreamSecret(str(number), True, key, self.marks.read(mark, key))
+        return None
+
     async def read_value(self, path: str) -> bytes | None:
         return self.versions[path][-1][0] if self.versions.get(path) else None
 

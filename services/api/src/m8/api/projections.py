@@ -111,10 +111,18 @@ def _by_upload(events: Sequence[StoredEvent]) -> dict[str, list[StoredEvent]]:
 
 
 def secret_document(aggregate_id: str, events: Sequence[StoredEvent]) -> Document:
-    """The secret's current state: the value stored last (by outcome, not by request)."""
+    """The secret's current state: the value of the latest accepted upload that is stored.
+
+    By request, not by outcome: uploads to a path land upstream in the order they were
+    accepted, but an older upload's outcome may be recorded after a newer one's (its
+    reactor died between writing and recording; see m8.reactors.reactor)."""
     decoded = [(event, event.decode(registry)) for event in events]
     requests = {d.upload_id: d for _, d in decoded if isinstance(d, SecretUploadRequested)}
-    stored = [(event, d) for event, d in decoded if isinstance(d, SecretStored)]
+    order = {upload_id: n for n, upload_id in enumerate(requests)}
+    stored = sorted(
+        ((event, d) for event, d in decoded if isinstance(d, SecretStored)),
+        key=lambda pair: order[pair[1].upload_id],
+    )
     first = next(iter(requests.values()))
     current: Document = {
         "fingerprint": None,

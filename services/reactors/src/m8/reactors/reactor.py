@@ -6,14 +6,16 @@ this store and path, claimed by this upload, live and not destroyed; its sealed 
 half must open with a KEK and the envelope with it, bound to the same upload, key, store
 and path. Any "no" is a SecretUploadRejected and nothing goes upstream, unless the key is
 only gone because an earlier delivery wrote the value upstream and stopped before it
-recorded so: when upstream's current version carries this upload's id, SecretStored is
-recorded instead. Uploads to one path are written one at a time, in the order they were
-accepted: the reactor holds the path's lease (m8.reactors.path_leases) while it checks
-the key and writes, and an upload older than one already stored is not written but
-recorded SecretUploadSuperseded. Then the value is fingerprinted and written upstream
-idempotently (the upload id is the idempotency key), retrying transient errors;
-SecretStored follows. When
-upstream stays away or refuses (or the adapter fails in a way it does not know), then
+recorded so: when upstream shows a version written by this upload (its id is in m8's
+marks), SecretStored is recorded instead. Uploads to one path are written one at a time,
+in the order they were accepted: the reactor holds the path's lease
+(m8.reactors.path_leases) while it checks the key and writes, and an upload older than
+one already stored is not written but recorded SecretUploadSuperseded; again unless
+upstream shows that an earlier delivery of it wrote it (before the newer one, its reactor
+having died before recording): that upload was stored, and is recorded so. Then the
+value is fingerprinted and written upstream idempotently (the upload id is the
+idempotency key), retrying transient errors; SecretStored follows. When upstream stays
+away or refuses (or the adapter fails in a way it does not know), then
 SecretStoreFailed is recorded and the message is dead-lettered for an operator to
 re-drive; the re-driven copy is handled again (the outcome "failed" is not final).
 """
@@ -81,6 +83,7 @@ from m8.stores.adapters import (
     NotManagedByM8,
     TransientUpstreamError,
     UpstreamError,
+    UpstreamSecret,
     UpstreamStore,
     UpstreamVersion,
 )
@@ -218,21 +221,25 @@ class Reactor:
         # `stored` is final: a newer upload stored already decides it without the lease.
         newer = secret.stored_after(request.upload_id)
         if newer is not None:
-            return _superseded(request, newer)
+            return await self._superseded(adapter, request, newer)
         # Under the path's lease nobody else writes this path, so what the Secret says now
         # stands until our write is done.
         async with self._lease(adapter, request, secret) as (newer, hold):
             if newer is not None:
-                return _superseded(request, newer)
+                return await self._superseded(adapter, request, newer)
             # The key is checked only now: one that expired or was destroyed while this
             # upload waited for its path must not open it.
             try:
                 sealed = await self._sealed_key(request)
             except Rejected as refused:
-                earlier = await self._written_before(adapter, request, refused)
-                if earlier is None:
+                if refused.reason not in KEY_GONE:
                     raise
-                return earlier
+                earlier = await self._written_before(adapter, request)
+                if earlier is None or earlier.fingerprint is None:
+                    # Without the fingerprint m8 recorded upstream there is nothing true
+                    # to record, and the value that would give it is out of reach now.
+                    raise
+                return _stored(request, earlier.version, earlier.fingerprint)
             with self._open(request, sealed) as opened:
                 value_fingerprint = fingerprint(opened.value, self.fingerprint_key)
                 version = await self._put(adapter, request, opened.value, value_fingerprint, hold)
@@ -370,21 +377,45 @@ class Reactor:
         later = order.index(current.upload_id) > order.index(request.upload_id)
         return current.upload_id if later else None
 
+    async def _superseded(
+        self, adapter: UpstreamStore, request: SecretUploadRequested, newer: str
+    ) -> SecretStored | SecretUploadSuperseded:
+        """Superseded by `newer`; unless an earlier delivery wrote this upload upstream
+        before `newer` and stopped before recording it (its reactor died, its lease ran
+        out, `newer` was written over it): then it was stored, and is recorded so."""
+        earlier = await self._written_before(adapter, request)
+        if earlier is None:
+            return _superseded(request, newer)
+        value_fingerprint = earlier.fingerprint or await self._fingerprint(request)
+        if value_fingerprint is None:
+            log.warning(
+                "upload found upstream under a newer one, with no fingerprint to record",
+                extra=_fields(request),
+            )
+            return _superseded(request, newer)
+        return _stored(request, earlier.version, value_fingerprint)
+
     async def _written_before(
-        self, adapter: UpstreamStore, request: SecretUploadRequested, refused: Rejected
-    ) -> SecretStored | None:
-        """The outcome of an earlier delivery that wrote upstream but did not record it."""
-        if refused.reason not in KEY_GONE:
-            return None
-        current = await self._upstream(
-            adapter, request, "read", lambda: adapter.current(request.path)
+        self, adapter: UpstreamStore, request: SecretUploadRequested
+    ) -> UpstreamSecret | None:
+        """The version an earlier delivery of this upload wrote upstream, if any."""
+        found = await self._upstream(
+            adapter, request, "read", lambda: adapter.written(request.path, request.upload_id)
         )
-        # Without the fingerprint m8 recorded upstream there is nothing true to record,
-        # and the value that would give it is out of reach now: the rejection stands.
-        if current is None or current.upload_id != request.upload_id or not current.fingerprint:
+        if found is not None:
+            log.info(
+                "upload found upstream, written by an earlier delivery", extra=_fields(request)
+            )
+        return found
+
+    async def _fingerprint(self, request: SecretUploadRequested) -> str | None:
+        """The upload's value fingerprint, while its key can still open it."""
+        try:
+            sealed = await self._sealed_key(request)
+            with self._open(request, sealed) as opened:
+                return fingerprint(opened.value, self.fingerprint_key)
+        except Refusal:
             return None
-        log.info("upload found upstream, written by an earlier delivery", extra=_fields(request))
-        return _stored(request, current.version, current.fingerprint)
 
     def _open(self, request: SecretUploadRequested, sealed: SealedUploadKey) -> OpenedEnvelope:
         """The decrypted envelope, its binding checked against the request."""

@@ -12,8 +12,9 @@ reports the fingerprint as unknown rather than wrong.
 
 The store's credentials come from boto3's usual chain (environment, role) and need, on
 the secrets ``<name_prefix>*``: secretsmanager:DescribeSecret, CreateSecret,
-PutSecretValue and TagResource (kms:GenerateDataKey with a customer KMS key);
-GetSecretValue only for `read_value`, which tests and operators use and m8 never does.
+PutSecretValue, TagResource and ListSecretVersionIds (kms:GenerateDataKey with a
+customer KMS key); GetSecretValue only for `read_value`, which tests and operators use
+and m8 never does.
 """
 
 from __future__ import annotations
@@ -301,6 +302,25 @@ class AwsSecretsManagerStore:
             fingerprint=self._fingerprint(found, version) if ours else None,
         )
 
+    async def written(self, path: str, upload_id: str) -> UpstreamSecret | None:
+        """The version upload `upload_id` wrote to `path`, current or not (its id is the
+        upload id); with its fingerprint while the tags are that upload's."""
+        found = await self._call("describe", path, self._describe_sync, path)
+        if found is None:
+            return None
+        if upload_id not in found.stages:
+            # No longer labelled: AWS lists such versions only when asked for them.
+            versions = await self._call("list versions of", path, self._versions_sync, path)
+            if upload_id not in versions:
+                return None
+        ours = found.tags.get(UPLOAD_ID_TAG) == upload_id
+        return UpstreamSecret(
+            version=upload_id,
+            managed=found.managed,
+            upload_id=upload_id,
+            fingerprint=self._fingerprint(found, upload_id) if ours else None,
+        )
+
     async def read_value(self, path: str) -> bytes | None:
         """The current value of `path`; for tests and operators only, never m8's flow."""
         return await self._call("read", path, self._value_sync, path)
@@ -367,6 +387,20 @@ class AwsSecretsManagerStore:
             raise
         tags = {t["Key"]: t["Value"] for t in answer.get("Tags", []) if "Key" in t}
         return _Described(tags=tags, stages=dict(answer.get("VersionIdsToStages", {})))
+
+    def _versions_sync(self, path: str) -> set[str]:
+        found: set[str] = set()
+        page = self._client.list_secret_version_ids(
+            SecretId=self._name(path), IncludeDeprecated=True
+        )
+        while True:
+            found |= {v["VersionId"] for v in page.get("Versions", []) if "VersionId" in v}
+            more = page.get("NextToken")
+            if not more:
+                return found
+            page = self._client.list_secret_version_ids(
+                SecretId=self._name(path), IncludeDeprecated=True, NextToken=more
+            )
 
     def _create_sync(self, path: str, value: bytes, token: str, fingerprint: str) -> str | None:
         """The new version id, or None when a secret of that name exists already."""

@@ -161,6 +161,11 @@ class UpstreamStore(Protocol):
         """The current version and m8's marks on it, or None when `path` has no value."""
         ...
 
+    async def written(self, path: str, upload_id: str) -> UpstreamSecret | None:
+        """The version that upload `upload_id` wrote to `path`, current or not, with its
+        fingerprint when m8 recorded it; None when upstream shows no write of it."""
+        ...
+
     async def read_value(self, path: str) -> bytes | None:
         """The current value of `path`; for tests and operators only, never m8's flow."""
         ...

@@ -176,6 +176,20 @@ class _Metadata:
         """The upload recorded as having written `version`."""
         return next((up for up, (v, _) in self.stored().items() if v == version), None)
 
+    def unrecorded(self, key: str) -> int | None:
+        """The version upload `key` wrote ahead of, if it did write and then stopped
+        before recording it: the version after its base exists, nobody recorded it, and
+        nobody else wrote ahead from the same base."""
+        base = self.pending().get(key)
+        if base is None or self.current_version <= base or self.owner(base + 1) is not None:
+            return None
+        rivals = [
+            up
+            for up, seen in self.pending().items()
+            if up != key and seen == base and up not in self.stored()
+        ]
+        return None if rivals else base + 1
+
 
 def _encode(value: bytes) -> dict[str, str]:
     text = utf8_or_none(value)
@@ -351,6 +365,23 @@ class VaultKvStore:
             fingerprint=self.config.marks.read(mark, upload_id) if upload_id else None,
         )
 
+    async def written(self, path: str, upload_id: str) -> UpstreamSecret | None:
+        """The version upload `upload_id` wrote to `path`, current or not, as the ledger
+        tells it; with its fingerprint when the write was recorded."""
+        meta = await self._metadata(path)
+        done = meta.stored().get(upload_id)
+        if done is not None:
+            return UpstreamSecret(
+                version=str(done[0]),
+                managed=meta.managed,
+                upload_id=upload_id,
+                fingerprint=self.config.marks.read(done[1], upload_id),
+            )
+        unrecorded = meta.unrecorded(upload_id)
+        if unrecorded is None:
+            return None
+        return UpstreamSecret(str(unrecorded), meta.managed, upload_id, fingerprint=None)
+
     async def read_value(self, path: str) -> bytes | None:
         """The current value of `path`; for tests and operators only, never m8's flow."""
         return await self._call("read", path, self._value_sync, path)
@@ -375,12 +406,7 @@ class VaultKvStore:
         current = meta.current_version
         if current <= base:
             return None  # that attempt never wrote
-        rivals = [
-            up
-            for up, seen in meta.pending().items()
-            if up != key and seen == base and up not in meta.stored()
-        ]
-        if current == base + 1 and meta.owner(current) is None and not rivals:
+        if meta.unrecorded(key) == current:
             await self._record(path, meta, key, current, fingerprint)
             return UpstreamVersion(str(current), created=False)
         if current == base + 1:
