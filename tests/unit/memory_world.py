@@ -122,7 +122,12 @@ class FakeUpstream:
     before_put: Callable[[], Awaitable[None]] | None = None
 
     async def put(
-        self, path: str, value: bytes, idempotency_key: str, fingerprint: str
+        self,
+        path: str,
+        value: bytes,
+        idempotency_key: str,
+        fingerprint: str,
+        before_write: Callable[[], None] = lambda: None,
     ) -> UpstreamVersion:
         if self.before_put is not None:
             await self.before_put()
@@ -133,6 +138,7 @@ class FakeUpstream:
         for n, (_, key, _) in enumerate(versions, start=1):
             if key == idempotency_key:
                 return UpstreamVersion(str(n), created=False)
+        before_write()
         versions.append((value, idempotency_key, fingerprint))
         return UpstreamVersion(str(len(versions)), created=True)
 

@@ -317,3 +317,22 @@ async def test_a_holder_whose_lease_was_not_renewed_in_time_writes_nothing_and_g
     # Handled again, it takes the lease anew and writes.
     await world.reactor.handle(requested)
     assert world.upstream.values("team/db") == [b"late"]
+
+
+async def test_a_holder_whose_lease_ran_short_before_its_write_request_writes_nothing(
+    world: World,
+) -> None:
+    requested = await _requested(world, value=b"slow")
+    lease = world.reactor.lease
+
+    async def slow_reads() -> None:
+        # The requests before the write (reads, a write-ahead, logins) used up the lease.
+        world.clock.advance(lease.ttl - lease.write_margin + timedelta(seconds=1))
+        world.upstream.before_put = None
+
+    world.upstream.before_put = slow_reads
+    with pytest.raises(TransientError):
+        await world.reactor.handle(requested)
+
+    assert world.upstream.values("team/db") == []
+    assert world.leases.leases[requested.aggregate_id].until == GIVEN_BACK

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import pytest
@@ -64,12 +64,18 @@ class ToyStore:
         self.versions: dict[str, list[tuple[bytes, str, str]]] = {}
 
     async def put(
-        self, path: str, value: bytes, idempotency_key: str, fingerprint: str
+        self,
+        path: str,
+        value: bytes,
+        idempotency_key: str,
+        fingerprint: str,
+        before_write: Callable[[], None] = lambda: None,
     ) -> UpstreamVersion:
         versions = self.versions.setdefault(path, [])
         for number, (_, key, _) in enumerate(versions, start=1):
             if key == idempotency_key:
                 return UpstreamVersion(str(number), created=False)
+        before_write()
         versions.append((value, idempotency_key, self.marks.mark(fingerprint, idempotency_key)))
         return UpstreamVersion(str(len(versions)), created=True)
 

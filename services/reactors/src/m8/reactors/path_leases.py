@@ -12,9 +12,10 @@ of one path queue on a lock of their own (`LocalPaths`), so the process that hol
 path's lease may take it again for the same upload at once: a retry of the handler.
 Another process may take it when it expired, or when its upload has settled (the caller
 read so in the Secret). The holder renews it while it works (`Hold`), so a lease runs out
-soon after its reactor died or lost MongoDB, and a holder writes upstream only while
-its lease has more left than one write attempt can take: it can never still be writing
-when another takes the path. A holder that fails gives the lease back so that the
+soon after its reactor died or lost MongoDB, and a holder sends the request that writes
+the value only while its lease has more left than that request and what follows it can
+take (the adapter calls `Hold.check` right before it): it can never still be writing when
+another takes the path. A holder that fails gives the lease back so that the
 redelivery need not wait; one cancelled mid-write (a shutdown) does not, since its last
 request may still reach upstream: that lease runs out.
 
@@ -73,8 +74,9 @@ class LeaseTerms:
     @classmethod
     def for_upstream_timeout(cls, timeout: float) -> LeaseTerms:
         """Terms for upstream requests of at most `timeout` seconds each. A write attempt
-        makes up to four requests (KV v2: metadata, write-ahead, data, record), plus a
-        check-and-set conflict's short wait: five timeouts bound it."""
+        starts, and its request that writes the value is sent, only while five timeouts
+        of the lease are left: that request, then the write's record (KV v2) and a
+        check-and-set conflict's short wait, end well within them."""
         return cls(
             ttl=timedelta(seconds=6 * timeout),
             renew_every=timedelta(seconds=timeout / 2),

@@ -310,35 +310,35 @@ class Reactor:
     ) -> AsyncIterator[tuple[str | None, Hold]]:
         """Holds the path's lease for this upload, renewed, while the block runs. Gives the
         newer upload that supersedes this one, if any, and the hold that writes check."""
-        newer, until = await self._exclusive(adapter, request, secret)
+        taken, until = await self._take(request, secret)
         hold = Hold(self.leases, secret.id, request.upload_id, self.lease, until, self.now)
+        # Renewed from the start: what the lease's taker checks first may read upstream.
         renewing = asyncio.create_task(hold.renew_until_cancelled())
         try:
-            yield newer, hold
+            yield await self._newer(adapter, request, secret, taken), hold
         except Refusal:
             raise  # its outcome, recorded next, frees the lease
         except Exception:
             # Retried or requeued: the next delivery need not wait for the lease to run out.
-            # (Not on cancellation: a request of ours may still reach upstream.)
+            # (Not on cancellation: a request of ours may still reach upstream.) Renewal
+            # stops first, or it could take back the lease just given back.
+            await _stop(renewing)
             with contextlib.suppress(EventStoreUnavailable):
                 await self.leases.give_back(secret.id, request.upload_id)
             raise
         finally:
-            renewing.cancel()
+            await _stop(renewing)
 
-    async def _exclusive(
-        self, adapter: UpstreamStore, request: SecretUploadRequested, secret: Secret
-    ) -> tuple[str | None, datetime]:
+    async def _take(self, request: SecretUploadRequested, secret: Secret) -> tuple[Taken, datetime]:
         """Takes the path's lease for this upload, waiting while another holds it and its
-        upload has not settled. Returns the newer upload that supersedes this one, if any,
-        and when the lease runs out; SettledMeanwhile if a twin settled this one."""
+        upload has not settled. Returns who held it before, and when it runs out."""
         pause, settled = _FIRST_LEASE_PAUSE, None
         while True:
             now = self.now()
             until = now + self.lease.ttl
             taken = await self.leases.take(secret.id, request.upload_id, until, now, settled)
             if isinstance(taken, Taken):
-                break
+                return taken, until
             secret = await self.repository.load(Secret, secret.id)
             if _has_settled(secret, taken.holder):
                 settled = taken.holder  # free now: take it from that upload
@@ -349,6 +349,16 @@ class Reactor:
             )
             await asyncio.sleep(min(pause, max((taken.until - now).total_seconds(), 0.0)))
             pause = min(pause * 2, _MAX_LEASE_PAUSE)
+
+    async def _newer(
+        self,
+        adapter: UpstreamStore,
+        request: SecretUploadRequested,
+        secret: Secret,
+        taken: Taken,
+    ) -> str | None:
+        """Once the lease is ours: the newer upload that supersedes this one, if any;
+        SettledMeanwhile if a twin settled this one."""
         if taken.previous is not None:
             # Whoever held it (a twin of ours included) may have settled an upload since.
             secret = await self.repository.load(Secret, secret.id)
@@ -362,7 +372,7 @@ class Reactor:
         expired = taken.previous is not None and not _has_settled(secret, str(taken.previous))
         if newer is None and expired:
             newer = await self._written_by_newer(adapter, request, secret)
-        return newer, until
+        return newer
 
     async def _written_by_newer(
         self, adapter: UpstreamStore, request: SecretUploadRequested, secret: Secret
@@ -518,7 +528,11 @@ class Reactor:
         hold.check()
         started, result = time.perf_counter(), "ok"
         try:
-            return await adapter.put(request.path, plaintext, request.upload_id, value_fingerprint)
+            # Checked again right before the request that writes: the requests before it
+            # (reads, a write-ahead, logins) take time of the lease too.
+            return await adapter.put(
+                request.path, plaintext, request.upload_id, value_fingerprint, hold.check
+            )
         except TransientUpstreamError:
             result = "transient"
             raise
@@ -646,6 +660,12 @@ def _receipt(request: SecretUploadRequested, outcome: Outcome) -> OutcomeReceipt
         # and a recovery in `_written_before` found a value an earlier delivery stored so.
         request.ciphertext_sha256,
     )
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    """Cancels `task` and waits until it has stopped (not for its result)."""
+    task.cancel()
+    await asyncio.wait([task])
 
 
 def _has_settled(secret: Secret, upload_id: str) -> bool:

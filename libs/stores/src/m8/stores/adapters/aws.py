@@ -251,13 +251,20 @@ class AwsSecretsManagerStore:
         return self.config.name
 
     async def put(
-        self, path: str, value: bytes, idempotency_key: str, fingerprint: str
+        self,
+        path: str,
+        value: bytes,
+        idempotency_key: str,
+        fingerprint: str,
+        before_write: Callable[[], None] = lambda: None,
     ) -> UpstreamVersion:
-        """Writes `value` as a new version of `path`, once per idempotency key."""
+        """Writes `value` as a new version of `path`, once per idempotency key; calls
+        `before_write` right before each request that writes it."""
         check_request(self._label, path, idempotency_key)
         found = await self._call("describe", path, self._describe_sync, path)
         if found is None:
             await self._limiter.acquire()
+            before_write()
             created = await self._call(
                 "create", path, self._create_sync, path, value, idempotency_key, fingerprint
             )
@@ -279,6 +286,7 @@ class AwsSecretsManagerStore:
         if not found.managed and not self.config.adopt_unmanaged:
             raise NotManagedByM8(store=self._label, path=path)
         await self._limiter.acquire()
+        before_write()
         version, current = await self._call(
             "write", path, self._put_sync, path, value, idempotency_key
         )

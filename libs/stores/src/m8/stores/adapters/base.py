@@ -152,9 +152,16 @@ class UpstreamStore(Protocol):
         ...
 
     async def put(
-        self, path: str, value: bytes, idempotency_key: str, fingerprint: str
+        self,
+        path: str,
+        value: bytes,
+        idempotency_key: str,
+        fingerprint: str,
+        before_write: Callable[[], None] = lambda: None,
     ) -> UpstreamVersion:
-        """Writes `value` as the new version of `path`, at most once per idempotency key."""
+        """Writes `value` as the new version of `path`, at most once per idempotency key.
+        Calls `before_write` right before each request that writes the value; when it
+        raises, the put stops there with its exception."""
         ...
 
     async def current(self, path: str) -> UpstreamSecret | None:

@@ -323,9 +323,15 @@ class VaultKvStore:
         return self.config.name
 
     async def put(
-        self, path: str, value: bytes, idempotency_key: str, fingerprint: str
+        self,
+        path: str,
+        value: bytes,
+        idempotency_key: str,
+        fingerprint: str,
+        before_write: Callable[[], None] = lambda: None,
     ) -> UpstreamVersion:
-        """Writes `value` as a new version of `path`, once per idempotency key."""
+        """Writes `value` as a new version of `path`, once per idempotency key; calls
+        `before_write` right before the request that writes it."""
         check_request(self._label, path, idempotency_key)
         meta = await self._metadata(path)
         done = meta.stored().get(idempotency_key)
@@ -345,6 +351,7 @@ class VaultKvStore:
             path,
             {PENDING_PREFIX + idempotency_key: str(base), MANAGED_BY_KEY: MANAGED_BY_VALUE},
         )
+        before_write()
         version = await self._call("write", path, self._write_sync, path, _encode(value), base)
         if version is None:
             return await self._after_conflict(path, idempotency_key)
