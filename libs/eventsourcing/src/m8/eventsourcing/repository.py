@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from typing import TypeVar
@@ -15,7 +16,12 @@ A = TypeVar("A", bound=Aggregate)
 R = TypeVar("R")
 T = TypeVar("T")
 
-ATTEMPTS = 5
+# A unit of work that lost to a concurrent one runs again, up to ATTEMPTS times in all,
+# after a random pause of up to _FIRST_PAUSE * 2**n seconds (at most _MAX_PAUSE): about
+# 1 s of pauses at most, for hot aggregates (many uploads to one path at once).
+ATTEMPTS = 8
+_FIRST_PAUSE = 0.005
+_MAX_PAUSE = 0.4
 
 
 class _OpenUnit:
@@ -179,6 +185,7 @@ async def _retry_on_conflict(attempt: Callable[[], Awaitable[T]], attempts: int)
         except ConcurrencyConflict:
             if n == attempts:
                 raise
-        # A rival whose transaction has not committed yet would make us lose again at once.
-        await asyncio.sleep(0.005 * 2**n)
+        # A rival whose transaction has not committed yet would make us lose again at once;
+        # rivals that lost together must not come back together either (full jitter).
+        await asyncio.sleep(random.uniform(0, min(_MAX_PAUSE, _FIRST_PAUSE * 2**n)))  # noqa: S311  # jitter, not crypto
     raise AssertionError("unreachable")
