@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,11 +26,14 @@ from m8.logs import configure_logging
 from m8.messaging import Broker
 from m8.messaging.permissions import consumes
 from m8.messaging.topology import MissingQueue
+from m8.messaging.worker import STOP_TIMEOUT
 
 log = logging.getLogger(__name__)
 
 # A service asked to stop is gone within 10 s (what orchestrators wait before they kill):
-# its workers take up to 7 s (QueueWorker.stop), the rest one second each at most.
+# its workers take up to 7 s (QueueWorker.stop), then its loops, the outbox flush and the
+# connections (closed together) one second each at most.
+LOOPS_TIMEOUT = 1.0
 FLUSH_TIMEOUT = 1.0
 CLOSE_TIMEOUT = 1.0
 
@@ -93,7 +96,7 @@ class Runtime:
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Runs a background loop that lives as long as the process."""
-        task = asyncio.create_task(coro)
+        task = asyncio.create_task(coro, name=getattr(coro, "__qualname__", None))
         self.tasks.append(task)
         return task
 
@@ -104,20 +107,36 @@ class Runtime:
 
     async def close(self) -> None:
         """Stops consumers (work in hand finishes, or goes back to the broker), loops,
-        then connections: within 10 s."""
-        await asyncio.gather(*(worker.stop() for worker in self.workers))
+        then connections: within 10 s, whatever fails or hangs on the way."""
+        await _bounded([(f"stopping {w!r}", w.stop()) for w in self.workers], STOP_TIMEOUT)
         for task in self.tasks:
             task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await _bounded([(f"loop {t.get_name()}", t) for t in self.tasks], LOOPS_TIMEOUT)
         # Publish what this process stored, so that none of it waits for the backstop.
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.relay.flush(), timeout=FLUSH_TIMEOUT)
-        # Bounded: a connection stuck on a dead peer must not keep the process from exiting.
-        for what, closing in (("RabbitMQ", self.broker.close), ("MongoDB", self.db.client.close)):
-            try:
-                await asyncio.wait_for(closing(), timeout=CLOSE_TIMEOUT)
-            except TimeoutError:
-                log.warning("the %s connection did not close in %gs", what, CLOSE_TIMEOUT)
+        await _bounded([("the outbox flush", self.relay.flush())], FLUSH_TIMEOUT)
+        # A connection stuck on a dead peer must not keep the process from exiting.
+        await _bounded(
+            [
+                ("closing the RabbitMQ connection", self.broker.close()),
+                ("closing the MongoDB connection", self.db.client.close()),
+            ],
+            CLOSE_TIMEOUT,
+        )
+
+
+async def _bounded(steps: Sequence[tuple[str, Awaitable[None]]], timeout: float) -> None:
+    """Runs `steps` together for up to `timeout` seconds; logs, and does not raise, those
+    that failed, and cancels and logs those still running then."""
+    tasks = {asyncio.ensure_future(step): what for what, step in steps}
+    if not tasks:
+        return
+    done, late = await asyncio.wait(tasks, timeout=timeout)
+    for task in late:
+        task.cancel()
+        log.warning("%s did not end in %gs", tasks[task], timeout)
+    for task in done:
+        if not task.cancelled() and (failure := task.exception()) is not None:
+            log.warning("%s failed: %s", tasks[task], f"{type(failure).__name__}: {failure}")
 
 
 async def wait_for_signal() -> None:

@@ -94,9 +94,17 @@ class Broker:
             raise
         return cls(connection, channel, events)
 
-    async def channel(self, prefetch: int | None = None) -> AbstractChannel:
-        """A new channel that the broker keeps (so it is restored after a reconnect)."""
-        channel = await self.connection.channel()
+    async def channel(
+        self, prefetch: int | None = None, *, on_return_raises: bool = False
+    ) -> AbstractChannel:
+        """A new channel that the broker keeps (so it is restored after a reconnect).
+
+        It confirms publishes. With `on_return_raises`, a mandatory message (aio-pika's
+        default) that no queue takes raises `PublishError`; without, it is dropped and
+        the publish succeeds."""
+        channel = await self.connection.channel(
+            publisher_confirms=True, on_return_raises=on_return_raises
+        )
         if prefetch is not None:
             await channel.set_qos(prefetch_count=prefetch)
         self._kept.append(channel)

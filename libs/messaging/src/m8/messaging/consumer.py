@@ -18,7 +18,7 @@ from typing import Protocol
 
 import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
-from aio_pika.exceptions import AMQPError
+from aio_pika.exceptions import DeliveryError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from m8.eventsourcing import StoredEvent
@@ -73,7 +73,8 @@ class EventConsumer(QueueWorker):
     async def start(self) -> None:
         """Declares the queue and starts consuming."""
         # Prefetch equals concurrency: the broker never hands us more than we work on.
-        channel = await self.broker.channel(prefetch=self.concurrency)
+        # Its publishes (`hand_back`'s) raise when no queue takes them.
+        channel = await self.broker.channel(prefetch=self.concurrency, on_return_raises=True)
         queue = await declare_queue(channel, self.spec)
         self.broker.keep(queue)
         self._handback = await channel.get_exchange(HANDBACK_EXCHANGE)
@@ -84,7 +85,11 @@ class EventConsumer(QueueWorker):
 
         Returned instead, it would count against the queue's delivery limit: enough
         shutdowns while it was in hand would dead-letter a message nothing was wrong
-        with. The copy starts its count afresh; `m8-handed-back` says how often."""
+        with. The copy starts its count afresh; `m8-handed-back` says how often. If the
+        broker does not take the copy, the original is returned to its queue instead."""
+        if self._handback is None:
+            await super().hand_back(message)
+            return
         headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith("x-")}
         handed = headers.get(HANDED_BACK_HEADER)
         headers[HANDED_BACK_HEADER] = (handed if isinstance(handed, int) else 0) + 1
@@ -100,11 +105,21 @@ class EventConsumer(QueueWorker):
             type=message.type,
             app_id=message.app_id,
         )
-        if self._handback is None:
+        try:
+            # Confirmed, and returned if no queue takes it (the channel raises on returns):
+            # a failure anywhere before the ack leaves a duplicate, never a loss.
+            await self._handback.publish(copy, routing_key=self.spec.name, mandatory=True)
+        except DeliveryError as exc:
+            # Unroutable (the queue's binding to m8.handback is missing) or refused (the
+            # queue is full): the original goes back as it is, counted.
+            log.warning(
+                "the broker did not take a handed-back copy; message returned to its queue "
+                "instead: %s",
+                _describe(exc),
+                extra={"queue": self.spec.name, "message_id": message.message_id},
+            )
             await super().hand_back(message)
             return
-        # Confirmed before the ack: a failure in between leaves a duplicate, never a loss.
-        await self._handback.publish(copy, routing_key=self.spec.name, mandatory=True)
         await message.ack()
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
@@ -116,7 +131,7 @@ class EventConsumer(QueueWorker):
                 "undecodable message dead-lettered",
                 extra={"queue": self.spec.name, "message_id": message.message_id},
             )
-            await _settle(message.reject(requeue=False))
+            await self.settle(message, message.reject(requeue=False))
             return
         fields = {"queue": self.spec.name, "event_id": event.event_id, "event": event.event_type}
         try:
@@ -127,15 +142,15 @@ class EventConsumer(QueueWorker):
                     await self.inbox.remember(self.spec.name, event.event_id)
         except PoisonMessage as exc:
             log.error("poison event dead-lettered: %s", exc, extra=fields)
-            await _settle(message.reject(requeue=False))
+            await self.settle(message, message.reject(requeue=False))
         except Exception as exc:
             # The handler or the inbox failed. Requeued, never left unsettled (that would
             # hold a prefetch slot for good); the delivery limit dead-letters it if this
             # keeps happening.
             log.warning("event handling failed, requeued: %s", _describe(exc), extra=fields)
-            await _settle(message.nack(requeue=True))
+            await self.settle(message, message.nack(requeue=True))
         else:
-            await _settle(message.ack())
+            await self.settle(message, message.ack())
 
     async def _run_handler(self, event: StoredEvent) -> None:
         async for attempt in AsyncRetrying(
@@ -146,15 +161,6 @@ class EventConsumer(QueueWorker):
         ):
             with attempt:
                 await self.handler(event)
-
-
-async def _settle(outcome: Awaitable[None]) -> None:
-    # The channel may have died since delivery; the broker then redelivers the message
-    # and the inbox (or the handler's own idempotency) absorbs the repeat.
-    try:
-        await outcome
-    except (AMQPError, RuntimeError) as exc:
-        log.warning("could not settle message: %s", exc)
 
 
 def _describe(exc: BaseException) -> str:

@@ -3,6 +3,15 @@
 Requests and replies are JSON objects. A reply is `{"ok": true, "result": {...}}` or
 `{"ok": false, "error": {"code": ..., "detail": ...}}`; the client raises `RpcError`
 for the latter, `RpcTimeout` when no reply came in time.
+
+A server that stops answers the requests in hand for its grace period (5 s); a request
+still unanswered then is dropped (rejected), not handed back like an event. Its caller
+has waited at least that long: with the API's default timeout (M8_API_RPC_TIMEOUT, 5 s)
+it has given up, and the request, which expires with the call, would reach nobody. Nor
+is a second run harmless: `issue_upload_key` issues a new key each time, and the
+cancelled run may have recorded one already. The caller gets RpcTimeout (the API answers
+503 `rotator_unavailable` with Retry-After) and calls again: a fresh request, which a
+running server answers.
 """
 
 from __future__ import annotations
@@ -124,9 +133,9 @@ class RpcServer(QueueWorker):
         await self.consume(queue)
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
-        """Answers one request."""
-        async with message.process(requeue=False, ignore_processed=True):
-            reply = await self._answer(message.body)
+        """Answers one request; one whose answer cannot be sent is dropped."""
+        reply = await self._answer(message.body)
+        try:
             if message.reply_to and self._channel is not None:
                 await self._channel.default_exchange.publish(
                     aio_pika.Message(
@@ -136,6 +145,16 @@ class RpcServer(QueueWorker):
                     ),
                     routing_key=message.reply_to,
                 )
+        except Exception as exc:
+            log.warning("rpc reply not sent: %s", f"{type(exc).__name__}: {exc}")
+            await self.settle(message, message.reject(requeue=False))
+        else:
+            await self.settle(message, message.ack())
+
+    async def hand_back(self, message: AbstractIncomingMessage) -> None:
+        """Drops a request whose handling was cancelled: its caller has given up (see the
+        module's docstring)."""
+        await message.reject(requeue=False)
 
     async def _answer(self, body: bytes) -> JsonObject:
         try:
