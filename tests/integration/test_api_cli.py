@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
 
+from m8.api.cli import BoundedServer
 from m8.devservices import Services
 from tests.servers import Broker
 from tests.support.api import ENTRIES, auth, write_token_file
@@ -126,3 +132,30 @@ async def test_sighup_makes_the_api_process_read_its_token_file_again(
         process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(30):
             await process.communicate()
+
+
+async def test_an_api_whose_close_hangs_still_ends_its_shutdown(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    closing = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        closing.set()
+        await asyncio.Event().wait()  # a close stuck on a dead peer
+
+    config = uvicorn.Config(Starlette(lifespan=lifespan), port=_free_port(), log_config=None)
+    server = BoundedServer(config, shutdown_seconds=0.5)
+    serving = asyncio.create_task(server.serve())
+    await eventually(lambda: _true(server.started))
+    server.should_exit = True  # what SIGTERM sets
+
+    async with asyncio.timeout(60):
+        await serving
+    assert closing.is_set()
+    assert "the API's shutdown did not end in 0.5s" in caplog.text
+
+
+async def _true(value: bool) -> bool:
+    return value

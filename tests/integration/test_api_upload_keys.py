@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from m8.api import ApiSettings
 from m8.crypto import (
     Binding,
     SignedStatement,
@@ -25,7 +27,10 @@ from tests.support.api import (
     api_settings,
     api_with_rotator,
     running_api,
+    write_token_file,
 )
+from tests.support.events import eventually
+from tests.support.rabbitmq_node import rabbitmq_node
 
 PATH = "team-a/db/password"
 
@@ -102,3 +107,41 @@ async def test_without_a_rotator_key_requests_are_unavailable_with_a_retry_hint(
         assert answer.status_code == 503
         assert answer.headers["retry-after"] == "5"
         assert "try again" in answer.json()["detail"]
+
+
+async def test_while_the_broker_is_down_upload_keys_are_unavailable_with_a_retry_hint(
+    services: Services, mongo_db_name: str, tmp_path: Path
+) -> None:
+    # A node of the test's own, the one it may stop (never the machine's RabbitMQ).
+    with rabbitmq_node() as node:
+        settings = ApiSettings(
+            amqp_url=node.url,
+            mongodb_uri=services["mongodb"].url,
+            mongodb_database=mongo_db_name,
+            api_token_file=write_token_file(tmp_path),
+            api_rpc_timeout=1.0,  # no rotator runs: a call that reaches the broker times out
+        )
+        async with running_api(settings) as api:
+            await asyncio.to_thread(node.stop_app)
+            try:
+                answers = [
+                    await api.call(
+                        "POST", "/v1/upload-keys", json={"store": "vault-a", "path": PATH}
+                    ),
+                    await api.call("GET", "/v1/keys/rotator"),
+                ]
+            finally:
+                await asyncio.to_thread(node.start_app)
+
+            async def reaches_the_broker_again() -> bool:
+                answer = await api.call("GET", "/v1/keys/rotator")
+                return bool(answer.json()["type"] == "urn:m8:problem:rotator_unavailable")
+
+            await eventually(reaches_the_broker_again, timeout=120)
+
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.headers["retry-after"] == "5"
+        assert answer.json()["type"] == "urn:m8:problem:unavailable"
+        assert "broker is unavailable" in answer.json()["detail"]

@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
-from aio_pika.exceptions import AMQPError
+from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class QueueWorker(ABC):
         if self._queue is not None and self._tag is not None:
             # A channel the broker closed may never answer: closing the connection cancels
             # the consumer as well, so waiting longer than this buys nothing.
-            with contextlib.suppress(AMQPError, TimeoutError):
+            with contextlib.suppress(AMQPError, ChannelInvalidStateError, TimeoutError):
                 async with asyncio.timeout(CANCEL_TIMEOUT):
                     await self._queue.cancel(self._tag)
         if not self._in_flight:

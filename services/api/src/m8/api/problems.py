@@ -6,6 +6,7 @@ in them, so a ciphertext (or a value pasted by mistake) is never reflected.
 
 from __future__ import annotations
 
+import email.message
 import logging
 from collections.abc import Mapping
 from http import HTTPStatus
@@ -185,7 +186,7 @@ def install(app: FastAPI, retry_after: int) -> None:
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        if not _json_or_no_body(request):
+        if _only_about_the_body(exc) and not _json_or_no_body(request):
             return answer(
                 415, "unsupported_media_type", "send the request body as application/json"
             )
@@ -245,13 +246,32 @@ def allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
+def _only_about_the_body(exc: RequestValidationError) -> bool:
+    """Whether every error is about the body: a 415 must not hide a bad path or query
+    parameter, which is answered 422 naming its own field."""
+    errors = exc.errors()
+    return bool(errors) and all(tuple(e.get("loc", ()))[:1] == ("body",) for e in errors)
+
+
 def _json_or_no_body(request: Request) -> bool:
-    """Whether the request sends no body, or a body that says it is JSON."""
-    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    """Whether the request sends no body, or a body FastAPI reads as JSON: of type
+    application/json or application/*+json, parameters aside (with its default
+    strict_content_type, a body without a content type is not read as JSON)."""
     has_body = request.headers.get("content-length", "0") != "0" or bool(
         request.headers.get("transfer-encoding")
     )
-    return not has_body or media_type == "application/json" or media_type.endswith("+json")
+    content_type = request.headers.get("content-type")
+    if not has_body:
+        return True
+    if not content_type:
+        return False
+    # As fastapi.routing parses it, so that what FastAPI reads as JSON is never a 415.
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
+    )
 
 
 def _field_error(error: Mapping[str, Any]) -> FieldError:
