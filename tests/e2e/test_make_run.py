@@ -46,10 +46,23 @@ def test_m8_dev_runs_the_system_the_demo_and_stops_on_ctrl_c(
         try:
             output = _wait_for_line(proc, "Press Ctrl-C to stop", timeout=180)
             assert any("m8 is up" in line for line in output)
-            demo = subprocess.run(
-                [tool("m8"), "dev", "demo"], env=env, capture_output=True, text=True, timeout=120
+            # The commands it prints run as printed: in a new shell (no virtualenv on its
+            # PATH, none of this test's variables) and another directory.
+            printed = [line.strip() for line in output if line.startswith("  ")]
+            wanted = ("export M8CTL_CONFIG=", " whoami", " dev demo")
+            script = "set -e\n" + "\n".join(
+                line for line in printed if any(part in line for part in wanted)
             )
-            assert demo.returncode == 0, demo.stdout + demo.stderr
+            demo = subprocess.run(
+                ["/bin/sh", "-c", script],
+                env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+                cwd="/",
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert demo.returncode == 0, script + demo.stdout + demo.stderr
+            assert "subject\tdev-admin" in demo.stdout  # whoami, piped: TSV
             assert "Equal fingerprints in both stores." in demo.stdout
             state = json.loads((tmp_path / "state" / "system.json").read_text())
             pids = list(state["pids"].values())

@@ -48,6 +48,28 @@ def test_secret_put_prints_the_fingerprint_for_a_person(system: RunningSystem) -
     assert done.returncode == 0, done.stderr
     assert "fingerprint fp1:" in done.stdout
     assert "Stored" in done.stdout
+    assert done.stderr == ""  # no terminal: no stages, no spinner
+
+
+def test_a_stored_secret_is_shown_listed_and_its_history_told_whole_through_a_pipe(
+    system: RunningSystem,
+) -> None:
+    path = new_path().replace("/password", "/" + "a-rather-long-segment/" * 4 + "password")
+    stored = put_json(system, path, AWS_STORE, secret_value())
+    shown = m8ctl(system, "secret", "show", path, "--store", AWS_STORE)
+    listed = m8ctl(system, "secret", "list", "--prefix", path)
+    history = m8ctl(system, "secret", "history", path, "--store", AWS_STORE, "-o", "json")
+    old_form = m8ctl(system, "secret", "show", AWS_STORE, path)
+    assert shown.returncode == listed.returncode == history.returncode == 0
+    fields = dict(line.split("\t") for line in shown.stdout.splitlines())
+    assert fields["path"] == path
+    assert fields["fingerprint"] == stored["fingerprint"]
+    header, row = listed.stdout.splitlines()
+    assert dict(zip(header.split("\t"), row.split("\t"), strict=True))["path"] == path
+    [entry] = json.loads(history.stdout)["history"]
+    assert entry["upload_id"] == stored["upload_id"]
+    assert old_form.returncode == 2
+    assert f"secret show {path} --store {AWS_STORE}" in " ".join(old_form.stderr.split())
 
 
 def test_value_from_a_file_is_put_exactly(system: RunningSystem, tmp_path: Path) -> None:

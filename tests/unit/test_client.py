@@ -669,3 +669,53 @@ def test_empty_value_is_refused() -> None:
 
 def test_m8ctl_has_an_exit_code_for_every_settled_status_and_no_other() -> None:
     assert set(m8ctl.EXIT_CODES) == SETTLED
+
+
+# --- an upload that meets a conflict ----------------------------------------------------
+
+
+def answering(*statuses: tuple[int, str]) -> tuple[M8Client, list[bytes], list[float]]:
+    """A client of a server answering POST /v1/secrets with `statuses` in turn (status,
+    problem type); what it was sent and how long it slept in between."""
+    bodies: list[bytes] = []
+    slept: list[float] = []
+    answers = list(statuses)
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        bodies.append(request.content)
+        status, code = answers.pop(0)
+        if status == 202:
+            return httpx.Response(202, json={"upload_id": "u-1", "status": "pending"})
+        problem = {"type": f"urn:m8:problem:{code}", "title": "Conflict", "status": status}
+        return httpx.Response(status, json=problem)
+
+    client = M8Client("http://m8", "tok", transport=httpx.MockTransport(handle), sleep=slept.append)
+    return client, bodies, slept
+
+
+def test_an_upload_that_meets_a_transaction_conflict_is_sent_again_unchanged() -> None:
+    client, bodies, slept = answering((409, "conflict"), (409, "conflict"), (202, ""))
+    with client:
+        assert client.submit({"upload_id": "u-1", "key_id": "k-1"})["status"] == "pending"
+    assert len(bodies) == 3
+    assert len(set(bodies)) == 1  # the same upload id, key and ciphertext each time
+    assert len(slept) == 2
+    assert all(0 < pause <= 1.6 for pause in slept)
+
+
+def test_conflicts_are_retried_a_bounded_number_of_times_then_reported() -> None:
+    client, bodies, slept = answering(*[(409, "conflict")] * 10)
+    with client, pytest.raises(ApiError, match="Conflict") as raised:
+        client.submit({"upload_id": "u-1"})
+    assert raised.value.code == "conflict"
+    assert len(bodies) == 5
+    assert sum(slept) <= 3.0 + 1e-9  # at most 0.2 + 0.4 + 0.8 + 1.6
+
+
+@pytest.mark.parametrize("code", ["upload_key_used", "upload_exists", "upload_key_expired"])
+def test_other_409s_are_not_retried(code: str) -> None:
+    client, bodies, slept = answering((409, code), (202, ""))
+    with client, pytest.raises(ApiError):
+        client.submit({"upload_id": "u-1"})
+    assert len(bodies) == 1
+    assert slept == []

@@ -9,7 +9,7 @@ import inspect
 import json
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -18,12 +18,12 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from m8.client.errors import ClientError, ExitCode
+from m8.client.output import Field, OutputFormat, choose, print_fields, print_rows
 from m8.client.profile import PinSet, Profile
 
 if TYPE_CHECKING:
     # The click that TyperGroup is typed with: typer's own copy (private, so a typer
     # upgrade may move it; only mypy sees this import).
-    from rich.table import Column, Table
     from typer._click import Command, Context
 
     from m8.client.sdk import M8Client
@@ -83,26 +83,72 @@ EXIT_CODES = {
 SIGNED = frozenset({"stored", "rejected", "superseded", "failed"})
 
 
-def table(*columns: str | Column) -> Table:
-    """A table for the listing commands (rich's tables are loaded for them only)."""
-    from rich.table import Table
+def _me_quietly() -> dict[str, Any]:
+    """GET /v1/me for shell completion: quick, and silent whatever goes wrong."""
+    from m8.client.sdk import M8Client
 
-    return Table(*columns)
-
-
-def fingerprint_column() -> Column:
-    """Fingerprints are for comparing: never cut one short to fit a narrow terminal."""
-    from rich.table import Column
-
-    return Column("fingerprint", no_wrap=True, min_width=47)
+    try:
+        profile = Profile.load()
+        with M8Client(profile.server, profile.token, timeout=3.0) as client:
+            return client.me()
+    except Exception:  # a completion offers nothing rather than fail
+        return {}
 
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+def complete_store(incomplete: str) -> list[str]:
+    """Shell completion: the stores you may write in (GET /v1/me)."""
+    stores = _me_quietly().get("stores")
+    names = stores if isinstance(stores, list) else []
+    return [name for name in names if isinstance(name, str) and name.startswith(incomplete)]
+
+
+def complete_path(incomplete: str) -> list[str]:
+    """Shell completion: the path prefixes you may write under (GET /v1/me)."""
+    prefixes = _me_quietly().get("prefixes")
+    given = prefixes if isinstance(prefixes, list) else []
+    return [
+        prefix
+        for prefix in given
+        if isinstance(prefix, str) and prefix != "*" and prefix.startswith(incomplete)
+    ]
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts (-o json).")]
+OutputOpt = Annotated[
+    OutputFormat | None,
+    typer.Option(
+        "--output",
+        "-o",
+        help="table (fits the terminal), wide (nothing cut), json or tsv. "
+        "Default: table on a terminal, tsv when piped.",
+        case_sensitive=False,
+        show_default=False,
+    ),
+]
+StoreOpt = Annotated[
+    str | None,
+    typer.Option(help="The store (default: your profile's store).", autocompletion=complete_store),
+]
+PathArg = Annotated[
+    str, typer.Argument(help="Secret path, e.g. team/db/password", autocompletion=complete_path)
+]
+# `secret show|history` take extra arguments only to recognise the form before
+# (`STORE PATH`) and say what to type instead.
+OLD_FORM = {"allow_extra_args": True}
+
+
+def output_format(output: OutputFormat | None, as_json: bool) -> OutputFormat:
+    """The format a list or show command prints in (-o, --json, or what stdout is)."""
+    try:
+        return choose(output, as_json, out.is_terminal)
+    except ValueError as exc:
+        fail(str(exc), ExitCode.USAGE)
 
 
 def fail(message: str, code: ExitCode) -> NoReturn:
     """Prints an error a person can act on and exits with `code`."""
-    err.print(f"[red]error:[/] {message}", highlight=False)
+    # Piped, a line per error (a log keeps commands in it whole); on a terminal, wrapped.
+    err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=not err.is_terminal)
     raise typer.Exit(int(code))
 
 
@@ -333,7 +379,9 @@ def _show_pins(title: str, pins: PinSet) -> None:
 
 @config_app.command("set-store")
 def config_set_store(
-    name: Annotated[str, typer.Argument(help="A store from `stores list`.")],
+    name: Annotated[
+        str, typer.Argument(help="A store from `stores list`.", autocompletion=complete_store)
+    ],
 ) -> None:
     """Choose the store your uploads go to (when you pass no --store)."""
     with session() as (client, profile):
@@ -342,9 +390,19 @@ def config_set_store(
     out.print(f"Your store is now {name}: uploads go there unless you pass --store.")
 
 
+CONFIG_FIELDS = (
+    Field("server"),
+    Field("store"),
+    Field("keys_checked_at"),
+    Field("rotator_keys"),
+    Field("receipt_keys"),
+)
+
+
 @config_app.command("show")
-def config_show(as_json: JsonOpt = False) -> None:
+def config_show(output: OutputOpt = None, as_json: JsonOpt = False) -> None:
     """Your server, store and pinned keys (never the token)."""
+    fmt = output_format(output, as_json)
     try:
         profile = Profile.load()
     except ClientError as exc:
@@ -357,15 +415,30 @@ def config_show(as_json: JsonOpt = False) -> None:
         "receipt_keys": profile.receipt_keys.to_dict(),
     }
 
-    def render() -> None:
-        out.print(f"server {profile.server}\nstore  {profile.store or '(none)'}", highlight=False)
-        _show_pins("Pinned rotator keys:", profile.rotator_keys)
-        _show_pins("Pinned receipt keys:", profile.receipt_keys)
-        for pins in (profile.rotator_keys, profile.receipt_keys):
-            for key_id, dropped in pins.dropped.items():
-                out.print(f"dropped {key_id}: {dropped.reason} ({dropped.at})", highlight=False)
+    if fmt in (OutputFormat.JSON, OutputFormat.TSV):
+        # In TSV, each kind of key is the comma-separated ids of the pinned ones.
+        pinned = {"rotator_keys": list(profile.rotator_keys.pinned)}
+        pinned["receipt_keys"] = list(profile.receipt_keys.pinned)
+        print_fields(out, fmt, CONFIG_FIELDS, {**data, **pinned}, data)
+        return
+    out.print(f"server {profile.server}\nstore  {profile.store or '(none)'}", highlight=False)
+    _show_pins("Pinned rotator keys:", profile.rotator_keys)
+    _show_pins("Pinned receipt keys:", profile.receipt_keys)
+    for pins in (profile.rotator_keys, profile.receipt_keys):
+        for key_id, dropped in pins.dropped.items():
+            out.print(f"dropped {key_id}: {dropped.reason} ({dropped.at})", highlight=False)
 
-    emit(data, as_json, render)
+
+ME_FIELDS = (Field("subject"), Field("roles"), Field("stores"), Field("prefixes"))
+
+
+@app.command()
+def whoami(output: OutputOpt = None, as_json: JsonOpt = False) -> None:
+    """Who your token says you are: your roles, the stores and path prefixes you may use."""
+    fmt = output_format(output, as_json)
+    with session() as (client, _):
+        data = client.me()
+    print_fields(out, fmt, ME_FIELDS, data)
 
 
 # --- secrets ------------------------------------------------------------------------
@@ -385,10 +458,8 @@ def _read_secret(file: Path | None) -> bytes:
 
 @secret_app.command("put")
 def secret_put(
-    path: Annotated[str, typer.Argument(help="Secret path, e.g. team/db/password")],
-    store: Annotated[
-        str | None, typer.Option(help="Target store (default: your profile's store).")
-    ] = None,
+    path: PathArg,
+    store: StoreOpt = None,
     file: Annotated[Path | None, typer.Option(help="Read the value from this file.")] = None,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Return once accepted.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the outcome.")] = 120.0,
@@ -398,48 +469,50 @@ def secret_put(
 
     The value comes from --file, else standard input, else a hidden prompt; bytes are sent
     exactly as read (a trailing newline from `echo` is part of the value; use printf).
-    "Stored" is printed only when the reactor's signed receipt verifies.
+    "Stored" is printed only when the reactor's signed receipt verifies. On a terminal,
+    standard error shows the stage the upload is in while you wait.
     """
+    from m8.client.progress import stages
     from m8.client.upload import put_secret, read_value
 
     with session() as (client, profile):
         raw = bytearray(_read_secret(file))
-        try:
-            with read_value(raw) as value:
-                accepted = put_secret(client, profile, path, store, value)
-        except ClientError as exc:
-            fail(exc.message, exc.exit_code)
-        finally:
-            raw[:] = bytes(len(raw))
+        with stages(err, "preparing the upload") as stage:
+            try:
+                with read_value(raw) as value:
+                    accepted = put_secret(client, profile, path, store, value, on_stage=stage)
+            except ClientError as exc:
+                fail(exc.message, exc.exit_code)
+            finally:
+                raw[:] = bytes(len(raw))
+            if not no_wait:  # the stage line stays until the outcome is in
+                status = _await(client, accepted["upload_id"], accepted["store"], timeout, stage)
         if no_wait:
             emit(accepted, as_json, lambda: out.print(f"Accepted: upload {accepted['upload_id']}"))
             return
         # Our own upload id, store, path and ciphertext hash: never the API's echo of them.
         chosen = (accepted["store"], accepted["path"], accepted["ciphertext_sha256"])
-        _follow(client, profile, accepted["upload_id"], timeout, as_json, chosen)
+        _finish(client, profile, accepted["upload_id"], status, as_json, chosen)
 
 
 Chosen = tuple[str, str, str]  # store, path, SHA-256 of the ciphertext sent
 
 
-def _follow(
+def _await(
     client: M8Client,
-    profile: Profile,
     upload_id: str,
+    store: str | None,
     timeout: float,
-    as_json: bool,
-    chosen: Chosen | None = None,
-) -> NoReturn:
+    stage: Callable[[str], None],
+) -> dict[str, Any]:
+    """The upload's view once settled (or at the deadline), each stage shown to `stage`."""
     from m8.client.outcome import await_outcome
+    from m8.client.progress import upload_stage
 
-    with _spinner(f"Waiting for upload {upload_id} to be stored…"):
-        status = await_outcome(client, upload_id, timeout)
-    _finish(client, profile, upload_id, status, as_json, chosen)
-
-
-def _spinner(message: str) -> AbstractContextManager[object]:
-    """A spinner on a terminal; elsewhere (a script's pipe) rich would draw nothing."""
-    return err.status(message, spinner="dots") if err.is_terminal else nullcontext()
+    stage(upload_stage({"status": "pending"}, store))
+    return await_outcome(
+        client, upload_id, timeout, on_view=lambda view: stage(upload_stage(view, store))
+    )
 
 
 def _finish(
@@ -527,60 +600,93 @@ def _print_upload(status: dict[str, Any], as_json: bool) -> None:
     emit(status, as_json, render)
 
 
+SECRET_FIELDS = (
+    Field("store"),
+    Field("path"),
+    Field("fingerprint", whole=True),
+    Field("upstream_version", "version"),
+    Field("stored_at", "stored"),
+    Field("stored_by", "by"),
+    Field("updated_at", "updated", wide=True),
+)
+HISTORY_FIELDS = (
+    Field("requested_at", "requested"),
+    Field("requested_by", "by"),
+    Field("status"),
+    Field("fingerprint", whole=True),
+    Field("upstream_version", "version"),
+    Field("upload_id", "upload", wide=True, whole=True),  # for `m8ctl upload status ID`
+    Field("completed_at", "completed", wide=True),
+)
+
+
 @secret_app.command("list")
 def secret_list(
-    store: Annotated[str | None, typer.Option(help="Only this store.")] = None,
-    prefix: Annotated[str | None, typer.Option(help="Only paths starting with this.")] = None,
+    store: Annotated[
+        str | None, typer.Option(help="Only this store.", autocompletion=complete_store)
+    ] = None,
+    prefix: Annotated[
+        str | None,
+        typer.Option(help="Only paths starting with this.", autocompletion=complete_path),
+    ] = None,
+    output: OutputOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List secrets with their fingerprints (never values)."""
+    fmt = output_format(output, as_json)
     with session() as (client, _):
         data = client.secrets(store, prefix)
-
-    def render() -> None:
-        listing = table("store", "path", fingerprint_column(), "version", "stored", "by")
-        for item in data.get("secrets", []):
-            listing.add_row(
-                item["store"], item["path"], item.get("fingerprint") or "",
-                str(item.get("upstream_version") or ""), str(item.get("stored_at") or ""),
-                str(item.get("stored_by") or ""),
-            )  # fmt: skip
-        out.print(listing)
-
-    emit(data, as_json, render)
+    print_rows(out, fmt, SECRET_FIELDS, data.get("secrets", []), data)
 
 
-@secret_app.command("show")
+def _refuse_old_form(ctx: typer.Context, path: str) -> None:
+    """`secret show|history STORE PATH`, the form before: say what to type now."""
+    if len(ctx.args) == 1:
+        command = ctx.info_name
+        fail(
+            f"`m8ctl secret {command}` takes PATH [--store S] now, like `secret put` "
+            f"(STORE PATH was the form before). Run: m8ctl secret {command} {ctx.args[0]} "
+            f"--store {path}",
+            ExitCode.USAGE,
+        )
+    if ctx.args:
+        fail(f"unexpected arguments: {' '.join(ctx.args)}", ExitCode.USAGE)
+
+
+@secret_app.command("show", context_settings=OLD_FORM)
 def secret_show(
-    store: Annotated[str, typer.Argument()], path: Annotated[str, typer.Argument()],
+    ctx: typer.Context,
+    path: PathArg,
+    store: StoreOpt = None,
+    output: OutputOpt = None,
     as_json: JsonOpt = False,
-) -> None:  # fmt: skip
+) -> None:
     """Show one secret's fingerprint and upstream version."""
-    with session() as (client, _):
-        data = client.secret(store, path)
-    emit(data, as_json, lambda: out.print_json(json.dumps(data)))
+    from m8.client.upload import chosen_store
+
+    fmt = output_format(output, as_json)
+    _refuse_old_form(ctx, path)
+    with session() as (client, profile):
+        data = client.secret(chosen_store(profile, store), path)
+    print_fields(out, fmt, SECRET_FIELDS, data)
 
 
-@secret_app.command("history")
+@secret_app.command("history", context_settings=OLD_FORM)
 def secret_history(
-    store: Annotated[str, typer.Argument()], path: Annotated[str, typer.Argument()],
+    ctx: typer.Context,
+    path: PathArg,
+    store: StoreOpt = None,
+    output: OutputOpt = None,
     as_json: JsonOpt = False,
-) -> None:  # fmt: skip
+) -> None:
     """Every upload to one secret: when, who, outcome and fingerprint."""
-    with session() as (client, _):
-        data = client.history(store, path)
+    from m8.client.upload import chosen_store
 
-    def render() -> None:
-        listing = table("requested", "by", "status", fingerprint_column(), "version", "upload")
-        for item in data.get("history", []):
-            listing.add_row(
-                str(item.get("requested_at") or ""), str(item.get("requested_by") or ""),
-                item["status"], item.get("fingerprint") or "",
-                str(item.get("upstream_version") or ""), item["upload_id"],
-            )  # fmt: skip
-        out.print(listing)
-
-    emit(data, as_json, render)
+    fmt = output_format(output, as_json)
+    _refuse_old_form(ctx, path)
+    with session() as (client, profile):
+        data = client.history(chosen_store(profile, store), path)
+    print_rows(out, fmt, HISTORY_FIELDS, data.get("history", []), data)
 
 
 @upload_app.command("status")
@@ -592,29 +698,34 @@ def upload_status(
     """Show an upload's status (pending, stored, rejected, failed, expired)."""
     with session() as (client, profile):
         if wait:
-            _follow(client, profile, upload_id, wait, as_json)
-        _finish(client, profile, upload_id, client.upload(upload_id), as_json, None)
+            from m8.client.progress import stages
+
+            with stages(err) as stage:
+                status = _await(client, upload_id, None, wait, stage)
+        else:
+            status = client.upload(upload_id)
+        _finish(client, profile, upload_id, status, as_json, None)
 
 
 # --- stores -------------------------------------------------------------------------
 
 
+STORE_FIELDS = (
+    Field("name"),
+    Field("type"),
+    Field("active"),
+    Field("default"),
+    Field("config", wide=True),
+)
+
+
 @stores_app.command("list")
-def stores_list(as_json: JsonOpt = False) -> None:
+def stores_list(output: OutputOpt = None, as_json: JsonOpt = False) -> None:
     """The stores you may target; the default is marked."""
+    fmt = output_format(output, as_json)
     with session() as (client, _):
         data = client.stores()
-
-    def render() -> None:
-        listing = table("name", "type", "active", "default")
-        for item in data.get("stores", []):
-            listing.add_row(
-                item["name"], item["type"], "yes" if item.get("active") else "no",
-                "*" if item.get("default") else "",
-            )  # fmt: skip
-        out.print(listing)
-
-    emit(data, as_json, render)
+    print_rows(out, fmt, STORE_FIELDS, data.get("stores", []), data)
 
 
 def _admin(action: Callable[[M8Client], Any], done: str) -> None:

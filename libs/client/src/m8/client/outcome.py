@@ -44,6 +44,7 @@ def await_outcome(
     *,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    on_view: Callable[[dict[str, Any]], None] = lambda _view: None,
 ) -> dict[str, Any]:
     """The upload's view once it is no longer pending, or the last one seen at the
     deadline. Only `pending` is worth waiting for: a status this m8ctl does not know (a
@@ -51,12 +52,14 @@ def await_outcome(
 
     A 429 (too many requests) does not end the wait: the upload was accepted, so m8ctl
     waits as long as Retry-After says (never past the deadline) and asks again.
+    `on_view` hears each view as it comes (for a person waiting at a terminal).
     """
     deadline = clock() + timeout
     view: dict[str, Any] = {"status": "pending"}
     while view["status"] == "pending" and (left := deadline - clock()) > 0:
         try:
             view = client.upload(upload_id, wait=min(left, LONG_POLL))
+            on_view(view)
         except ApiError as exc:
             if exc.status != 429:
                 raise

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -10,6 +13,10 @@ import httpx
 from m8.client.errors import ApiError, ClientError, Unreachable
 
 Json = dict[str, Any]
+# Seconds before each new try of an upload the API answered 409 `conflict` (each pause
+# jittered down to as little as half, so that racing twins spread out): five tries within
+# 3 s of pauses, then the conflict is reported.
+CONFLICT_BACKOFF = (0.2, 0.4, 0.8, 1.6)
 
 
 class M8Client:
@@ -21,8 +28,10 @@ class M8Client:
         token: str,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,  # tests: a stand-in server
+        sleep: Callable[[float], None] = time.sleep,  # tests: a clock of their own
     ) -> None:
         self.server = server.rstrip("/")
+        self._sleep = sleep
         self._http = httpx.Client(
             base_url=self.server,
             headers={"Authorization": f"Bearer {token}", "User-Agent": "m8ctl"},
@@ -87,7 +96,25 @@ class M8Client:
     # --- uploads --------------------------------------------------------------------
 
     def submit(self, body: Json) -> Json:
-        """Sends an encrypted upload (202: pending)."""
+        """Sends an encrypted upload (202: pending).
+
+        A 409 `conflict` (uploads racing to one path: the API's transaction lost, and
+        changed nothing) is sent again as it was, with a bounded backoff. The same request
+        is safe to repeat and needs no new key: the API claims the key and records the
+        upload id in one transaction, so a conflicting try left the key unused, and it
+        answers the exact repetition of an accepted upload as it answered the first.
+        Any other refusal (a used or expired key among them) is not retried.
+        """
+        for pause in CONFLICT_BACKOFF:
+            try:
+                return self._post_upload(body)
+            except ApiError as exc:
+                if exc.status != 409 or exc.code != "conflict":
+                    raise
+            self._sleep(pause * random.uniform(0.5, 1.0))  # noqa: S311  # jitter, not crypto
+        return self._post_upload(body)
+
+    def _post_upload(self, body: Json) -> Json:
         result: Json = self._call("POST", "/v1/secrets", json=body)
         return result
 
@@ -130,6 +157,13 @@ class M8Client:
     def history(self, store: str, path: str) -> Json:
         """Every upload to one secret: who, when, outcome, fingerprint."""
         result: Json = self._call("GET", f"/v1/history/{_seg(store)}/{quote(path)}")
+        return result
+
+    # --- the caller -----------------------------------------------------------------
+
+    def me(self) -> Json:
+        """Who the token is: subject, roles, the stores and path prefixes it may use."""
+        result: Json = self._call("GET", "/v1/me")
         return result
 
     # --- stores ---------------------------------------------------------------------

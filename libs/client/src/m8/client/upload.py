@@ -8,6 +8,7 @@ it can swap keys, redirect the value or read it.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -38,23 +39,21 @@ def put_secret(
     value: SecretBytes,
     *,
     now: datetime | None = None,
+    on_stage: Callable[[str], None] = lambda _stage: None,
 ) -> dict[str, Any]:
     """Encrypts `value` for a fresh signed upload key and submits it.
 
     `store` overrides the profile's store; the server never picks one. Returns the API's
     answer with the upload id, store and path this client chose (not the API's echo) and
-    the SHA-256 of the ciphertext it sent.
+    the SHA-256 of the ciphertext it sent. `on_stage` hears what it is doing (for a person
+    waiting at a terminal).
     """
     now = now or utc_now()
-    target = store or profile.store
-    if target is None:
-        raise UsageError(
-            "no store chosen: your profile has none. See `m8ctl stores list`, then run "
-            "`m8ctl config set-store NAME` (or pass --store NAME). Nothing was sent."
-        )
+    target = chosen_store(profile, store, "Nothing was sent.")
     expire_pins(profile, now)
     if keys_stale(profile, now):
         refresh_keys(client, profile, now)
+    on_stage(f"asking for an upload key for {target}:{path}")
     try:
         answer = client.upload_key(path, target)
     except ApiError as exc:
@@ -72,6 +71,7 @@ def put_secret(
             f"asked for {target}:{path}. Nothing was sent. Something between you and the key "
             "rotator changed the request: tell your operator."
         )
+    on_stage("encrypting here, sending")
     upload_id = new_upload_id()
     binding = Binding(upload_id, statement.key_id, target, path)
     encrypted = seal_envelope(value, binding, statement.public_key)
@@ -89,6 +89,17 @@ def put_secret(
     sent = hashlib.sha256(encrypted.ciphertext).hexdigest()
     chosen = {"upload_id": upload_id, "store": target, "path": path, "ciphertext_sha256": sent}
     return {**accepted, **chosen}
+
+
+def chosen_store(profile: Profile, store: str | None, then: str = "") -> str:
+    """`store` (a --store option), else the profile's store; the server's default never."""
+    target = store or profile.store
+    if target is None:
+        raise UsageError(
+            "no store chosen: your profile has none. See `m8ctl stores list`, then run "
+            f"`m8ctl config set-store NAME` (or pass --store NAME). {then}".rstrip()
+        )
+    return target
 
 
 def _profile_store_gone(store: str, exc: ApiError) -> ClientError:

@@ -22,7 +22,7 @@ from m8.api.metrics import ApiMetrics, MetricsMiddleware
 from m8.api.queries import Queries
 from m8.api.read_side import ReadSide
 from m8.api.rotator import RotatorClient
-from m8.api.routes import health, keys, secrets, stores, uploads
+from m8.api.routes import health, keys, me, secrets, stores, uploads
 from m8.api.settings import ApiSettings
 from m8.api.settled import SettledUploads
 from m8.messaging import EventConsumer
@@ -84,7 +84,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     # route, which a 405's Allow header needs (problems.allowed_methods). Metrics are
     # served on their own port only (M8_API_METRICS_PORT): what the API's port answers is
     # what the public may reach.
-    for module in (health, stores, keys, uploads, secrets):
+    for module in (health, stores, keys, uploads, secrets, me):
         app.router.routes.extend(module.router.routes)
     app.add_middleware(BodySizeLimit, limit=settings.api_max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees every answer

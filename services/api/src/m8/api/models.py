@@ -337,3 +337,23 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ready"] = "ready"
     checks: dict[str, Literal["ok"]]
+
+
+# --- the caller --------------------------------------------------------------------------
+
+
+class MeView(BaseModel):
+    """Who the token is, and where it may upload (and read what m8 knows of it)."""
+
+    subject: str
+    roles: list[Literal["admin", "user"]] = Field(description="sorted; admin may do everything")
+    stores: list[str] = Field(
+        description="the active stores this caller may upload to now, sorted (admins: all)"
+    )
+    prefixes: list[str] = Field(
+        description=(
+            'the path prefixes this caller may write under; ["*"]: every path, []: none. '
+            '"team-a" covers team-a and what is under team-a/; "team-a/" only what is under it'
+        ),
+        examples=[["team-a/"]],
+    )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
+import shlex
 import signal
 import threading
 from pathlib import Path
@@ -19,7 +21,7 @@ from m8.client.sdk import M8Client
 from m8.client.upload import put_secret
 from m8.config import get_settings
 from m8.crypto import SecretBytes
-from m8.devservices.manager import ServiceError, Services, local_services
+from m8.devservices.manager import ServiceError, Services, local_services, tool
 from m8.devservices.system import System, dev_store, dev_types, m8ctl_login
 from m8.devservices.vhosts import virtual_host
 
@@ -63,7 +65,7 @@ def services_up() -> None:
     _print(services)
     console.print("\nPoint m8 at them with:")
     for key, value in services.environment().items():
-        console.print(f"  export {key}={value}", markup=False)
+        console.print(f"  export {key}={shlex.quote(value)}", markup=False, highlight=False)
 
 
 @services_cli.command("status")
@@ -127,15 +129,27 @@ def _usage(system: System, config: Path) -> None:
     console.print(f"\nm8 is up: API at {system.api_url}", highlight=False)
     named = [f"{dev_store(t.name)} ({t.title})" for t in dev_types()]
     console.print(f"Stores: {', '.join(named)}; the first is the default.", highlight=False)
-    console.print("Use m8ctl as the dev admin:", highlight=False)
-    for line in (
-        f"  export M8CTL_CONFIG={config}",
-        "  printf 's3cr3t' | m8ctl secret put team/db/password",
-        f"  m8ctl secret put team/db/password --store {dev_store(dev_types()[-1].name)} < file",
-        "  m8 dev demo    # one value into every store, equal fingerprints",
-    ):
-        console.print(line, markup=False, highlight=False)
+    console.print("Use m8ctl as the dev admin, from any shell and directory:", highlight=False)
+    for line in usage_lines(system.workdir, config, dev_store(dev_types()[-1].name)):
+        console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"Logs: {system.workdir / 'logs'}. Press Ctrl-C to stop.", highlight=False)
+
+
+def usage_lines(workdir: Path, config: Path, other_store: str) -> list[str]:
+    """Shell commands that run as printed, in any directory: m8ctl and m8 by absolute path
+    (a new shell has no virtualenv on its PATH), `m8 dev demo` told this system's state
+    directory (it is relative to the directory by default), every path quoted."""
+    m8ctl = shlex.quote(os.path.abspath(tool("m8ctl")))
+    m8 = shlex.quote(os.path.abspath(tool("m8")))
+    return [
+        f"export M8CTL_CONFIG={shlex.quote(str(config.absolute()))}",
+        f"printf 's3cr3t' | {m8ctl} secret put team/db/password",
+        f"{m8ctl} secret put team/db/password --store {shlex.quote(other_store)} < file",
+        f"{m8ctl} secret list",
+        f"{m8ctl} whoami",
+        f"M8_STATE_DIR={shlex.quote(str(workdir.absolute()))} {m8} dev demo"
+        "    # one value into every store, equal fingerprints",
+    ]
 
 
 def _ignore_signals() -> None:
