@@ -76,6 +76,16 @@ class EventKind:
             key += rf"\.({'|'.join(re.escape(s) for s in self.store_types)})"
         return f"^{key}$"
 
+    def binding_key_pattern(self) -> str:
+        """An anchored regular expression of the binding keys that select only these
+        events: their routing keys, with `*` or `#` in place of the store type."""
+        types = "|".join(re.escape(snake(t)) for t in self.event_types)
+        key = rf"{re.escape(self.aggregate_type)}\.({types})"
+        if self.store_types:
+            suffixes = [*(re.escape(s) for s in self.store_types), r"\*", r"\#"]
+            key += rf"\.({'|'.join(suffixes)})"
+        return f"^{key}$"
+
     def matches(self, event: StoredEvent) -> bool:
         """Whether `event` is of this kind."""
         suffix_ok = (
@@ -169,6 +179,64 @@ def permissions(service: str) -> Permissions:
         read=_names(read),
         topic_write="|".join(kind.routing_key_pattern() for kind in publishes(service)),
         handback_write=_names([spec.name for spec in consumes(service)]),
+    )
+
+
+# Consumers outside m8 (an audit pipeline, a notifier, a deployment waiting for a secret)
+# name their queues `consumer.<name>` or `consumer.<name>.<anything>`.
+CONSUMER_QUEUE_PREFIX = "consumer."
+_CONSUMER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class InvalidConsumerName(ValueError):
+    """A consumer name that is not lowercase letters, digits, `-` and `_`."""
+
+
+def consumable() -> tuple[EventKind, ...]:
+    """The events consumers outside m8 may bind to: every event an m8 service publishes
+    (docs/asyncapi.yaml describes each)."""
+    return tuple(kind for service in services() for kind in publishes(service))
+
+
+def consumer_queues_pattern(name: str) -> str:
+    """An anchored regular expression of the names of consumer `name`'s queues:
+    `consumer.<name>` (`consumer_queue`) and any `consumer.<name>.<anything>` an operator
+    makes for it."""
+    if not _CONSUMER_NAME.match(name):
+        raise InvalidConsumerName(
+            f"consumer name {name!r}: lowercase letters, digits, '-' and '_' only (at most 63)"
+        )
+    return rf"^{re.escape(CONSUMER_QUEUE_PREFIX + name)}(\..+)?$"
+
+
+def consumer_queue(name: str) -> str:
+    """The queue the operator makes for consumer `name`: `consumer.<name>`, bound to
+    nothing (the consumer binds it). It never refuses a message: a queue that did
+    (`x-overflow: reject-publish` when full) would fail m8's own publishing, whose outbox
+    would then send the event again and again, so consumers may not declare queues."""
+    consumer_queues_pattern(name)  # checks the name
+    return CONSUMER_QUEUE_PREFIX + name
+
+
+def consumer_queue_arguments() -> dict[str, Any]:
+    """A consumer queue's arguments: quorum, and never refusing a publish."""
+    return {"x-queue-type": "quorum", "x-overflow": "drop-head"}
+
+
+def consumer_permissions(name: str) -> Permissions:
+    """The rights of consumer `name`, a reader outside m8: it binds queues of its own names
+    (made by the operator: `consumer_queue`) to `m8.events`, with binding keys that select
+    consumable events only (topic read permission: `#` is refused), and reads them. It may
+    declare, change or delete nothing (configure), and publish to none of m8's exchanges,
+    nor through the default exchange into any queue."""
+    own = consumer_queues_pattern(name)
+    return Permissions(
+        configure="^$",
+        write=own,  # binding a queue needs write on it, and publishing to it the exchange's
+        read=f"{own}|{_names([EVENTS_EXCHANGE])}",
+        topic_write="^$",
+        handback_write="^$",
+        topic_read="|".join(kind.binding_key_pattern() for kind in consumable()),
     )
 
 

@@ -8,6 +8,13 @@ an upgrade), e.g. as Compose's `rabbitmq-users` step:
     M8_RABBITMQ_ADMIN_PASSWORD=... M8_RABBITMQ_API_PASSWORD=... (one per service) \\
     python -m m8.messaging.users
 
+A consumer outside m8 (docs/consumers.md) gets a queue, `consumer.<name>`, and a user of its
+own, `m8-consumer-<name>`, that may bind that queue to m8's events and read it, and may
+declare and publish nothing:
+
+    M8_RABBITMQ_MANAGEMENT_URL=... M8_RABBITMQ_ADMIN_USER=... M8_RABBITMQ_ADMIN_PASSWORD=... \\
+    M8_RABBITMQ_CONSUMER_PASSWORD=... python -m m8.messaging.users consumer NAME
+
 Passwords come from the environment only, never from arguments.
 """
 
@@ -20,12 +27,38 @@ from urllib.parse import quote
 
 import httpx
 
-from m8.messaging.permissions import permissions, services, topology
+from m8.messaging.permissions import (
+    Permissions,
+    consumer_permissions,
+    consumer_queue,
+    consumer_queue_arguments,
+    permissions,
+    services,
+    topology,
+)
 
 
 def grant(api: httpx.Client, vhost: str, user: str, password: str, service: str) -> None:
     """Creates (or updates) `user` with `service`'s rights in `vhost`."""
-    rights = permissions(service)
+    grant_rights(api, vhost, user, password, permissions(service))
+
+
+def grant_consumer(api: httpx.Client, vhost: str, user: str, password: str, name: str) -> None:
+    """Makes consumer `name`'s queue `consumer.<name>` and creates (or updates) `user` with
+    the consumer's rights: it binds that queue to `m8.events` and reads it, and may
+    declare and publish nothing (docs/consumers.md)."""
+    queue = consumer_queue(name)
+    api.put(
+        f"/queues/{quote(vhost, safe='')}/{quote(queue, safe='')}",
+        json={"durable": True, "auto_delete": False, "arguments": consumer_queue_arguments()},
+    ).raise_for_status()
+    grant_rights(api, vhost, user, password, consumer_permissions(name))
+
+
+def grant_rights(
+    api: httpx.Client, vhost: str, user: str, password: str, rights: Permissions
+) -> None:
+    """Creates (or updates) `user` with `rights` in `vhost`."""
     api.put(
         f"/users/{quote(user, safe='')}", json={"password": password, "tags": ""}
     ).raise_for_status()
@@ -62,8 +95,15 @@ def password_variable(service: str) -> str:
     return f"M8_RABBITMQ_{service.upper().replace('-', '_')}_PASSWORD"
 
 
-def main() -> int:
-    """`python -m m8.messaging.users`: applies the users and topology from the environment."""
+def main(argv: list[str] | None = None) -> int:
+    """`python -m m8.messaging.users`: applies the users and topology from the environment;
+    `... consumer NAME`: makes (or updates) consumer NAME's queue and user only."""
+    args = sys.argv[1:] if argv is None else argv
+    if args:
+        if len(args) != 2 or args[0] != "consumer":
+            print("usage: python -m m8.messaging.users [consumer NAME]", file=sys.stderr)
+            return 2
+        return _consumer(args[1])
     missing = [
         name
         for name in (
@@ -89,6 +129,34 @@ def main() -> int:
         print(f"RabbitMQ's management API refused or failed: {exc}", file=sys.stderr)
         return 1
     print(f"vhost {vhost}: topology declared, users {', '.join(u for u, _ in users.values())}")
+    return 0
+
+
+def _consumer(name: str) -> int:
+    names = (
+        "M8_RABBITMQ_MANAGEMENT_URL",
+        "M8_RABBITMQ_ADMIN_USER",
+        "M8_RABBITMQ_ADMIN_PASSWORD",
+        "M8_RABBITMQ_CONSUMER_PASSWORD",
+    )
+    if missing := [n for n in names if not os.environ.get(n)]:
+        print(f"set {', '.join(missing)}", file=sys.stderr)
+        return 2
+    vhost = os.environ.get("M8_RABBITMQ_VHOST", "m8")
+    user = f"{os.environ.get('M8_RABBITMQ_USER_PREFIX', 'm8-')}consumer-{name}"
+    auth = (os.environ["M8_RABBITMQ_ADMIN_USER"], os.environ["M8_RABBITMQ_ADMIN_PASSWORD"])
+    base = os.environ["M8_RABBITMQ_MANAGEMENT_URL"].rstrip("/") + "/api"
+    try:
+        consumer_queue(name)  # checks the name before anything is made
+        with httpx.Client(base_url=base, auth=auth, timeout=30) as api:
+            grant_consumer(api, vhost, user, os.environ["M8_RABBITMQ_CONSUMER_PASSWORD"], name)
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except httpx.HTTPError as exc:
+        print(f"RabbitMQ's management API refused or failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"vhost {vhost}: consumer user {user}, queue {consumer_queue(name)}")
     return 0
 
 
