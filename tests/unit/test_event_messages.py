@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from m8.domain.events import SecretUploadRequested
+from m8.domain.events import SecretStored, SecretUploadRequested
 from m8.eventsourcing import Metadata, StoredEvent
 from m8.messaging.broker import event_message
 
@@ -35,3 +35,14 @@ def test_an_upload_requests_message_carries_no_ciphertext_but_every_other_field(
     }
     assert stored.data["ciphertext"] == REQUEST.ciphertext  # the stored event keeps it
     assert (message.message_id, message.type) == (stored.event_id, "SecretUploadRequested")
+
+
+def test_an_outcomes_message_carries_no_fingerprint() -> None:
+    outcome = SecretStored("u-1", "vault-a", "vault", "team/db/password", "3", "fp1:" + "a" * 43)
+    stored = StoredEvent.new("secret", "vault-a:team/db/password", 2, outcome, Metadata("a", "c"))
+
+    body = json.loads(event_message(stored).body)
+
+    assert body["data"]["fingerprint"] is None  # an equality oracle: the API's rights apply
+    assert body["data"]["upstream_version"] == "3"
+    assert stored.data["fingerprint"] == outcome.fingerprint  # the stored event keeps it

@@ -19,9 +19,11 @@ from m8.eventsourcing import StoredEvent
 from m8.messaging.topology import QueueSpec, declare_topology, ensure_topology
 
 DEFAULT_CONFIRM_TIMEOUT = 10.0
-# Data that stays in the event store: a message carries these as null, as the store does
-# once they are redacted. Consumers act on the store's copy of an event anyway.
-STORE_ONLY_FIELDS = ("ciphertext",)
+# Data that stays in the event store: a message carries these as null. Consumers act on
+# the store's copy of an event anyway. The ciphertext, as the store does once redacted; the
+# fingerprint, an equality oracle on values that the API shows a user only for the paths
+# it may write, while a queue consumer may bind to every store's outcomes.
+STORE_ONLY_FIELDS = ("ciphertext", "fingerprint")
 
 
 def message_body(event: StoredEvent) -> dict[str, Any]:
