@@ -6,6 +6,9 @@
 #   docker build --target keyrotator -t m8-keyrotator:local .
 #   docker build --target reactors   -t m8-reactors:local .
 #
+# Without Docker or a registry, `python -m m8.devservices.images` builds all three with podman
+# on a Debian base made by debootstrap (README.md, "Containers").
+#
 # The command is the argument list after `m8`; each image has its service's commands only
 # (m8-api: `api`; m8-keyrotator: `keyrotator`, `keys`; m8-reactors: `reactor vault|aws`):
 #
@@ -23,37 +26,76 @@ ARG PYTHON_IMAGE=python:3.11-slim
 # --- build: one virtual environment per service, from uv.lock -----------------------
 FROM ${PYTHON_IMAGE} AS build
 
+# Only for a build behind a TLS-intercepting proxy: the CA bundle pip and uv trust, e.g.
+# `--build-arg PIP_CERT=/etc/ssl/certs/ca-certificates.crt --build-arg SSL_CERT_FILE=...
+# --build-arg UV_NATIVE_TLS=1` with the host's bundle mounted read-only
+# (`podman build -v /etc/ssl/certs:/etc/ssl/certs:ro`). Build arguments of this stage never
+# reach a service image.
+ARG PIP_CERT
+ARG SSL_CERT_FILE
+ARG UV_NATIVE_TLS
+
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
-    UV_NO_CACHE=1
-RUN python -m pip install 'uv==0.13.9'
+    UV_CACHE_DIR=/var/cache/uv
+# uv in a venv of its own: a distribution's Python (Debian's) refuses `pip install` into
+# the system (PEP 668) and may have no pip; the official python image works alike.
+RUN python -m venv /opt/uv \
+ && /opt/uv/bin/python -m pip install 'uv==0.13.9' \
+ && ln -s /opt/uv/bin/uv /usr/local/bin/uv
 
 WORKDIR /src
-# The workspace (.dockerignore keeps everything else out of the context, key files above
-# all): uv needs every member's pyproject to read the lock, and installs only one.
-COPY pyproject.toml uv.lock README.md ./
-COPY libs ./libs
-COPY services ./services
-COPY tools ./tools
+# The workspace's lock first: each service's third-party dependencies are a layer of their
+# own, built again only when the lock or the root pyproject changes, not on every code
+# change. `--frozen` reads the lock without the members' pyprojects.
+COPY pyproject.toml uv.lock ./
 
 # The same path in every stage: a venv's scripts name their interpreter by absolute path.
 # `--package`: that service's distribution and what it depends on; `--no-editable`: the
 # code is copied into the venv. The smoke test imports every command of the image (and the
 # reactors' adapters, which a reactor loads at start), so a missing dependency fails the
-# build, not a deployment.
+# build, not a deployment. (A stage inherits no build argument: each declares those uv
+# reads.) The cache mount (downloaded wheels) is shared by the three
+# builds and kept between builds; it is in no image.
 FROM build AS build-api
-RUN UV_PROJECT_ENVIRONMENT=/opt/m8 uv sync --frozen --no-dev --no-editable --package m8-api \
+ARG SSL_CERT_FILE
+ARG UV_NATIVE_TLS
+RUN --mount=type=cache,target=/var/cache/uv,sharing=locked \
+    UV_PROJECT_ENVIRONMENT=/opt/m8 uv sync --frozen --no-dev --no-install-workspace --package m8-api
+# Every member's pyproject is needed to read the lock; only this service's are installed.
+# (.dockerignore keeps everything else out of the context, key files above all.)
+COPY libs ./libs
+COPY services ./services
+COPY tools ./tools
+RUN --mount=type=cache,target=/var/cache/uv,sharing=locked \
+    UV_PROJECT_ENVIRONMENT=/opt/m8 uv sync --frozen --no-dev --no-editable --package m8-api \
  && /opt/m8/bin/m8 api --help > /dev/null
 
 FROM build AS build-keyrotator
-RUN UV_PROJECT_ENVIRONMENT=/opt/m8 uv sync --frozen --no-dev --no-editable --package m8-keyrotator \
+ARG SSL_CERT_FILE
+ARG UV_NATIVE_TLS
+RUN --mount=type=cache,target=/var/cache/uv,sharing=locked \
+    UV_PROJECT_ENVIRONMENT=/opt/m8 uv sync --frozen --no-dev --no-install-workspace --package m8-keyrotator
+COPY libs ./libs
+COPY services ./services
+COPY tools ./tools
+RUN --mount=type=cache,target=/var/cache/uv,sharing=locked \
+    UV_PROJECT_ENVIRONMENT=/opt/m8 uv sync --frozen --no-dev --no-editable --package m8-keyrotator \
  && /opt/m8/bin/m8 keyrotator --help > /dev/null && /opt/m8/bin/m8 keys --help > /dev/null
 
 FROM build AS build-reactors
-RUN UV_PROJECT_ENVIRONMENT=/opt/m8 uv sync --frozen --no-dev --no-editable --package m8-reactors \
+ARG SSL_CERT_FILE
+ARG UV_NATIVE_TLS
+RUN --mount=type=cache,target=/var/cache/uv,sharing=locked \
+    UV_PROJECT_ENVIRONMENT=/opt/m8 uv sync --frozen --no-dev --no-install-workspace --package m8-reactors
+COPY libs ./libs
+COPY services ./services
+COPY tools ./tools
+RUN --mount=type=cache,target=/var/cache/uv,sharing=locked \
+    UV_PROJECT_ENVIRONMENT=/opt/m8 uv sync --frozen --no-dev --no-editable --package m8-reactors \
  && /opt/m8/bin/m8 reactor --help > /dev/null \
  && /opt/m8/bin/python -c "from m8 import stores; from m8.stores.adapters import adapter_factory; [adapter_factory(t) for t in stores.all_types()]"
 

@@ -36,7 +36,7 @@ test: $(STAMP) lint
 ## For daily work: lint, types, unit, integration and e2e tests; not the slow tiers
 ## (chaos, fuzz, scale, packaging: see pyproject.toml `markers`).
 test-fast: $(STAMP) lint
-	$(BIN)/python -m pytest tests -m "not (chaos or fuzz or scale or packaging)"
+	$(BIN)/python -m pytest tests -m "not (chaos or fuzz or scale or packaging or containers)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

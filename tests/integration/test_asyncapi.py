@@ -64,7 +64,7 @@ def test_every_event_type_that_goes_to_the_bus_is_in_the_document_and_no_other(
     assert "upload_key.upload_key_destroyed" in addresses
 
 
-async def test_every_message_m8_publishes_matches_its_schema_and_carries_no_ciphertext_nor_fingerprint(
+async def test_every_message_m8_publishes_matches_its_schema_without_ciphertext_or_fingerprint(
     broker: Broker, recorder: MongoEventRecorder, document: dict[str, Any]
 ) -> None:
     received = await _receive_everything(broker, recorder, document)

@@ -94,7 +94,7 @@ def test_the_client_alone_runs_m8ctl_without_any_server_library(tmp_path: Path) 
 @pytest.mark.parametrize(
     ("package", "own_commands", "own_module", "absent"),
     [
-        ("m8-api", ["api"], "m8.api", ("hvac", "boto3", "m8.keyrotator", "m8.reactors")),
+        ("m8-api", ["admin", "api"], "m8.api", ("hvac", "boto3", "m8.keyrotator", "m8.reactors")),
         (
             "m8-keyrotator",
             ["keyrotator", "keys"],

@@ -1,8 +1,9 @@
 """`m8`: the server-side console. Each installed m8 distribution adds its own commands.
 
 A distribution names its sub-commands in the entry point group ``m8.commands`` (the API
-adds ``api``, the key rotator ``keyrotator`` and ``keys``, the reactors ``reactor``, the
-development tooling ``dev``), so a service's image offers that service's commands only.
+adds ``api`` and ``admin``, the key rotator ``keyrotator`` and ``keys``, the reactors
+``reactor``, the development tooling ``dev``), so a service's image offers that service's
+commands only.
 """
 
 from __future__ import annotations

@@ -15,14 +15,22 @@ Each service publishes only the events it owns (`m8.messaging.permissions.publis
 with its own broker credentials, which allow those routing keys and no others. A
 document that does not decode is set aside (see `EventRecorder.unpublished`) rather than
 stopping the backstop in front of it.
+
+Each backstop pass also notes what it left unpublished (`Backlog`): the relay lag that
+the services export as `m8_outbox_unpublished_events` and
+`m8_outbox_oldest_unpublished_age_seconds` (`BacklogCollector`). Only the replica that
+holds the lease measures it; the others export nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import weakref
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 from m8.eventsourcing import EventRecorder, EventStoreUnavailable, StoredEvent
 from m8.messaging import Broker
@@ -31,6 +39,46 @@ from m8.messaging.permissions import publishes
 log = logging.getLogger(__name__)
 
 LEASE_ID = "outbox"
+# The service label of a relay of every event (tests and tools).
+ALL_SERVICES = "all"
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """What one backstop pass left unpublished: how many events (counted up to the
+    relay's batch) and when the oldest of them was made (None: none)."""
+
+    service: str
+    unpublished: int
+    oldest: datetime | None
+
+    def oldest_age(self, now: datetime) -> float:
+        """Seconds since the oldest unpublished event was made (0 when there is none)."""
+        return max((now - self.oldest).total_seconds(), 0.0) if self.oldest else 0.0
+
+
+# The relays of this process, for the metrics (weak: a stopped relay drops out).
+_RELAYS: weakref.WeakSet[OutboxRelay] = weakref.WeakSet()
+
+
+def backlogs() -> dict[str, Backlog]:
+    """Per service, the backlog the live relays of this process measured at their last
+    backstop pass (the largest, if several relays of one service run here, as in tests);
+    relays that measured nothing (not holding the lease) are left out."""
+    found: dict[str, Backlog] = {}
+    for relay in list(_RELAYS):
+        backlog = relay.backlog
+        if backlog is None:
+            continue
+        known = found.get(backlog.service)
+        if known is None or _size(backlog) > _size(known):
+            found[backlog.service] = backlog
+    return found
+
+
+def _size(backlog: Backlog) -> tuple[int, float]:
+    # More events first, then the older oldest one.
+    return backlog.unpublished, -backlog.oldest.timestamp() if backlog.oldest else float("-inf")
 
 
 def lease_id(service: str | None) -> str:
@@ -73,6 +121,10 @@ class OutboxRelay:
         self._lease_until: datetime | None = None
         self._submitted: list[StoredEvent] = []
         self._has_submitted = asyncio.Event()
+        # What the last backstop pass left unpublished (None: this relay made no pass, or
+        # another replica holds the lease and measures it).
+        self.backlog: Backlog | None = None
+        _RELAYS.add(self)
 
     def submit(self, events: Sequence[StoredEvent]) -> None:
         """Publishes these just-committed events soon (they are `Repository.on_append`)."""
@@ -86,9 +138,12 @@ class OutboxRelay:
 
     async def run(self) -> None:
         """Pushes and backs up until cancelled; survives broker and database outages."""
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._push())
-            group.create_task(self._backstop())
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._push())
+                group.create_task(self._backstop())
+        finally:
+            self.backlog = None  # a stopped relay measures nothing any more
 
     async def _push(self) -> None:
         while True:
@@ -124,8 +179,11 @@ class OutboxRelay:
         failures = 0
         while True:
             try:
+                holding = await self._hold_lease()
+                if not holding:
+                    self.backlog = None  # the holder measures it
                 more = (
-                    await self._hold_lease()
+                    holding
                     and await self.publish_pending(datetime.now(UTC) - self.grace) >= self.batch
                 )
                 failures = 0
@@ -147,7 +205,13 @@ class OutboxRelay:
         """One backstop pass: publishes up to `batch` unpublished events (made before
         `before`, if given); returns how many were confirmed."""
         events = await self.recorder.unpublished(self.batch, self.kinds, before)
-        return await self._publish(events) if events else 0
+        left = await self._send(events) if events else []
+        self.backlog = Backlog(
+            self.service or ALL_SERVICES,
+            len(left),
+            min((e.recorded_at for e in left), default=None),
+        )
+        return len(events) - len(left)
 
     async def flush(self) -> None:
         """Publishes what this process submitted and has not published yet: at shutdown,
@@ -155,6 +219,10 @@ class OutboxRelay:
         await self.push_submitted()
 
     async def _publish(self, events: Sequence[StoredEvent]) -> int:
+        return len(events) - len(await self._send(events))
+
+    async def _send(self, events: Sequence[StoredEvent]) -> list[StoredEvent]:
+        """Publishes `events`, marks those confirmed; returns those left unpublished."""
         outcomes = await asyncio.gather(
             *(self.broker.publish_event(event, self.confirm_timeout) for event in events),
             return_exceptions=True,
@@ -170,7 +238,7 @@ class OutboxRelay:
                 len(events),
                 f"{type(failure).__name__}: {failure}",
             )
-        return len(confirmed)
+        return [e for e, outcome in zip(events, outcomes, strict=True) if outcome]
 
     async def _hold_lease(self) -> bool:
         now = datetime.now(UTC)
@@ -181,3 +249,43 @@ class OutboxRelay:
             self.lease_id, self.owner, now, now + self.lease
         )
         return self._lease_until is not None
+
+
+class _Child(Protocol):
+    def set(self, value: float) -> None: ...
+
+
+class BacklogGauge(Protocol):
+    """A prometheus_client Gauge labelled by `service` (only what is used of it)."""
+
+    def labels(self, *values: str) -> _Child: ...
+
+    def clear(self) -> None: ...
+
+    def collect(self) -> Iterable[Any]: ...
+
+    def describe(self) -> Iterable[Any]: ...
+
+
+class BacklogCollector:
+    """A Prometheus collector (register it in a registry) that fills two gauges, not
+    registered themselves, from `backlogs()` at each scrape: events unpublished and the
+    oldest one's age, by service."""
+
+    def __init__(self, unpublished: BacklogGauge, oldest_age: BacklogGauge) -> None:
+        self.unpublished = unpublished
+        self.oldest_age = oldest_age
+
+    def describe(self) -> Iterator[Any]:
+        yield from self.unpublished.describe()
+        yield from self.oldest_age.describe()
+
+    def collect(self) -> Iterator[Any]:
+        now = datetime.now(UTC)
+        self.unpublished.clear()
+        self.oldest_age.clear()
+        for service, backlog in backlogs().items():
+            self.unpublished.labels(service).set(backlog.unpublished)
+            self.oldest_age.labels(service).set(backlog.oldest_age(now))
+        yield from self.unpublished.collect()
+        yield from self.oldest_age.collect()

@@ -53,6 +53,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
             queries = Queries(runtime.db, settings.api_replicas)
             await queries.create_indexes()
             runtime.spawn(queries.settled.run())
+            runtime.spawn(metrics.watch_pending_uploads(runtime.db, runtime.recorder))
             await _start_read_side(runtime, queries.settled)
             app.state.api = ApiContext(
                 settings=settings,

@@ -14,6 +14,8 @@ from prometheus_client import (
     start_http_server,
 )
 
+from m8.eventstore.outbox import BacklogCollector
+
 
 class ReactorMetrics:
     """One reactor's metrics, in a registry of its own: two reactors in one process (as in
@@ -46,6 +48,24 @@ class ReactorMetrics:
             "Uploads a reactor process is handling right now.",
             ["store_type"],
             registry=self.registry,
+        )
+        # The lag of this process's outbox relay (each reactor process has one).
+        self.registry.register(
+            BacklogCollector(
+                Gauge(
+                    "m8_outbox_unpublished_events",
+                    "Events a service stored that its outbox backstop found unpublished "
+                    "10 s after they were made, at its last pass (counted up to 200).",
+                    ["service"],
+                    registry=None,
+                ),
+                Gauge(
+                    "m8_outbox_oldest_unpublished_age_seconds",
+                    "Relay lag: the age of the oldest of those events (0: none).",
+                    ["service"],
+                    registry=None,
+                ),
+            )
         )
 
     def serve(self, port: int) -> None:
