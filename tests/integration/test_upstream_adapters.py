@@ -558,6 +558,10 @@ async def test_vault_put_that_died_before_recording_is_finished_by_its_redeliver
         patched.setattr(vault_store, "_record", crash)
         with pytest.raises(Crash):
             await vault_store.put(PATH, b"s3cr3t", key, FP_ONE)
+    # Before the redelivery, a newer upload's reactor taking the path over sees who wrote.
+    current = await vault_store.current(PATH)
+    assert current is not None
+    assert (current.version, current.upload_id, current.fingerprint) == ("1", key, None)
     again = await vault_store.put(PATH, b"s3cr3t", key, FP_ONE)
     assert again == UpstreamVersion("1", created=False)
     upstream = VaultUpstream(vault)
@@ -607,6 +611,23 @@ async def test_vault_put_that_died_before_writing_is_not_found_written(
     assert await vault_store.written(PATH, key) is None
 
 
+async def test_vault_put_stopped_by_its_lease_before_writing_leaves_no_pending_entry(
+    vault_store: VaultKvStore, vault: Vault
+) -> None:
+    key = upload_id()
+
+    def lease_lost() -> None:
+        raise LookupError("stands for LeaseLost")
+
+    with pytest.raises(LookupError):
+        await vault_store.put(PATH, b"old", key, FP_ONE, lease_lost)
+    await vault_store.put(PATH, b"new", upload_id(), FP_TWO)
+
+    assert key not in (await vault_store._metadata(PATH)).pending()
+    assert await vault_store.written(PATH, key) is None
+    assert VaultUpstream(vault).version_count(PATH) == 1
+
+
 async def test_vault_redelivery_that_cannot_tell_whether_it_wrote_refuses_to_guess(
     vault_store: VaultKvStore, vault: Vault, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -652,7 +673,7 @@ async def test_aws_put_that_died_before_tagging_is_finished_by_its_redelivery(
             with pytest.raises(Crash):
                 await store.put(PATH, b"two", key, FP_TWO)
         assert await store.current(PATH) == UpstreamSecret(
-            version=key, managed=True, upload_id=None, fingerprint=None
+            version=key, managed=True, upload_id=key, fingerprint=None
         )
         again = await store.put(PATH, b"two", key, FP_TWO)
     finally:

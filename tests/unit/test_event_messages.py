@@ -38,11 +38,14 @@ def test_an_upload_requests_message_carries_no_ciphertext_but_every_other_field(
 
 
 def test_an_outcomes_message_carries_no_fingerprint() -> None:
-    outcome = SecretStored("u-1", "vault-a", "vault", "team/db/password", "3", "fp1:" + "a" * 43)
+    outcome = SecretStored(
+        "u-1", "vault-a", "vault", "team/db/password", "3", "fp1:" + "a" * 43, "rk-1", "c2ln"
+    )
     stored = StoredEvent.new("secret", "vault-a:team/db/password", 2, outcome, Metadata("a", "c"))
 
     body = json.loads(event_message(stored).body)
 
     assert body["data"]["fingerprint"] is None  # an equality oracle: the API's rights apply
+    assert body["data"]["receipt_signature"] is None  # it signs the fingerprint: a guess test
     assert body["data"]["upstream_version"] == "3"
     assert stored.data["fingerprint"] == outcome.fingerprint  # the stored event keeps it

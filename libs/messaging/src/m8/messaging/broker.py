@@ -22,8 +22,10 @@ DEFAULT_CONFIRM_TIMEOUT = 10.0
 # Data that stays in the event store: a message carries these as null. Consumers act on
 # the store's copy of an event anyway. The ciphertext, as the store does once redacted; the
 # fingerprint, an equality oracle on values that the API shows a user only for the paths
-# it may write, while a queue consumer may bind to every store's outcomes.
-STORE_ONLY_FIELDS = ("ciphertext", "fingerprint")
+# it may write, while a queue consumer may bind to every store's outcomes; and the
+# outcome's receipt signature, which signs the fingerprint with fields the message shows
+# (a guess could be tested against it).
+STORE_ONLY_FIELDS = ("ciphertext", "fingerprint", "receipt_signature")
 
 
 def message_body(event: StoredEvent) -> dict[str, Any]:

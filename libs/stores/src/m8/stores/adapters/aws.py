@@ -306,7 +306,9 @@ class AwsSecretsManagerStore:
         return UpstreamSecret(
             version=version,
             managed=found.managed,
-            upload_id=version if ours else None,
+            # m8 writes with the upload id as the version id: a writer that died before it
+            # tagged is known by it too (callers match it against their uploads).
+            upload_id=version,
             fingerprint=self._fingerprint(found, version) if ours else None,
         )
 

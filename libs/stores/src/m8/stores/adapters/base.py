@@ -67,7 +67,9 @@ class UpstreamSecret:
 
     version: str
     managed: bool  # carries the managed-by=m8 mark
-    upload_id: str | None  # the upload that wrote this version, when m8 recorded it
+    # The upload that wrote this version, as far as upstream tells (m8's ledger or marks,
+    # the version id on AWS): also one that died before recording it.
+    upload_id: str | None
     fingerprint: str | None  # that upload's fingerprint, when m8 recorded it
 
 

@@ -351,7 +351,14 @@ class VaultKvStore:
             path,
             {PENDING_PREFIX + idempotency_key: str(base), MANAGED_BY_KEY: MANAGED_BY_VALUE},
         )
-        before_write()
+        try:
+            before_write()
+        except Exception:
+            # Left behind, the entry could make a later write of another be taken for ours.
+            await self._call(
+                "clear", path, self._patch_sync, path, {PENDING_PREFIX + idempotency_key: None}
+            )
+            raise
         version = await self._call("write", path, self._write_sync, path, _encode(value), base)
         if version is None:
             return await self._after_conflict(path, idempotency_key)
@@ -364,12 +371,19 @@ class VaultKvStore:
         if meta.current_version == 0:
             return None
         upload_id = meta.owner(meta.current_version)
-        mark = meta.stored()[upload_id][1] if upload_id else None
+        if upload_id is None:
+            # A writer that died between its write and its record is known by the ledger.
+            upload_id = next(
+                (up for up in meta.pending() if meta.unrecorded(up) == meta.current_version),
+                None,
+            )
+            return UpstreamSecret(str(meta.current_version), meta.managed, upload_id, None)
+        mark = meta.stored()[upload_id][1]
         return UpstreamSecret(
             version=str(meta.current_version),
             managed=meta.managed,
             upload_id=upload_id,
-            fingerprint=self.config.marks.read(mark, upload_id) if upload_id else None,
+            fingerprint=self.config.marks.read(mark, upload_id),
         )
 
     async def written(self, path: str, upload_id: str) -> UpstreamSecret | None:
