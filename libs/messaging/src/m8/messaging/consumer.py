@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
@@ -93,18 +93,7 @@ class EventConsumer(QueueWorker):
         headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith("x-")}
         handed = headers.get(HANDED_BACK_HEADER)
         headers[HANDED_BACK_HEADER] = (handed if isinstance(handed, int) else 0) + 1
-        copy = aio_pika.Message(
-            message.body,
-            headers=headers,
-            content_type=message.content_type,
-            content_encoding=message.content_encoding,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=message.message_id,
-            correlation_id=message.correlation_id,
-            timestamp=message.timestamp,
-            type=message.type,
-            app_id=message.app_id,
-        )
+        copy = message_copy(message, headers)
         try:
             # Confirmed, and returned if no queue takes it (the channel raises on returns):
             # a failure anywhere before the ack leaves a duplicate, never a loss.
@@ -161,6 +150,23 @@ class EventConsumer(QueueWorker):
         ):
             with attempt:
                 await self.handler(event)
+
+
+def message_copy(message: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
+    """A persistent copy of `message` to publish again: its body, ids, type and properties,
+    with `headers`."""
+    return aio_pika.Message(
+        message.body,
+        headers=headers,
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+        timestamp=message.timestamp,
+        type=message.type,
+        app_id=message.app_id,
+    )
 
 
 def _describe(exc: BaseException) -> str:

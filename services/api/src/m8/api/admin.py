@@ -51,6 +51,7 @@ from m8.eventsourcing import (
 )
 from m8.eventstore import MongoEventRecorder
 from m8.eventstore.mongo import Document, connect_database
+from m8.messaging.consumer import message_copy
 from m8.messaging.permissions import owner, services
 from m8.messaging.topology import HANDBACK_EXCHANGE, QueueSpec, consumer_queues
 from m8.protocol.status import FINAL_OUTCOMES
@@ -161,18 +162,7 @@ def redriven_copy(message: AbstractIncomingMessage) -> aio_pika.Message:
     headers = {k: v for k, v in (message.headers or {}).items() if k != _DELIVERY_COUNT_HEADER}
     count = headers.get(REDRIVEN_HEADER)
     headers[REDRIVEN_HEADER] = (count if isinstance(count, int) else 0) + 1
-    return aio_pika.Message(
-        message.body,
-        headers=headers,
-        content_type=message.content_type,
-        content_encoding=message.content_encoding,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        message_id=message.message_id,
-        correlation_id=message.correlation_id,
-        timestamp=message.timestamp,
-        type=message.type,
-        app_id=message.app_id,
-    )
+    return message_copy(message, headers)
 
 
 async def redrive(
