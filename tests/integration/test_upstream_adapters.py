@@ -340,12 +340,12 @@ async def test_redelivered_old_upload_does_not_replace_a_newer_one(
 
 
 async def test_written_tells_the_version_an_upload_wrote_current_or_not(
-    store: UpstreamStore,
+    store: UpstreamStore, upstream: Upstream
 ) -> None:
-    old, new = upload_id(), upload_id()
+    old, new, newest = upload_id(), upload_id(), upload_id()
     first = await store.put(PATH, b"old", old, FP_ONE)
     second = await store.put(PATH, b"new", new, FP_TWO)
-    await store.put(PATH, b"newest", upload_id(), FP_ONE)
+    third = await store.put(PATH, b"newest", newest, FP_ONE)
 
     earlier = await store.written(PATH, old)
     assert earlier is not None
@@ -353,7 +353,15 @@ async def test_written_tells_the_version_an_upload_wrote_current_or_not(
     later = await store.written(PATH, new)
     assert later is not None
     assert (later.version, later.upload_id) == (second.version, new)
-    assert later.fingerprint in (FP_TWO, None)  # None where upstream keeps the latest only
+    # OpenBao's ledger keeps each recorded write's fingerprint; AWS tags only the latest.
+    assert later.fingerprint == (FP_TWO if isinstance(upstream, VaultUpstream) else None)
+    current = await store.written(PATH, newest)
+    assert current is not None
+    assert (current.version, current.upload_id, current.fingerprint) == (
+        third.version,
+        newest,
+        FP_ONE,
+    )
     assert await store.written(PATH, upload_id()) is None
     assert await store.written("never/written", old) is None
 
