@@ -101,6 +101,8 @@ class MemoryLeases:
         held = self.leases.get(path)
         if held is None or (held.holder, held.owner) != (upload_id, self.owner):
             return False
+        if held.until == GIVEN_BACK:
+            return False
         held.until = until
         return True
 

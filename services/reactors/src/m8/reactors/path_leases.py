@@ -129,10 +129,17 @@ class PathLeases:
             return Taken(None if before is None else str(before["holder"]))
 
     async def renew(self, path: str, upload_id: str, until: datetime) -> bool:
-        """Extends our lease to `until`; False if it is no longer ours."""
+        """Extends our lease to `until`; False if it is no longer ours. A lease given back
+        stays given back: a renewal sent before `give_back` that lands after it changes
+        nothing, rather than keep the path from the redelivery for a whole TTL."""
         with mongo_errors():
             result = await self.collection.update_one(
-                {"_id": path, "holder": upload_id, "owner": self.owner},
+                {
+                    "_id": path,
+                    "holder": upload_id,
+                    "owner": self.owner,
+                    "until": {"$gt": GIVEN_BACK},
+                },
                 {"$set": {"until": until}},
             )
         return result.matched_count == 1
