@@ -49,6 +49,9 @@ const services = {
     rm_secrets: INDEXED(WRITE),
     rm_schema: ["find", "insert"],
     receipt_keys: READ,
+    // Read-only, for display: which upload holds a path's lease (a pending upload's stage
+    // in GET /v1/uploads/{id}). The reactors own it.
+    reactor_path_leases: READ,
   },
   keyrotator: {
     ...common,

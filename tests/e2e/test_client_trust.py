@@ -296,7 +296,7 @@ def test_a_forged_successor_seen_first_is_dropped_once_the_second_appears(
 
 
 def test_a_verified_outcome_is_reported_stored(client: Client) -> None:
-    done = client.put()
+    done = client.put("-o", "table")
     assert done.returncode == 0, done.stderr
     assert "Stored" in done.stdout
     assert "receipt verified" in done.stdout

@@ -44,11 +44,25 @@ def test_same_value_into_both_stores_lands_upstream_with_equal_fingerprints(
 
 
 def test_secret_put_prints_the_fingerprint_for_a_person(system: RunningSystem) -> None:
-    done = m8ctl(system, "secret", "put", new_path(), stdin=secret_value())
+    done = m8ctl(system, "secret", "put", new_path(), "-o", "table", stdin=secret_value())
     assert done.returncode == 0, done.stderr
     assert "fingerprint fp1:" in done.stdout
     assert "Stored" in done.stdout
     assert done.stderr == ""  # no terminal: no stages, no spinner
+
+
+def test_a_piped_secret_put_prints_its_outcome_as_one_tab_separated_line(
+    system: RunningSystem,
+) -> None:
+    path = new_path()
+    done = m8ctl(system, "secret", "put", path, stdin=secret_value())
+    assert done.returncode == 0, done.stderr
+    header, row = done.stdout.splitlines()
+    outcome = dict(zip(header.split("\t"), row.split("\t"), strict=True))
+    assert (outcome["status"], outcome["receipt_verified"]) == ("stored", "true")
+    assert outcome["path"] == path
+    assert outcome["fingerprint"].startswith("fp1:")
+    assert done.stderr == ""
 
 
 def test_a_stored_secret_is_shown_listed_and_its_history_told_whole_through_a_pipe(

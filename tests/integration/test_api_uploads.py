@@ -6,7 +6,7 @@ import asyncio
 import base64
 import hashlib
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from m8.devservices import Services
 from m8.domain import secret_id
 from m8.domain.events import SecretStored, SecretUploadRejected
 from m8.eventstore.mongo import from_document
+from m8.reactors import path_leases
 from tests.servers import Broker
 from tests.support.api import (
     AWS_STORE,
@@ -375,3 +376,84 @@ async def test_a_replica_waiting_for_an_upload_is_woken_by_another_replicas_proj
         following.cancel()
         await asyncio.gather(following, return_exceptions=True)
     assert not settled.live
+
+
+# --- the stage of a pending upload --------------------------------------------------------
+
+
+async def _stage(api: RunningApi, upload_id: str, wait: float = 0) -> str | None:
+    answer = await api.call("GET", f"/v1/uploads/{upload_id}?wait={wait:g}")
+    assert answer.status_code == 200, answer.text
+    stage: str | None = answer.json()["stage"]
+    return stage
+
+
+async def _accepted(api: RunningApi, path: str = PATH) -> str:
+    """An upload accepted for `path` in vault-a, once the broker has it (no reactor runs
+    here, so it stays pending); its upload id."""
+    body = api.upload_body(await api.issue_key("vault-a", path))
+    assert (await api.call("POST", "/v1/secrets", json=body)).status_code == 202
+
+    async def published() -> bool:
+        return await _stage(api, body["upload_id"]) not in (None, "accepted")
+
+    await eventually(published)
+    return str(body["upload_id"])
+
+
+async def _hold_path(api: RunningApi, upload_id: str, path: str = PATH) -> None:
+    """A reactor takes the path's lease for `upload_id`, as it does before it writes."""
+    leases = path_leases.PathLeases(api.recorder.db, owner="reactor-under-test")
+    now = datetime.now(UTC)
+    until = now + timedelta(minutes=1)
+    taken = await leases.take(secret_id("vault-a", path), upload_id, until, now)
+    assert isinstance(taken, path_leases.Taken)
+
+
+async def test_a_pending_upload_is_queued_then_written_and_a_settled_one_has_no_stage(
+    api: RunningApi,
+) -> None:
+    upload_id = await _accepted(api)
+    assert await _stage(api, upload_id) == "queued"
+    await _hold_path(api, upload_id)
+
+    assert await _stage(api, upload_id) == "writing"
+    assert await _stage(api, upload_id, wait=0.2) == "writing"  # a short long-poll's answer too
+
+    await api.record_outcome(SecretStored(upload_id, "vault-a", "vault", PATH, "1", "fp1:abc"))
+    settled = await api.call("GET", f"/v1/uploads/{upload_id}?wait=20")
+    assert settled.json()["status"] == "stored"
+    assert settled.json()["stage"] is None
+
+
+async def test_an_upload_behind_another_being_written_to_its_path_is_waiting(
+    api: RunningApi,
+) -> None:
+    first = await _accepted(api)
+    await _hold_path(api, first)
+    second = await _accepted(api)
+
+    assert await _stage(api, second) == "waiting"
+
+    # Stored, the first keeps its lease until it runs out: it holds nobody up any more.
+    await api.record_outcome(SecretStored(first, "vault-a", "vault", PATH, "1", "fp1:abc"))
+    assert (await api.call("GET", f"/v1/uploads/{first}?wait=20")).json()["status"] == "stored"
+    assert await _stage(api, second) == "queued"
+
+
+async def test_an_upload_recorded_but_not_yet_published_is_accepted(api: RunningApi) -> None:
+    upload_id = await _accepted(api)
+
+    async def projected() -> bool:
+        return await api.recorder.db[UPLOADS].find_one({"_id": upload_id}) is not None
+
+    await eventually(projected)  # or the projection could come after the delete below
+    # As a crash between the commit and the push leaves it: unpublished and not projected.
+    requested = {"type": "SecretUploadRequested", "data.upload_id": upload_id}
+    await api.recorder.events.update_one(requested, {"$set": {"published": False}})
+    await api.recorder.db[UPLOADS].delete_one({"_id": upload_id})
+
+    assert await _stage(api, upload_id) == "accepted"
+
+    await api.recorder.events.update_one(requested, {"$set": {"published": True}})
+    assert await _stage(api, upload_id) == "queued"  # published, the read model not there yet

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from m8.client import m8ctl
 from m8.client.errors import ApiError, ClientError, UntrustedKey, UsageError
 from m8.client.outcome import await_outcome, check_receipt
+from m8.client.output import OutputFormat
 from m8.client.pins import Changes, follow_endorsements, parse_published, pin_first_use
 from m8.client.profile import RECEIPT, ROTATOR, PinnedKey, PinSet, Profile
 from m8.client.sdk import M8Client
@@ -517,7 +518,7 @@ def finish(
     """m8ctl's exit code for the upload view `view` (of upload u-1)."""
     api = FakeApi(RotatorSigningKey.generate("x"), [])
     with pytest.raises(typer.Exit) as exited:
-        m8ctl._finish(api, profile, "u-1", view, False, chosen)  # type: ignore[arg-type]
+        m8ctl._finish(api, profile, "u-1", view, OutputFormat.TABLE, chosen)  # type: ignore[arg-type]
     return exited.value.exit_code
 
 

@@ -182,7 +182,9 @@ def put(api: StandInApi, tmp_path: Path, *python_options: str) -> subprocess.Com
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "receipt verified" in done.stdout
+    header, row = done.stdout.splitlines()  # piped: TSV
+    outcome = dict(zip(header.split("\t"), row.split("\t"), strict=True))
+    assert (outcome["status"], outcome["receipt_verified"]) == ("stored", "true")
     return done
 
 

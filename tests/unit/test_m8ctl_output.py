@@ -4,6 +4,7 @@ behind the real SDK."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from collections.abc import Callable
@@ -16,10 +17,19 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from m8.client import m8ctl
+from m8.client.outcome import LONG_POLL, STAGE_POLL
 from m8.client.output import Field, OutputFormat, choose, tsv_cell, tsv_rows
-from m8.client.profile import Profile
+from m8.client.profile import PinnedKey, Profile
 from m8.client.progress import stages, upload_stage
 from m8.client.sdk import M8Client
+from m8.crypto import (
+    OutcomeReceipt,
+    ReceiptSigningKey,
+    encode_verify_key,
+    sign_receipt,
+    verify_key_fingerprint,
+)
+from m8.crypto.receipts import ReceiptStatus
 
 LONG_PATH = "team-a/" + "/".join(f"segment-{n}" for n in range(12)) + "/password"
 FINGERPRINT = "fp1:" + "ab" * 21
@@ -294,3 +304,176 @@ def test_a_pending_upload_is_described_without_claiming_more_than_the_api_says()
     assert "pending" in text
     assert "queued or being written to vault-a" in text  # the API does not say which
     assert upload_stage({"status": "stored"}).startswith("stored")
+
+
+def test_each_stage_the_api_tells_reads_as_what_is_happening() -> None:
+    def pending(stage: str) -> str:
+        return upload_stage({"status": "pending", "stage": stage}, "vault-a")
+
+    assert pending("accepted") == "accepted: recorded, not yet queued"
+    assert pending("queued") == "queued for vault-a"
+    assert pending("waiting").startswith("waiting: another upload to this path")
+    assert pending("writing") == "writing to vault-a"
+    # A stage this m8ctl does not know (a newer API's) claims nothing either.
+    assert "queued or being written" in pending("replicating")
+
+
+class Watched:
+    """An API answering status requests in turn; records how long each may wait."""
+
+    def __init__(self, *views: dict[str, Any]) -> None:
+        self.views = list(views)
+        self.waits: list[float] = []
+
+    def upload(self, upload_id: str, wait: float = 0) -> dict[str, Any]:
+        self.waits.append(wait)
+        return self.views.pop(0)
+
+
+def await_as(fmt: OutputFormat, terminal: bool, monkeypatch: pytest.MonkeyPatch) -> Watched:
+    """m8ctl's wait for an upload that is queued, then written, then stored."""
+    monkeypatch.setattr(m8ctl, "err", Console(file=io.StringIO(), force_terminal=terminal))
+    api = Watched(
+        {"status": "pending", "stage": "queued"},
+        {"status": "pending", "stage": "writing"},
+        {"status": "stored"},
+    )
+    seen: list[str] = []
+    view = m8ctl._await(api, "u-1", "vault-a", 60, seen.append, fmt)  # type: ignore[arg-type]
+    assert view["status"] == "stored"
+    if terminal and fmt is OutputFormat.TABLE:
+        assert seen[1:3] == ["queued for vault-a", "writing to vault-a"]
+    return api
+
+
+def test_at_a_terminal_the_stage_is_asked_for_often_enough_to_move(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert await_as(OutputFormat.TABLE, True, monkeypatch).waits == [STAGE_POLL] * 3
+
+
+@pytest.mark.parametrize(
+    ("fmt", "terminal"),
+    [(OutputFormat.TABLE, False), (OutputFormat.JSON, True), (OutputFormat.TSV, True)],
+)
+def test_piped_or_for_a_program_the_wait_is_one_long_poll_at_a_time(
+    monkeypatch: pytest.MonkeyPatch, fmt: OutputFormat, terminal: bool
+) -> None:
+    assert await_as(fmt, terminal, monkeypatch).waits == [LONG_POLL] * 3
+
+
+# --- an upload's outcome: -o for `upload status` and `secret put` ---------------------------
+
+UPLOAD_ID = "0b0e8f1c-4d2a-4c1e-9f1a-3a5b6c7d8e9f"
+SENT = "ab" * 32
+
+
+def signed_outcome(profile: Profile, status: ReceiptStatus = "stored") -> dict[str, Any]:
+    """The API's view of upload UPLOAD_ID with its receipt, by a key `profile` pins."""
+    key = ReceiptSigningKey.generate("rk-1")
+    vk = key.verify_key
+    profile.receipt_keys.pinned["rk-1"] = PinnedKey(
+        encode_verify_key(vk), verify_key_fingerprint(vk)
+    )
+    profile.save()
+    version, fingerprint = ("3", FINGERPRINT) if status == "stored" else (None, None)
+    receipt = OutcomeReceipt(UPLOAD_ID, "vault-a", LONG_PATH, status, version, fingerprint, SENT)
+    signature = base64.b64encode(sign_receipt(receipt, key)).decode()
+    return {
+        "upload_id": UPLOAD_ID, "status": status, "store": "vault-a", "path": LONG_PATH,
+        "requested_by": "alice", "requested_at": "2026-11-30T11:59:59Z",
+        "updated_at": "2026-11-30T12:00:00Z", "fingerprint": fingerprint,
+        "upstream_version": version, "reason": None if status == "stored" else "bad_mac",
+        "detail": None, "ciphertext_sha256": SENT, "stage": None,
+        "receipt": {"receipt_key_id": "rk-1", "signature": signature},
+    }  # fmt: skip
+
+
+def status_of(monkeypatch: pytest.MonkeyPatch, view: dict[str, Any], *args: str) -> Any:
+    StandIn(monkeypatch, {f"/v1/uploads/{UPLOAD_ID}": view})
+    return run("upload", "status", UPLOAD_ID, *args, columns=60)
+
+
+def tsv_outcome(text: str) -> dict[str, str]:
+    header, row = text.splitlines()
+    return dict(zip(header.split("\t"), row.split("\t"), strict=True))
+
+
+def test_a_piped_outcome_is_a_header_and_one_tab_separated_line_nothing_cut(
+    profile: Profile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    done = status_of(monkeypatch, signed_outcome(profile))
+    assert done.exit_code == 0, done.output
+    outcome = tsv_outcome(done.stdout)
+    assert list(outcome) == [f.name for f in m8ctl.UPLOAD_FIELDS]
+    assert outcome["upload_id"] == UPLOAD_ID
+    assert outcome["path"] == LONG_PATH
+    assert (outcome["status"], outcome["receipt_verified"]) == ("stored", "true")
+    assert outcome["fingerprint"] == FINGERPRINT
+    assert done.stderr == ""
+
+
+def test_an_outcome_reads_as_a_sentence_in_a_table_and_whole_in_wide(
+    profile: Profile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    view = signed_outcome(profile)
+    table = status_of(monkeypatch, view, "-o", "table")
+    wide = status_of(monkeypatch, view, "-o", "wide")
+    as_json = status_of(monkeypatch, view, "--json")
+    assert table.exit_code == wide.exit_code == as_json.exit_code == 0
+    assert " ".join(table.stdout.split()).startswith("Stored vault-a:team-a/")
+    assert "receipt verified)" in table.stdout
+    assert f"fingerprint {FINGERPRINT}" in table.stdout
+    assert UPLOAD_ID in wide.stdout  # nothing cut, however narrow the terminal
+    assert LONG_PATH in wide.stdout
+    lines = {line.split("  ", 1)[0]: line.split() for line in wide.stdout.splitlines()}
+    assert lines["receipt verified"][-1] == "yes"
+    assert "reason" not in wide.stdout  # only the fields that have a value
+    assert json.loads(as_json.stdout)["receipt_verified"] is True
+
+
+def test_an_unverified_outcome_never_reads_stored_and_keeps_its_error_on_stderr(
+    profile: Profile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forged = {**signed_outcome(profile), "fingerprint": "fp1:" + "A" * 43}
+    piped = status_of(monkeypatch, forged)
+    table = status_of(monkeypatch, forged, "-o", "table")
+    wide = status_of(monkeypatch, forged, "-o", "wide")
+    assert piped.exit_code == table.exit_code == wide.exit_code == 10
+    outcome = tsv_outcome(piped.stdout)
+    assert (outcome["status"], outcome["claimed_status"]) == ("unverified", "stored")
+    assert outcome["receipt_verified"] == "false"
+    assert table.stdout == wide.stdout == ""  # for people, only the error
+    for done in (piped, table, wide):
+        assert "unverified outcome" in " ".join(done.stderr.split())
+
+
+def test_a_rejection_is_a_line_for_programs_and_told_on_stderr(
+    profile: Profile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    done = status_of(monkeypatch, signed_outcome(profile, "rejected"), "-o", "tsv")
+    assert done.exit_code == 3
+    outcome = tsv_outcome(done.stdout)
+    assert (outcome["status"], outcome["reason"]) == ("rejected", "bad_mac")
+    assert "(receipt verified)" in " ".join(done.stderr.split())
+
+
+def test_a_pending_upload_shows_its_stage_and_exits_8(
+    profile: Profile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    view = {**signed_outcome(profile), "status": "pending", "stage": "writing", "receipt": None}
+    piped = status_of(monkeypatch, view)
+    table = status_of(monkeypatch, view, "-o", "table")
+    assert piped.exit_code == table.exit_code == 8
+    assert tsv_outcome(piped.stdout)["stage"] == "writing"
+    assert "still pending (writing to vault-a)" in " ".join(table.stderr.split())
+    assert table.stdout == ""
+
+
+def test_json_and_another_format_for_an_outcome_is_a_usage_error(profile: Profile) -> None:
+    done = run("upload", "status", UPLOAD_ID, "--json", "-o", "wide")
+    assert done.exit_code == 2
+    assert "two formats" in " ".join(done.stderr.split())
+    put = run("secret", "put", "team-a/x", "--json", "-o", "tsv")
+    assert put.exit_code == 2
+    assert "two formats" in " ".join(put.stderr.split())

@@ -18,7 +18,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from m8.client.errors import ClientError, ExitCode
-from m8.client.output import Field, OutputFormat, choose, print_fields, print_rows
+from m8.client.output import Field, OutputFormat, choose, print_fields, print_rows, tsv_rows
 from m8.client.profile import PinSet, Profile
 
 if TYPE_CHECKING:
@@ -125,6 +125,20 @@ OutputOpt = Annotated[
         show_default=False,
     ),
 ]
+OutcomeOutputOpt = Annotated[
+    OutputFormat | None,
+    typer.Option(
+        "--output",
+        "-o",
+        help="table (a sentence for people), wide (every field, nothing cut), json, or tsv "
+        "(a header line and one line). Default: table on a terminal, tsv when piped. "
+        "With table or wide, a terminal shows the stage while you wait.",
+        case_sensitive=False,
+        show_default=False,
+    ),
+]
+# Output meant for people: only then is a wait drawn on a terminal.
+FOR_PEOPLE = (OutputFormat.TABLE, OutputFormat.WIDE)
 StoreOpt = Annotated[
     str | None,
     typer.Option(help="The store (default: your profile's store).", autocompletion=complete_store),
@@ -163,14 +177,6 @@ def session() -> Iterator[tuple[M8Client, Profile]]:
             yield client, profile
     except ClientError as exc:
         fail(exc.message, exc.exit_code)
-
-
-def emit(data: Any, as_json: bool, render: Callable[[], None]) -> None:
-    """JSON for scripts, or a human rendering."""
-    if as_json:
-        out.print_json(json.dumps(data))
-    else:
-        render()
 
 
 # --- login --------------------------------------------------------------------------
@@ -463,6 +469,7 @@ def secret_put(
     file: Annotated[Path | None, typer.Option(help="Read the value from this file.")] = None,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Return once accepted.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the outcome.")] = 120.0,
+    output: OutcomeOutputOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Encrypt a value locally and put it into an upstream store; print its fingerprint.
@@ -470,14 +477,16 @@ def secret_put(
     The value comes from --file, else standard input, else a hidden prompt; bytes are sent
     exactly as read (a trailing newline from `echo` is part of the value; use printf).
     "Stored" is printed only when the reactor's signed receipt verifies. On a terminal,
-    standard error shows the stage the upload is in while you wait.
+    standard error shows the stage the upload is in while you wait (accepted, queued,
+    waiting for another upload to the path, writing).
     """
     from m8.client.progress import stages
     from m8.client.upload import put_secret, read_value
 
+    fmt = output_format(output, as_json)
     with session() as (client, profile):
         raw = bytearray(_read_secret(file))
-        with stages(err, "preparing the upload") as stage:
+        with stages(err, "preparing the upload", show=fmt in FOR_PEOPLE) as stage:
             try:
                 with read_value(raw) as value:
                     accepted = put_secret(client, profile, path, store, value, on_stage=stage)
@@ -486,13 +495,15 @@ def secret_put(
             finally:
                 raw[:] = bytes(len(raw))
             if not no_wait:  # the stage line stays until the outcome is in
-                status = _await(client, accepted["upload_id"], accepted["store"], timeout, stage)
+                upload_id = accepted["upload_id"]
+                status = _await(client, upload_id, accepted["store"], timeout, stage, fmt)
         if no_wait:
-            emit(accepted, as_json, lambda: out.print(f"Accepted: upload {accepted['upload_id']}"))
+            accepted_text = f"Accepted: upload {accepted['upload_id']}"
+            _show_upload(accepted, fmt, lambda: out.print(accepted_text, highlight=False))
             return
         # Our own upload id, store, path and ciphertext hash: never the API's echo of them.
         chosen = (accepted["store"], accepted["path"], accepted["ciphertext_sha256"])
-        _finish(client, profile, accepted["upload_id"], status, as_json, chosen)
+        _finish(client, profile, accepted["upload_id"], status, fmt, chosen)
 
 
 Chosen = tuple[str, str, str]  # store, path, SHA-256 of the ciphertext sent
@@ -504,14 +515,24 @@ def _await(
     store: str | None,
     timeout: float,
     stage: Callable[[str], None],
+    fmt: OutputFormat,
 ) -> dict[str, Any]:
-    """The upload's view once settled (or at the deadline), each stage shown to `stage`."""
-    from m8.client.outcome import await_outcome
-    from m8.client.progress import upload_stage
+    """The upload's view once settled (or at the deadline), each stage shown to `stage`.
 
+    While a person watches the stage, it is asked for every STAGE_POLL seconds so that it
+    moves; otherwise one long-poll at a time, as the SDK does.
+    """
+    from m8.client.outcome import LONG_POLL, STAGE_POLL, await_outcome
+    from m8.client.progress import shows_stages, upload_stage
+
+    watched = shows_stages(err, fmt in FOR_PEOPLE)
     stage(upload_stage({"status": "pending"}, store))
     return await_outcome(
-        client, upload_id, timeout, on_view=lambda view: stage(upload_stage(view, store))
+        client,
+        upload_id,
+        timeout,
+        on_view=lambda view: stage(upload_stage(view, store)),
+        poll=STAGE_POLL if watched else LONG_POLL,
     )
 
 
@@ -520,7 +541,7 @@ def _finish(
     profile: Profile,
     upload_id: str,
     status: dict[str, Any],
-    as_json: bool,
+    fmt: OutputFormat,
     chosen: Chosen | None,
 ) -> NoReturn:
     """Prints an outcome once its receipt is checked, and exits with its code.
@@ -532,7 +553,7 @@ def _finish(
 
     state = status.get("status")
     if state not in SIGNED:
-        _print_upload(status, as_json)
+        _print_upload({**status, "upload_id": upload_id}, fmt)
         raise typer.Exit(int(EXIT_CODES.get(str(state), ExitCode.PENDING)))
     # Without our own store, path and ciphertext hash (`upload status ID`), the shown ones
     # are checked: the receipt binds them to the upload id, so a verified one vouches for them.
@@ -546,7 +567,10 @@ def _finish(
     shown = {**status, "upload_id": upload_id, "store": store, "path": path}
     shown |= {"receipt_verified": check.verified, "receipt_problem": check.problem}
     if not check.verified:
-        emit({**shown, "status": "unverified", "claimed_status": state}, as_json, lambda: None)
+        # For programs, the server's word as `claimed_status`; for people, only the error.
+        unverified = {**shown, "status": "unverified", "claimed_status": state}
+        if fmt in (OutputFormat.JSON, OutputFormat.TSV):
+            _show_upload(unverified, fmt, lambda: None)
         claimed = {
             "stored": "was stored",
             "rejected": "was rejected",
@@ -561,43 +585,94 @@ def _finish(
             highlight=False,
         )
         raise typer.Exit(int(ExitCode.UNVERIFIED))
-    _print_upload(shown, as_json)
+    _print_upload(shown, fmt)
     raise typer.Exit(int(EXIT_CODES[str(state)]))
 
 
-def _print_upload(status: dict[str, Any], as_json: bool) -> None:
-    def render() -> None:
-        state = status["status"]
-        if state == "stored":  # only ever with a verified receipt
-            out.print(
-                f"Stored {status.get('store')}:{status.get('path')} "
-                f"(upstream version {status.get('upstream_version')}; receipt verified)",
-                highlight=False,
-            )
-            out.print(f"fingerprint {status.get('fingerprint')}", highlight=False)
-        elif state == "expired":
-            err.print(
-                "[red]expired[/]: its one-time key expired before it was stored; "
-                "put the secret again",
-                highlight=False,
-            )
-        elif state == "superseded":  # only ever with a verified receipt
-            err.print(
-                f"[yellow]superseded[/]: a newer upload to {status.get('store')}:"
-                f"{status.get('path')} was stored first, so this value was not written over "
-                "it (receipt verified)",
-                highlight=False,
-            )
-        elif state in ("rejected", "failed"):  # only ever with a verified receipt
-            err.print(
-                f"[red]{state}[/]: {status.get('reason')}: {status.get('detail') or ''} "
-                "(receipt verified)",
-                highlight=False,
-            )
-        else:
-            err.print(f"Upload {status.get('upload_id')} is still {state}.", highlight=False)
+# An upload as `secret put` and `upload status` print it in TSV (one header, whatever the
+# outcome: absent fields are empty) and in `wide` (those with a value).
+UPLOAD_FIELDS = (
+    Field("upload_id", "upload", whole=True),
+    Field("status"),
+    Field("store"),
+    Field("path"),
+    Field("fingerprint", whole=True),
+    Field("upstream_version", "version"),
+    Field("receipt_verified", "receipt verified"),
+    Field("reason"),
+    Field("detail"),
+    Field("stage"),
+    Field("claimed_status", "claimed status"),
+    Field("receipt_problem", "receipt problem"),
+    Field("requested_by", "by"),
+    Field("requested_at", "requested"),
+    Field("updated_at", "updated"),
+    Field("ciphertext_sha256", "ciphertext sha256", whole=True),
+)
 
-    emit(status, as_json, render)
+
+def _show_upload(view: dict[str, Any], fmt: OutputFormat, table: Callable[[], None]) -> None:
+    """An upload on standard output: JSON or TSV for programs, `table` for people, or
+    every field that has a value, nothing cut (`wide`)."""
+    if fmt is OutputFormat.JSON:
+        out.print_json(json.dumps(view))
+    elif fmt is OutputFormat.TSV:
+        sys.stdout.write(tsv_rows(UPLOAD_FIELDS, [view]))
+    elif fmt is OutputFormat.WIDE:
+        shown = [f for f in UPLOAD_FIELDS if view.get(f.name) is not None]
+        print_fields(out, fmt, shown, view)
+    else:
+        table()
+
+
+def _print_upload(status: dict[str, Any], fmt: OutputFormat) -> None:
+    """A checked outcome (or a pending upload): "stored" goes to standard output; any other
+    is also told on standard error, but in JSON (a program reads `status`)."""
+    state = status["status"]
+
+    def stored() -> None:  # only ever with a verified receipt
+        out.print(
+            f"Stored {status.get('store')}:{status.get('path')} "
+            f"(upstream version {status.get('upstream_version')}; receipt verified)",
+            highlight=False,
+        )
+        out.print(f"fingerprint {status.get('fingerprint')}", highlight=False)
+
+    _show_upload(status, fmt, stored if state == "stored" else lambda: None)
+    if fmt is not OutputFormat.JSON and state != "stored":
+        _tell(status)
+
+
+def _tell(status: dict[str, Any]) -> None:
+    """Why an upload is not stored, on standard error."""
+    from m8.client.progress import upload_stage
+
+    state = status["status"]
+    if state == "expired":
+        err.print(
+            "[red]expired[/]: its one-time key expired before it was stored; put the secret again",
+            highlight=False,
+        )
+    elif state == "superseded":  # only ever with a verified receipt
+        err.print(
+            f"[yellow]superseded[/]: a newer upload to {status.get('store')}:"
+            f"{status.get('path')} was stored first, so this value was not written over "
+            "it (receipt verified)",
+            highlight=False,
+        )
+    elif state in ("rejected", "failed"):  # only ever with a verified receipt
+        err.print(
+            f"[red]{state}[/]: {status.get('reason')}: {status.get('detail') or ''} "
+            "(receipt verified)",
+            highlight=False,
+        )
+    elif state == "pending":
+        err.print(
+            f"Upload {status.get('upload_id')} is still pending ({upload_stage(status)}).",
+            highlight=False,
+        )
+    else:
+        err.print(f"Upload {status.get('upload_id')} is still {state}.", highlight=False)
 
 
 SECRET_FIELDS = (
@@ -693,18 +768,20 @@ def secret_history(
 def upload_status(
     upload_id: Annotated[str, typer.Argument()],
     wait: Annotated[float, typer.Option(help="Seconds to wait for a final outcome.")] = 0.0,
+    output: OutcomeOutputOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show an upload's status (pending, stored, rejected, failed, expired)."""
+    """Show an upload's status (pending with its stage, stored, rejected, failed, expired)."""
+    fmt = output_format(output, as_json)
     with session() as (client, profile):
         if wait:
             from m8.client.progress import stages
 
-            with stages(err) as stage:
-                status = _await(client, upload_id, None, wait, stage)
+            with stages(err, show=fmt in FOR_PEOPLE) as stage:
+                status = _await(client, upload_id, None, wait, stage, fmt)
         else:
             status = client.upload(upload_id)
-        _finish(client, profile, upload_id, status, as_json, None)
+        _finish(client, profile, upload_id, status, fmt, None)
 
 
 # --- stores -------------------------------------------------------------------------

@@ -26,6 +26,9 @@ from m8.client.sdk import M8Client
 from m8.crypto import CryptoError, OutcomeReceipt, verify_receipt
 
 LONG_POLL = 20.0  # seconds the server holds one status request
+# A person watching the stage at a terminal: short enough that it moves, one request
+# per 2 s (programs keep LONG_POLL: a request per 20 s, or one if it settles sooner).
+STAGE_POLL = 2.0
 RETRY_AFTER_DEFAULT = 1.0  # a 429 without a usable Retry-After
 
 
@@ -45,6 +48,7 @@ def await_outcome(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     on_view: Callable[[dict[str, Any]], None] = lambda _view: None,
+    poll: float = LONG_POLL,
 ) -> dict[str, Any]:
     """The upload's view once it is no longer pending, or the last one seen at the
     deadline. Only `pending` is worth waiting for: a status this m8ctl does not know (a
@@ -52,13 +56,15 @@ def await_outcome(
 
     A 429 (too many requests) does not end the wait: the upload was accepted, so m8ctl
     waits as long as Retry-After says (never past the deadline) and asks again.
-    `on_view` hears each view as it comes (for a person waiting at a terminal).
+    `on_view` hears each view as it comes (for a person waiting at a terminal); `poll`
+    is how long one request may wait (STAGE_POLL lets the stage a pending view carries
+    move on a terminal, at the cost of more requests).
     """
     deadline = clock() + timeout
     view: dict[str, Any] = {"status": "pending"}
     while view["status"] == "pending" and (left := deadline - clock()) > 0:
         try:
-            view = client.upload(upload_id, wait=min(left, LONG_POLL))
+            view = client.upload(upload_id, wait=min(left, poll))
             on_view(view)
         except ApiError as exc:
             if exc.status != 429:

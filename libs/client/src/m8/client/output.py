@@ -8,6 +8,9 @@
   `\\n`, `\\r`, `\\\\`; a list in a cell is comma-separated; an absent value is empty.
 - `json`: the API's object, indented: its fields are documented in the README (m8ctl).
 
+An upload's outcome (`secret put`, `upload status`) is a one-item listing in TSV (a header
+and one line, whatever the outcome), and in `table` the sentence m8ctl says (m8ctl.py).
+
 Without `-o`, a table on a terminal and TSV when standard output is a pipe or a file, so
 that `m8ctl secret list | cut -f2` gets whole paths. rich is loaded for tables only.
 """

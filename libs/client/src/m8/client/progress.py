@@ -1,7 +1,8 @@
 """What a person waiting at a terminal sees: the stage an upload is in, and for how long.
 
-Drawn on standard error, and only when it is a terminal: a script's pipe gets nothing extra
-(rich's live display is not even loaded then).
+Drawn on standard error, and only when it is a terminal and the output is for people
+(a table): a script's pipe, JSON or TSV gets nothing extra (rich's live display is not even
+loaded then), and m8ctl asks the API no more often than it would anyway.
 """
 
 from __future__ import annotations
@@ -16,12 +17,27 @@ if TYPE_CHECKING:
 Stage = Callable[[str], None]
 
 
+# What each stage of a pending upload (the API's `stage`) means to a person; `{store}` is
+# where it goes.
+STAGE_TEXTS = {
+    "accepted": "accepted: recorded, not yet queued",
+    "queued": "queued for {store}",
+    "waiting": "waiting: another upload to this path is being written first",
+    "writing": "writing to {store}",
+}
+
+
+def shows_stages(console: Console, for_people: bool = True) -> bool:
+    """Whether a wait is drawn: on a terminal, for output meant for people (a table)."""
+    return for_people and console.is_terminal
+
+
 @contextmanager
-def stages(console: Console, first: str = "") -> Iterator[Stage]:
+def stages(console: Console, first: str = "", show: bool = True) -> Iterator[Stage]:
     """A function that shows the current stage (a spinner, the stage, the time it took so
-    far) on `console` while the block runs, if it is a terminal; a no-op otherwise. The
-    line goes once the block ends: what follows prints the outcome."""
-    if not console.is_terminal:
+    far) on `console` while the block runs, if it is a terminal and `show`; a no-op
+    otherwise. The line goes once the block ends: what follows prints the outcome."""
+    if not shows_stages(console, show):
         yield _nothing
         return
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -47,11 +63,15 @@ def _nothing(_text: str) -> None:
 def upload_stage(view: dict[str, Any], store: str | None = None) -> str:
     """The stage an upload is in, in a few words, from the API's view of it.
 
-    The API tells `pending` from the outcomes, not a queued upload from one being written
-    upstream: the text says either, rather than guess.
+    A pending view says its `stage`; one without (before the first answer, or from an
+    API too old to tell) is queued or being written: the text says either, rather than
+    guess.
     """
     status = view.get("status")
     if status == "pending":
         where = store or view.get("store") or "its store"
-        return f"accepted, pending: queued or being written to {where}"
+        text = STAGE_TEXTS.get(str(view.get("stage")))
+        if text is None:
+            return f"accepted, pending: queued or being written to {where}"
+        return text.format(store=where)
     return f"{status}: checking the reactor's receipt"

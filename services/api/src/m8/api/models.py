@@ -263,6 +263,10 @@ class UploadReceipt(BaseModel):
     signature: str = Field(description="Ed25519 signature, base64")
 
 
+# Where a pending upload is (GET /v1/uploads/{id}, for display only; m8.api.queries).
+UploadStage = Literal["accepted", "queued", "waiting", "writing"]
+
+
 class UploadView(BaseModel):
     """Where an upload stands. `failed` waits for an operator to re-drive it."""
 
@@ -285,6 +289,17 @@ class UploadView(BaseModel):
         description=(
             "lowercase hex SHA-256 of the ciphertext uploaded, as the receipt signs it; "
             "null only for a just-accepted upload not yet in the read model"
+        ),
+    )
+    stage: UploadStage | None = Field(
+        default=None,
+        description=(
+            "where a pending upload is, for display (null once it is no longer pending): "
+            "`accepted` (recorded, not yet handed to the broker), `queued` (on the broker, "
+            "no reactor writing it yet), `waiting` (another upload to the same path is being "
+            "written first), `writing` (a reactor holds the path for it and is writing it "
+            "upstream). Read when the answer is made, so it may lag a moment behind; only "
+            "`status`, and a receipt that verifies, say what happened"
         ),
     )
 

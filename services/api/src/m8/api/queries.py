@@ -2,19 +2,29 @@
 
 MongoDB-specific (its queries need more than the recorder port offers); its driver errors
 become EventStoreUnavailable through `mongo_errors`, as everywhere.
+
+The stage of a pending upload (`UploadView.stage`, for display) is read from what others
+own, read-only: the outbox mark of its SecretUploadRequested event (`published`, see
+m8.eventstore.outbox) and the reactors' lease on its path (`reactor_path_leases`, see
+docs/contracts.md). Only for an answer that is pending, so an upload that settles before
+its first answer costs no read more.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
-from pymongo import ASCENDING
+from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import OperationFailure
 
 from m8.api.auth import covered
 from m8.api.handlers import UPLOAD_REQUESTS
@@ -23,18 +33,69 @@ from m8.api.models import (
     SecretHistory,
     SecretList,
     SecretView,
+    UploadStage,
     UploadView,
 )
 from m8.api.projections import SECRETS, UPLOADS
 from m8.api.settled import SettledUploads
-from m8.domain import secret_id
+from m8.domain import Secret, secret_id
+from m8.domain.events import SecretUploadRequested
+from m8.eventsourcing import EventStoreUnavailable
 from m8.eventstore.mongo import Document, mongo_errors
 from m8.protocol.status import SETTLED
+
+log = logging.getLogger(__name__)
 
 _FIRST_POLL = 0.05
 _MAX_POLL = 1.0
 # How long a wait trusts the change stream before it looks again for itself.
 _SAFETY_NET = 5.0
+# The event store's collection (m8.eventstore.MongoEventRecorder's default).
+EVENTS = "events"
+# The reactors' leases, one per path by the Secret's id: {_id, holder: upload id, owner,
+# until} (m8.reactors.path_leases, which the API does not import). Read, never written.
+PATH_LEASES = "reactor_path_leases"
+_UNAUTHORIZED = 13  # MongoDB's code for a command the user's role does not allow
+
+
+@dataclass(frozen=True)
+class PathLease:
+    """Who holds a path's lease, and until when (a lease given back ended in 1970)."""
+
+    holder: str
+    until: datetime
+
+    @classmethod
+    def of(cls, doc: Document | None) -> PathLease | None:
+        if doc is None or not isinstance(doc.get("holder"), str):
+            return None
+        until = doc.get("until")
+        if not isinstance(until, datetime):
+            return None
+        return cls(doc["holder"], until if until.tzinfo else until.replace(tzinfo=UTC))
+
+
+def pending_stage(
+    upload_id: str,
+    published: bool,
+    lease: PathLease | None,
+    now: datetime,
+    holder_pending: bool = False,
+) -> UploadStage:
+    """The stage of a pending upload from what the reads found.
+
+    `published`: its SecretUploadRequested reached the broker. `lease`: its path's lease;
+    `holder_pending`: the lease's holder, if another upload, has not settled (a reactor
+    keeps the lease of an upload it stored until it runs out). Whether a reactor already
+    holds a `waiting` upload or the broker still does is not told apart: either way it
+    waits for the holder.
+    """
+    if lease is not None and lease.until > now:
+        if lease.holder == upload_id:
+            return "writing"
+        if published and holder_pending:
+            return "waiting"
+    return "queued" if published else "accepted"
 
 
 class Queries:
@@ -44,7 +105,10 @@ class Queries:
         self.uploads = db[UPLOADS]
         self.secrets = db[SECRETS]
         self.upload_requests = db[UPLOAD_REQUESTS]
+        self.events = db[EVENTS]
+        self.path_leases = db[PATH_LEASES]
         self.settled = SettledUploads(self.uploads, replicas)
+        self._stage_refused = False  # said once: the role lacks a read the stage needs
 
     async def create_indexes(self) -> None:
         # Each matches one query below: its filter's fields first, then its sort.
@@ -59,19 +123,25 @@ class Queries:
         """The upload's state, None unless its (store, path) is `visible` to the caller.
 
         With `wait`, until it settles or time is up: woken by `SettledUploads` when its
-        outcome is projected, polling with backoff only while that cannot wake it.
+        outcome is projected, polling with backoff only while that cannot wake it. A view
+        still pending when answered carries its `stage`.
         """
         deadline = time.monotonic() + wait
         pause = _FIRST_POLL
         with self.settled.waiting(upload_id) as woken:
             while True:
                 woken.clear()  # before the read: a change after it still wakes the wait
-                view = await self._upload(upload_id)
-                if view is None or not visible(view.store, view.path):
+                found = await self._upload(upload_id)
+                if found is None:
                     return None
-                remaining = deadline - time.monotonic()
-                if view.status in SETTLED or remaining <= 0:
+                view, projected = found
+                if not visible(view.store, view.path):
+                    return None
+                if view.status in SETTLED:
                     return view
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return view.model_copy(update={"stage": await self._stage(view, projected)})
                 if self.settled.live:
                     timeout = min(remaining, _SAFETY_NET)
                 else:
@@ -80,16 +150,74 @@ class Queries:
                     async with asyncio.timeout(timeout):
                         await woken.wait()
 
-    async def _upload(self, upload_id: str) -> UploadView | None:
+    async def _upload(self, upload_id: str) -> tuple[UploadView, bool] | None:
+        """The upload's view, and whether the read model has it (else the write side's
+        record of the request told it)."""
         with mongo_errors():
             doc = await self.uploads.find_one({"_id": upload_id})
+            projected = doc is not None
             if doc is None:
                 # Accepted but not projected yet: the write side knows it is pending.
                 request = await self.upload_requests.find_one({"_id": upload_id})
                 if request is None:
                     return None
                 doc = {**request, "status": "pending", "updated_at": request["requested_at"]}
-        return UploadView(upload_id=upload_id, **_fields(doc, UploadView))
+        return UploadView(upload_id=upload_id, **_fields(doc, UploadView)), projected
+
+    async def _stage(self, view: UploadView, projected: bool) -> UploadStage | None:
+        """The stage of a pending upload: one read by _id (the path's lease), a second
+        for the lease's holder if another upload holds it, and while the upload is not
+        projected yet, one of its own events first. None if the role may not read them (an
+        operator has not re-applied deploy/mongodb/users.js): a display must not fail the
+        status it decorates."""
+        try:
+            with mongo_errors():
+                return await self._read_stage(view, projected)
+        except EventStoreUnavailable as exc:
+            cause = exc.__cause__
+            if not (isinstance(cause, OperationFailure) and cause.code == _UNAUTHORIZED):
+                raise
+            if not self._stage_refused:
+                self._stage_refused = True
+                log.warning(
+                    "the API's MongoDB role may not read what an upload's stage needs "
+                    "(events, %s): GET /v1/uploads shows no stage until deploy/mongodb/"
+                    "users.js is applied again",
+                    PATH_LEASES,
+                )
+            return None
+
+    async def _read_stage(self, view: UploadView, projected: bool) -> UploadStage:
+        aggregate_id = secret_id(view.store, view.path)
+        # The read model is projected from the broker's message: projected, it was published.
+        if not projected and not await self._published(view.upload_id, aggregate_id):
+            return "accepted"
+        lease = PathLease.of(await self.path_leases.find_one({"_id": aggregate_id}))
+        now = datetime.now(UTC)
+        holder_pending = False
+        if lease is not None and lease.until > now and lease.holder != view.upload_id:
+            holder = await self.uploads.find_one({"_id": lease.holder}, {"status": 1})
+            # Not projected yet counts as pending: it holds the lease, so it was accepted.
+            holder_pending = holder is None or holder.get("status") == "pending"
+        return pending_stage(view.upload_id, True, lease, now, holder_pending)
+
+    async def _published(self, upload_id: str, aggregate_id: str) -> bool:
+        """Whether the outbox published the upload's SecretUploadRequested (marked True).
+
+        Among its Secret's events, newest first along the (aggregate_type, aggregate_id,
+        version) index: a pending upload's request is one of the last few.
+        """
+        doc = await self.events.find_one(
+            {
+                "aggregate_type": Secret.aggregate_type,
+                "aggregate_id": aggregate_id,
+                "type": SecretUploadRequested.event_type,
+                "data.upload_id": upload_id,
+            },
+            {"published": 1},
+            sort=[("version", DESCENDING)],
+        )
+        return doc is not None and doc.get("published") is True
 
     async def secrets_page(
         self,

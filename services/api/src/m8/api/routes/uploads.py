@@ -65,7 +65,11 @@ async def upload_status(
         ),
     ] = 0,
 ) -> UploadView:
-    """Where the upload stands: pending, stored, rejected, failed or expired."""
+    """Where the upload stands: pending, stored, rejected, failed or expired.
+
+    A pending upload's answer also says its stage (accepted, queued, waiting, writing),
+    for display: a client at a terminal may ask with a short `wait` to follow it.
+    """
     # Only to callers who may write its path there (admins: all), like the secret itself.
     wait = min(wait, api.settings.api_max_wait_seconds)
     if wait > 0:
