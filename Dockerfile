@@ -139,7 +139,7 @@ FROM runtime AS reactors
 LABEL org.opencontainers.image.title="m8-reactors" \
       org.opencontainers.image.description="m8 reactors: write uploads into the upstream stores"
 COPY --from=build-reactors /opt/m8 /opt/m8
-# /metrics on M8_REACTOR_METRICS_PORT if set; nothing else listens.
+# /metrics, /healthz and /readyz on M8_REACTOR_METRICS_PORT if set; nothing else listens.
 CMD ["reactor", "--help"]
 
 # Last, so that a build without --target makes the API image.

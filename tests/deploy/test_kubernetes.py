@@ -302,7 +302,7 @@ def test_ingress_reaches_only_the_apis_port_and_metrics_from_monitoring(
             for rule in p.get("ingress", [])
             for port in rule["ports"]
         }
-        expected = {"api": {8080, 9100}, "keyrotator": set()}.get(component, {9100})
+        expected = {"api": {8080, 9100}}.get(component, {9100})
         assert ports == expected, component
 
 

@@ -1,4 +1,5 @@
-"""Wiring of the key rotator: its keys, stores, RPC server, consumer and loops."""
+"""Wiring of the key rotator: its keys, stores, RPC server, consumer, loops and operations
+port (metrics and probes)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pymongo.errors import PyMongoError
 
 from m8.domain import CATALOG_ID, StoreCatalog
 from m8.eventstore.mongo import Document, connect_database
+from m8.health import serve_health
 from m8.keyrotator.keks import KekPublicKeys
 from m8.keyrotator.master_key import MasterKeys
 from m8.keyrotator.rpc import RotatorRpc
@@ -107,8 +109,14 @@ async def run(settings: KeyRotatorSettings) -> None:
     """`m8 keyrotator`: serves until SIGTERM or SIGINT."""
     keys = RotatorKeys.load(settings)
     async with service("keyrotator", settings) as runtime:
-        await start(runtime, settings, keys)
-        await wait_for_signal()
+        rotator = await start(runtime, settings, keys)
+        async with serve_health(
+            runtime,
+            rotator.metrics.registry,
+            settings.keyrotator_metrics_host,
+            settings.keyrotator_metrics_port,
+        ):
+            await wait_for_signal()
 
 
 async def _warn_of_missing_keks(rotator: KeyRotator) -> None:

@@ -50,8 +50,9 @@ class RotatorRpc:
         self.rotator = rotator
 
     def procedures(self) -> dict[str, Procedure]:
-        """What RpcServer serves."""
-        return {"issue_upload_key": self.issue_upload_key, "verify_keys": self.verify_keys}
+        """What RpcServer serves, each answer counted in the rotator's metrics."""
+        served = {"issue_upload_key": self.issue_upload_key, "verify_keys": self.verify_keys}
+        return {name: self._counted(name, procedure) for name, procedure in served.items()}
 
     async def issue_upload_key(self, params: JsonObject) -> JsonObject:
         """A signed statement of a new upload key: SignedStatement.to_dict()."""
@@ -67,6 +68,23 @@ class RotatorRpc:
         with _refusals():
             published = await self.rotator.signing.published()
         return published.to_dict()
+
+    def _counted(self, name: str, procedure: Procedure) -> Procedure:
+        requests = self.rotator.metrics.rpc_requests
+
+        async def counted(params: JsonObject) -> JsonObject:
+            try:
+                reply = await procedure(params)
+            except RpcError as exc:
+                requests.labels(name, exc.code).inc()
+                raise
+            except Exception:
+                requests.labels(name, "internal").inc()  # what RpcServer answers then
+                raise
+            requests.labels(name, "ok").inc()
+            return reply
+
+        return counted
 
 
 def _parse(model: type[M], params: JsonObject) -> M:

@@ -46,6 +46,7 @@ from m8.eventsourcing import (
 )
 from m8.keyrotator import clock
 from m8.keyrotator.keks import KekPublicKeys
+from m8.keyrotator.metrics import KeyRotatorMetrics
 from m8.keyrotator.signing_keys import SigningKeys
 from m8.keyrotator.upload_keys import UploadKeyStore
 from m8.messaging import PoisonMessage, TransientError
@@ -66,9 +67,11 @@ class KeyRotator:
         keks: KekPublicKeys,
         lifetime: timedelta,
         now: Callable[[], datetime] = clock.now,
+        metrics: KeyRotatorMetrics | None = None,
     ) -> None:
         self.repository = repository
         self.now = now  # the clock of issue and expiry (tests inject their own)
+        self.metrics = KeyRotatorMetrics() if metrics is None else metrics
         self.upload_keys = upload_keys
         self.signing = signing
         self.keks = keks
@@ -113,6 +116,7 @@ class KeyRotator:
             await transaction.save(key, metadata)
 
         await self.repository.in_transaction(record)
+        self.metrics.issued.labels(store.store_type, store.name).inc()
         log.info(
             "upload key issued",
             extra={
@@ -140,6 +144,7 @@ class KeyRotator:
         # A conflict means another rotator destroyed it meanwhile: the next look sees that.
         if not await self.repository.in_transaction(destroy):
             return False
+        self.metrics.destroyed.labels(reason).inc()
         log.info("upload key destroyed", extra={"key_id": key_id, "reason": reason})
         return True
 
@@ -185,11 +190,16 @@ class KeyRotator:
         """Destroys every key past its expiry with reason `expired`; returns how many."""
         metadata = Metadata(ACTOR, f"sweep-{uuid.uuid4().hex}")
         destroyed = 0
-        while ids := await self.upload_keys.expired(clock.to_ms(self.now()), batch):
-            for key_id in ids:
-                destroyed += await self.destroy(key_id, "expired", metadata)
-            if len(ids) < batch:
-                break
+        try:
+            while ids := await self.upload_keys.expired(clock.to_ms(self.now()), batch):
+                for key_id in ids:
+                    destroyed += await self.destroy(key_id, "expired", metadata)
+                if len(ids) < batch:
+                    break
+        except Exception:
+            self.metrics.sweeps.labels("failed").inc()
+            raise
+        self.metrics.sweeps.labels("ok").inc()
         return destroyed
 
 

@@ -90,6 +90,17 @@ class KeyRotatorSettings(Settings):
         ),
     )
 
+    keyrotator_metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="The operations port: /metrics, /healthz and /readyz (m8.health); 0: none.",
+    )
+    keyrotator_metrics_host: str = Field(
+        default="0.0.0.0",
+        description="Where the operations port listens: every interface, or 127.0.0.1 & co.",
+    )
+
     @field_validator("keyrotator_signing_key_period")
     @classmethod
     def _period_m8ctl_follows(cls, period: timedelta) -> timedelta:

@@ -1,4 +1,5 @@
-"""Wiring of a reactor process: keys, credentials, adapters, the consumer and metrics."""
+"""Wiring of a reactor process: keys, credentials, adapters, the consumer, and its operations
+port (metrics and probes)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from m8 import stores
 from m8.crypto import FingerprintKey, KekRing, ReceiptKeyFile, encode_verify_key
 from m8.crypto.encoding import b64encode
 from m8.eventstore.mongo import Document
+from m8.health import serve_health
 from m8.messaging import EventConsumer
 from m8.messaging.permissions import reactor_service
 from m8.messaging.topology import reactor_queue
@@ -184,8 +186,13 @@ async def run(settings: ReactorSettings, store_type: str) -> None:
     try:
         async with service(reactor_service(store_type), settings) as runtime:
             reactor = await start(runtime, config)
-            reactor.metrics.serve(settings.reactor_metrics_port)
-            await wait_for_signal()
+            async with serve_health(
+                runtime,
+                reactor.metrics.registry,
+                settings.reactor_metrics_host,
+                settings.reactor_metrics_port,
+            ):
+                await wait_for_signal()
     finally:
         # After the runtime closed: its consumers have finished the uploads in hand.
         await config.stores.close()

@@ -1,20 +1,14 @@
 """Prometheus metrics of the reactors. Labels carry store types, store names and fixed
-outcome codes only: never a path, an id or anything from a value."""
+outcome codes only: never a path, an id or anything from a value.
+
+A reactor process serves its reactor's registry on its operations port (m8.health), with
+the process's own metrics added."""
 
 from __future__ import annotations
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    GCCollector,
-    Histogram,
-    PlatformCollector,
-    ProcessCollector,
-    start_http_server,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from m8.eventstore.outbox import BacklogCollector
+from m8.health import outbox_lag
 
 
 class ReactorMetrics:
@@ -50,32 +44,4 @@ class ReactorMetrics:
             registry=self.registry,
         )
         # The lag of this process's outbox relay (each reactor process has one).
-        self.registry.register(
-            BacklogCollector(
-                Gauge(
-                    "m8_outbox_unpublished_events",
-                    "Events a service stored that its outbox backstop found unpublished "
-                    "10 s after they were made, at its last pass (counted up to 200).",
-                    ["service"],
-                    registry=None,
-                ),
-                Gauge(
-                    "m8_outbox_oldest_unpublished_age_seconds",
-                    "Relay lag: the age of the oldest of those events (0: none).",
-                    ["service"],
-                    registry=None,
-                ),
-            )
-        )
-
-    def serve(self, port: int) -> None:
-        """Serves /metrics on `port` in a background thread, with the process's own metrics
-        (process_*, python_*) beside this reactor's; 0 means no server. Once per process."""
-        if not port:
-            return
-        # Here, not in __init__: they describe the process, not the reactor, and the one
-        # registry a process serves is its reactor's.
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
-        GCCollector(registry=self.registry)
-        start_http_server(port, registry=self.registry)
+        self.registry.register(outbox_lag())
