@@ -479,6 +479,27 @@ async def test_unpublished_events_are_those_not_marked_and_of_the_kinds_asked(
     assert await any_recorder.unpublished(10, [kind]) == second
 
 
+async def test_published_tells_whether_the_newest_matching_event_was_confirmed(
+    any_recorder: EventRecorder,
+) -> None:
+    events = [SampleHappened(1), SampleHappened(2), SampleHappened(1)]
+    first, second, third = await any_recorder.append("test", "a", 0, events, METADATA)
+
+    async def published(n: int, event_type: str = "SampleHappened") -> bool:
+        return await any_recorder.published("test", "a", event_type, {"n": n})
+
+    assert not await published(2)
+    await any_recorder.mark_published([second.event_id])
+    assert await published(2)
+    await any_recorder.mark_published([first.event_id])
+    assert not await published(1)  # the newest with n=1 is the third, not yet confirmed
+    await any_recorder.mark_published([third.event_id])
+    assert await published(1)
+    assert not await published(3)  # no such event
+    assert not await published(2, "OtherHappened")
+    assert not await any_recorder.published("test", "b", "SampleHappened", {"n": 2})
+
+
 async def test_a_lease_is_held_by_one_owner_until_it_lapses(any_recorder: EventRecorder) -> None:
     until = T0 + timedelta(seconds=10)
 

@@ -13,14 +13,21 @@ from typing import Any
 
 import httpx
 import pytest
+import typer
 from rich.console import Console
 from typer.testing import CliRunner
 
 from m8.client import m8ctl
-from m8.client.outcome import LONG_POLL, STAGE_POLL
+from m8.client.outcome import (
+    LONG_POLL,
+    STAGE_FIRST_POLL,
+    STAGE_POLL,
+    STAGE_POLL_MAX,
+    StagePolls,
+)
 from m8.client.output import Field, OutputFormat, choose, tsv_cell, tsv_rows
 from m8.client.profile import PinnedKey, Profile
-from m8.client.progress import stages, upload_stage
+from m8.client.progress import STAGE_TEXTS, stages, upload_stage
 from m8.client.sdk import M8Client
 from m8.crypto import (
     OutcomeReceipt,
@@ -30,6 +37,7 @@ from m8.crypto import (
     verify_key_fingerprint,
 )
 from m8.crypto.receipts import ReceiptStatus
+from m8.protocol.status import UPLOAD_STAGES
 
 LONG_PATH = "team-a/" + "/".join(f"segment-{n}" for n in range(12)) + "/password"
 FINGERPRINT = "fp1:" + "ab" * 21
@@ -89,6 +97,13 @@ class StandIn:
             problem = {"type": "urn:m8:problem:not_found", "title": "Not Found", "status": 404}
             return httpx.Response(404, json=problem)
         return httpx.Response(200, json=self.answers[path])
+
+
+class Tty(io.StringIO):
+    """A stream that says it is a terminal, as a real one does (unit tests only)."""
+
+    def isatty(self) -> bool:
+        return True
 
 
 def run(*args: str, columns: int = 40) -> Any:
@@ -157,6 +172,29 @@ def test_the_default_format_is_a_table_on_a_terminal_and_tsv_elsewhere() -> None
     assert choose(None, False, terminal=False) is OutputFormat.TSV
     assert choose(OutputFormat.WIDE, False, terminal=False) is OutputFormat.WIDE
     assert choose(None, True, terminal=True) is OutputFormat.JSON
+
+
+@pytest.mark.parametrize("asked", [{"FORCE_COLOR": "1"}, {"TTY_COMPATIBLE": "1"}])
+def test_asking_for_colour_on_a_pipe_still_prints_tsv_and_draws_no_stage(
+    profile: Profile, monkeypatch: pytest.MonkeyPatch, asked: dict[str, str]
+) -> None:
+    for name, value in asked.items():
+        monkeypatch.setenv(name, value)
+    piped = Console(file=io.StringIO(), emoji=False)
+    monkeypatch.setattr(m8ctl, "err", piped)
+    assert piped.is_terminal  # rich takes the pipe for a terminal: m8ctl must not
+    StandIn(monkeypatch, {"/v1/secrets": {"secrets": [SECRET], "next_after": None}})
+    done = run("secret", "list")
+    assert done.exit_code == 0, done.output
+    assert done.stdout.splitlines()[0].split("\t")[:2] == ["store", "path"]
+    api = Watched({"status": "pending", "stage": "queued"}, {"status": "stored"})
+    seen: list[str] = []
+    view = m8ctl._await(api, "u-1", "vault-a", 60, seen.append, OutputFormat.TABLE)  # type: ignore[arg-type]
+    assert view["status"] == "stored"
+    assert api.waits == [LONG_POLL] * 2  # no stage poll: nobody watches a pipe
+    with stages(piped) as stage:
+        stage("queued for vault-a")
+    assert piped.file.getvalue() == ""  # type: ignore[attr-defined]
 
 
 def test_json_and_another_format_at_once_is_a_usage_error(profile: Profile) -> None:
@@ -290,10 +328,11 @@ def test_the_shell_gets_stores_and_prefixes_through_its_completion(
 
 
 def test_stages_show_on_a_terminal_only() -> None:
-    piped, terminal = io.StringIO(), io.StringIO()
-    with stages(Console(file=piped, force_terminal=False)) as stage:
+    piped, terminal = io.StringIO(), Tty()
+    # A pipe that rich takes for a terminal (as with FORCE_COLOR=1) is still a pipe.
+    with stages(Console(file=piped, force_terminal=True)) as stage:
         stage("pending: accepted")
-    with stages(Console(file=terminal, force_terminal=True, width=200)) as stage:
+    with stages(Console(file=terminal, width=200)) as stage:
         stage("pending: accepted, waiting")
     assert piped.getvalue() == ""
     assert "pending: accepted, waiting" in terminal.getvalue()
@@ -318,6 +357,14 @@ def test_each_stage_the_api_tells_reads_as_what_is_happening() -> None:
     assert "queued or being written" in pending("replicating")
 
 
+def test_every_stage_the_api_may_tell_has_its_text() -> None:
+    assert set(STAGE_TEXTS) == set(UPLOAD_STAGES)
+    for stage in UPLOAD_STAGES:
+        assert "queued or being written" not in upload_stage(
+            {"status": "pending", "stage": stage}, "vault-a"
+        )
+
+
 class Watched:
     """An API answering status requests in turn; records how long each may wait."""
 
@@ -332,7 +379,7 @@ class Watched:
 
 def await_as(fmt: OutputFormat, terminal: bool, monkeypatch: pytest.MonkeyPatch) -> Watched:
     """m8ctl's wait for an upload that is queued, then written, then stored."""
-    monkeypatch.setattr(m8ctl, "err", Console(file=io.StringIO(), force_terminal=terminal))
+    monkeypatch.setattr(m8ctl, "err", Console(file=Tty() if terminal else io.StringIO()))
     api = Watched(
         {"status": "pending", "stage": "queued"},
         {"status": "pending", "stage": "writing"},
@@ -349,7 +396,16 @@ def await_as(fmt: OutputFormat, terminal: bool, monkeypatch: pytest.MonkeyPatch)
 def test_at_a_terminal_the_stage_is_asked_for_often_enough_to_move(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert await_as(OutputFormat.TABLE, True, monkeypatch).waits == [STAGE_POLL] * 3
+    # The first answer soon, so that the first stage shows; then 2 s while it moves.
+    waits = await_as(OutputFormat.TABLE, True, monkeypatch).waits
+    assert waits == [STAGE_FIRST_POLL, STAGE_POLL, STAGE_POLL]
+
+
+def test_a_stage_that_does_not_move_is_asked_for_less_and_less_often() -> None:
+    polls = StagePolls()
+    stages = [None, "queued", "queued", "queued", "queued", "queued", "writing", "writing"]
+    waits = [polls({"status": "pending", "stage": stage}) for stage in stages]
+    assert waits == [STAGE_FIRST_POLL, STAGE_POLL, 4.0, 8.0, STAGE_POLL_MAX, 10.0, 2.0, 4.0]
 
 
 @pytest.mark.parametrize(
@@ -443,6 +499,8 @@ def test_an_unverified_outcome_never_reads_stored_and_keeps_its_error_on_stderr(
     outcome = tsv_outcome(piped.stdout)
     assert (outcome["status"], outcome["claimed_status"]) == ("unverified", "stored")
     assert outcome["receipt_verified"] == "false"
+    assert outcome["fingerprint"] == outcome["upstream_version"] == ""  # not vouched for
+    assert "A" * 43 not in piped.stdout
     assert table.stdout == wide.stdout == ""  # for people, only the error
     for done in (piped, table, wide):
         assert "unverified outcome" in " ".join(done.stderr.split())
@@ -477,3 +535,27 @@ def test_json_and_another_format_for_an_outcome_is_a_usage_error(profile: Profil
     put = run("secret", "put", "team-a/x", "--json", "-o", "tsv")
     assert put.exit_code == 2
     assert "two formats" in " ".join(put.stderr.split())
+
+
+def test_an_unsigned_outcome_shows_what_m8ctl_chose_and_nothing_the_api_says_it_wrote(
+    profile: Profile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    said = {
+        **signed_outcome(profile),
+        "status": "pending",
+        "store": "elsewhere",
+        "path": "their/path",
+        "ciphertext_sha256": "cd" * 32,
+    }
+    chosen = ("vault-a", LONG_PATH, SENT)
+    for fmt in (OutputFormat.TSV, OutputFormat.JSON):
+        with pytest.raises(typer.Exit) as exit_:
+            m8ctl._finish(None, profile, UPLOAD_ID, said, fmt, chosen)  # type: ignore[arg-type]
+        assert exit_.value.exit_code == 8
+        printed = capsys.readouterr().out
+        shown = tsv_outcome(printed) if fmt is OutputFormat.TSV else json.loads(printed)
+        assert (shown["store"], shown["path"]) == ("vault-a", LONG_PATH)
+        assert shown["ciphertext_sha256"] == SENT
+        assert not shown["fingerprint"]
+        assert not shown["upstream_version"]
+        assert "receipt" not in shown or shown["receipt"] is None

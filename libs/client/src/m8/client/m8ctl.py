@@ -6,7 +6,6 @@ Values never come from the command line: a file, standard input, or a hidden pro
 from __future__ import annotations
 
 import inspect
-import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,7 +17,16 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from m8.client.errors import ClientError, ExitCode
-from m8.client.output import Field, OutputFormat, choose, print_fields, print_rows, tsv_rows
+from m8.client.output import (
+    Field,
+    OutputFormat,
+    choose,
+    json_text,
+    on_terminal,
+    print_fields,
+    print_rows,
+    tsv_rows,
+)
 from m8.client.profile import PinSet, Profile
 
 if TYPE_CHECKING:
@@ -68,6 +76,8 @@ app.add_typer(upload_app, name="upload")
 app.add_typer(config_app, name="config")
 
 # No emoji codes: m8ctl prints none, and a `:name:` in a server's message stays as sent.
+# Whether either is a terminal is its stream's isatty() (on_terminal), never rich's
+# `is_terminal`: FORCE_COLOR=1 asks for colour, not for a table on a pipe.
 out = Console(emoji=False)
 err = Console(stderr=True, emoji=False)
 # The exit code of each settled status (m8.protocol.status.SETTLED): where an upload can
@@ -120,7 +130,7 @@ OutputOpt = Annotated[
         "--output",
         "-o",
         help="table (fits the terminal), wide (nothing cut), json or tsv. "
-        "Default: table on a terminal, tsv when piped.",
+        "Default: table when standard output is a terminal, else tsv.",
         case_sensitive=False,
         show_default=False,
     ),
@@ -131,8 +141,9 @@ OutcomeOutputOpt = Annotated[
         "--output",
         "-o",
         help="table (a sentence for people), wide (every field, nothing cut), json, or tsv "
-        "(a header line and one line). Default: table on a terminal, tsv when piped. "
-        "With table or wide, a terminal shows the stage while you wait.",
+        "(a header line and one line). Default: table when standard output is a terminal, "
+        "else tsv. With table or wide, and standard error a terminal, the stage shows "
+        "while you wait.",
         case_sensitive=False,
         show_default=False,
     ),
@@ -154,7 +165,7 @@ OLD_FORM = {"allow_extra_args": True}
 def output_format(output: OutputFormat | None, as_json: bool) -> OutputFormat:
     """The format a list or show command prints in (-o, --json, or what stdout is)."""
     try:
-        return choose(output, as_json, out.is_terminal)
+        return choose(output, as_json, on_terminal(out))
     except ValueError as exc:
         fail(str(exc), ExitCode.USAGE)
 
@@ -162,7 +173,7 @@ def output_format(output: OutputFormat | None, as_json: bool) -> OutputFormat:
 def fail(message: str, code: ExitCode) -> NoReturn:
     """Prints an error a person can act on and exits with `code`."""
     # Piped, a line per error (a log keeps commands in it whole); on a terminal, wrapped.
-    err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=not err.is_terminal)
+    err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=not on_terminal(err))
     raise typer.Exit(int(code))
 
 
@@ -476,9 +487,10 @@ def secret_put(
 
     The value comes from --file, else standard input, else a hidden prompt; bytes are sent
     exactly as read (a trailing newline from `echo` is part of the value; use printf).
-    "Stored" is printed only when the reactor's signed receipt verifies. On a terminal,
-    standard error shows the stage the upload is in while you wait (accepted, queued,
-    waiting for another upload to the path, writing).
+    "Stored" is printed only when the reactor's signed receipt verifies. When standard
+    error is a terminal and the output is for people (table, wide), it shows the stage the
+    upload is in while you wait (accepted, queued, waiting for another upload to the path,
+    writing: a reactor holds the path for it).
     """
     from m8.client.progress import stages
     from m8.client.upload import put_secret, read_value
@@ -519,10 +531,10 @@ def _await(
 ) -> dict[str, Any]:
     """The upload's view once settled (or at the deadline), each stage shown to `stage`.
 
-    While a person watches the stage, it is asked for every STAGE_POLL seconds so that it
-    moves; otherwise one long-poll at a time, as the SDK does.
+    While a person watches the stage, short polls so that it moves, longer while it does
+    not (StagePolls); otherwise one long-poll at a time, as the SDK does.
     """
-    from m8.client.outcome import LONG_POLL, STAGE_POLL, await_outcome
+    from m8.client.outcome import LONG_POLL, StagePolls, await_outcome
     from m8.client.progress import shows_stages, upload_stage
 
     watched = shows_stages(err, fmt in FOR_PEOPLE)
@@ -532,7 +544,7 @@ def _await(
         upload_id,
         timeout,
         on_view=lambda view: stage(upload_stage(view, store)),
-        poll=STAGE_POLL if watched else LONG_POLL,
+        poll=StagePolls() if watched else LONG_POLL,
     )
 
 
@@ -553,7 +565,9 @@ def _finish(
 
     state = status.get("status")
     if state not in SIGNED:
-        _print_upload({**status, "upload_id": upload_id}, fmt)
+        # Nothing signed vouches for it: m8ctl's own store, path and hash where it has them,
+        # and none of the API's word on what was written.
+        _print_upload({**_ours(status, upload_id, chosen), **UNVOUCHED}, fmt)
         raise typer.Exit(int(EXIT_CODES.get(str(state), ExitCode.PENDING)))
     # Without our own store, path and ciphertext hash (`upload status ID`), the shown ones
     # are checked: the receipt binds them to the upload id, so a verified one vouches for them.
@@ -564,11 +578,12 @@ def _finish(
         shown_hash if isinstance(shown_hash, str) else None,
     )
     check = check_receipt(client, profile, status, upload_id, store, path, sent)
-    shown = {**status, "upload_id": upload_id, "store": store, "path": path}
+    shown = {**_ours(status, upload_id, chosen), "store": store, "path": path}
     shown |= {"receipt_verified": check.verified, "receipt_problem": check.problem}
     if not check.verified:
-        # For programs, the server's word as `claimed_status`; for people, only the error.
-        unverified = {**shown, "status": "unverified", "claimed_status": state}
+        # For programs, the server's word as `claimed_status` (and nothing of what it says
+        # was written); for people, only the error.
+        unverified = {**shown, **UNVOUCHED, "status": "unverified", "claimed_status": state}
         if fmt in (OutputFormat.JSON, OutputFormat.TSV):
             _show_upload(unverified, fmt, lambda: None)
         claimed = {
@@ -587,6 +602,19 @@ def _finish(
         raise typer.Exit(int(ExitCode.UNVERIFIED))
     _print_upload(shown, fmt)
     raise typer.Exit(int(EXIT_CODES[str(state)]))
+
+
+# What only a receipt that verifies vouches for: left out (null) of any other outcome.
+UNVOUCHED: dict[str, Any] = {"fingerprint": None, "upstream_version": None, "receipt": None}
+
+
+def _ours(status: dict[str, Any], upload_id: str, chosen: Chosen | None) -> dict[str, Any]:
+    """The API's view with m8ctl's own upload id, and its own store, path and ciphertext
+    hash when it chose them (`secret put`; `upload status ID` has only the API's)."""
+    view = {**status, "upload_id": upload_id}
+    if chosen is not None:
+        view["store"], view["path"], view["ciphertext_sha256"] = chosen
+    return view
 
 
 # An upload as `secret put` and `upload status` print it in TSV (one header, whatever the
@@ -608,6 +636,7 @@ UPLOAD_FIELDS = (
     Field("requested_at", "requested"),
     Field("updated_at", "updated"),
     Field("ciphertext_sha256", "ciphertext sha256", whole=True),
+    Field("status_url", "status url", whole=True),  # `--no-wait` only
 )
 
 
@@ -615,7 +644,7 @@ def _show_upload(view: dict[str, Any], fmt: OutputFormat, table: Callable[[], No
     """An upload on standard output: JSON or TSV for programs, `table` for people, or
     every field that has a value, nothing cut (`wide`)."""
     if fmt is OutputFormat.JSON:
-        out.print_json(json.dumps(view))
+        sys.stdout.write(json_text(view))
     elif fmt is OutputFormat.TSV:
         sys.stdout.write(tsv_rows(UPLOAD_FIELDS, [view]))
     elif fmt is OutputFormat.WIDE:

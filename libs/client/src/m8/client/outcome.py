@@ -26,10 +26,37 @@ from m8.client.sdk import M8Client
 from m8.crypto import CryptoError, OutcomeReceipt, verify_receipt
 
 LONG_POLL = 20.0  # seconds the server holds one status request
-# A person watching the stage at a terminal: short enough that it moves, one request
-# per 2 s (programs keep LONG_POLL: a request per 20 s, or one if it settles sooner).
+# A person watching the stage at a terminal: the first request short, so that the first
+# stage shows at once (an upload that settles sooner is answered then, with no stage
+# read); then 2 s, doubled while the stage stays the same, up to 10 s, and 2 s again once
+# it moves: a backlog does not get busier for people watching it. Programs keep
+# LONG_POLL: a request per 20 s, or one if it settles sooner. The outcome never waits for
+# a poll: the server answers a request as soon as the upload settles.
+STAGE_FIRST_POLL = 0.5
 STAGE_POLL = 2.0
+STAGE_POLL_MAX = 10.0
 RETRY_AFTER_DEFAULT = 1.0  # a 429 without a usable Retry-After
+
+
+class StagePolls:
+    """How long each status request may wait while a person watches the stage (a poll
+    for `await_outcome`): STAGE_FIRST_POLL, then STAGE_POLL, twice as long each time the
+    stage is unchanged up to STAGE_POLL_MAX, and STAGE_POLL again once it changes."""
+
+    def __init__(self) -> None:
+        self._wait: float | None = None
+        self._stage: object = None
+
+    def __call__(self, view: Mapping[str, Any]) -> float:
+        stage = view.get("stage")
+        if self._wait is None:
+            self._wait = STAGE_FIRST_POLL
+        elif stage != self._stage or self._wait < STAGE_POLL:
+            self._wait = STAGE_POLL
+        else:
+            self._wait = min(self._wait * 2, STAGE_POLL_MAX)
+        self._stage = stage
+        return self._wait
 
 
 @dataclass(frozen=True)
@@ -48,7 +75,7 @@ def await_outcome(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     on_view: Callable[[dict[str, Any]], None] = lambda _view: None,
-    poll: float = LONG_POLL,
+    poll: float | Callable[[Mapping[str, Any]], float] = LONG_POLL,
 ) -> dict[str, Any]:
     """The upload's view once it is no longer pending, or the last one seen at the
     deadline. Only `pending` is worth waiting for: a status this m8ctl does not know (a
@@ -57,14 +84,16 @@ def await_outcome(
     A 429 (too many requests) does not end the wait: the upload was accepted, so m8ctl
     waits as long as Retry-After says (never past the deadline) and asks again.
     `on_view` hears each view as it comes (for a person waiting at a terminal); `poll`
-    is how long one request may wait (STAGE_POLL lets the stage a pending view carries
-    move on a terminal, at the cost of more requests).
+    is how long one request may wait, or a function of the last view that says so
+    (StagePolls lets the stage a pending view carries move on a terminal, at the cost of
+    more requests).
     """
     deadline = clock() + timeout
     view: dict[str, Any] = {"status": "pending"}
     while view["status"] == "pending" and (left := deadline - clock()) > 0:
         try:
-            view = client.upload(upload_id, wait=min(left, poll))
+            most = poll(view) if callable(poll) else poll
+            view = client.upload(upload_id, wait=min(left, most))
             on_view(view)
         except ApiError as exc:
             if exc.status != 429:

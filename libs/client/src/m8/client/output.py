@@ -13,6 +13,8 @@ and one line, whatever the outcome), and in `table` the sentence m8ctl says (m8c
 
 Without `-o`, a table on a terminal and TSV when standard output is a pipe or a file, so
 that `m8ctl secret list | cut -f2` gets whole paths. rich is loaded for tables only.
+"A terminal" is what the stream itself says (`on_terminal`), not rich's idea of one:
+FORCE_COLOR or TTY_COMPATIBLE ask for colour, and must not turn a pipe into a table.
 """
 
 from __future__ import annotations
@@ -50,6 +52,16 @@ class Field:
     @property
     def heading(self) -> str:
         return self.title or self.name
+
+
+def on_terminal(console: Console) -> bool:
+    """Whether `console` writes to a terminal: its stream's isatty(), whatever the
+    environment says about colour (rich's `is_terminal` is True with FORCE_COLOR=1 or
+    TTY_COMPATIBLE=1, even on a pipe)."""
+    try:
+        return bool(console.file.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 def choose(output: OutputFormat | None, as_json: bool, terminal: bool) -> OutputFormat:

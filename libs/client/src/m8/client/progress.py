@@ -1,8 +1,9 @@
 """What a person waiting at a terminal sees: the stage an upload is in, and for how long.
 
-Drawn on standard error, and only when it is a terminal and the output is for people
-(a table): a script's pipe, JSON or TSV gets nothing extra (rich's live display is not even
-loaded then), and m8ctl asks the API no more often than it would anyway.
+Drawn on standard error, and only when it is a terminal (its isatty(), not FORCE_COLOR:
+m8.client.output.on_terminal) and the output is for people (a table): a script's pipe,
+JSON or TSV gets nothing extra (rich's live display is not even loaded then), and m8ctl
+asks the API no more often than it would anyway.
 """
 
 from __future__ import annotations
@@ -11,15 +12,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from m8.client.output import on_terminal
+
 if TYPE_CHECKING:
     from rich.console import Console
 
 Stage = Callable[[str], None]
 
 
-# What each stage of a pending upload (the API's `stage`) means to a person; `{store}` is
-# where it goes.
-STAGE_TEXTS = {
+# What each stage of a pending upload (the API's `stage`, m8.protocol.status) means to a
+# person; `{store}` is where it goes. "writing" is the API's: a reactor holds the path for
+# it (docs/contracts.md says when that is not quite so).
+# A test holds its keys to m8.protocol.status.UPLOAD_STAGES, each named once.
+STAGE_TEXTS: dict[str, str] = {
     "accepted": "accepted: recorded, not yet queued",
     "queued": "queued for {store}",
     "waiting": "waiting: another upload to this path is being written first",
@@ -29,7 +34,7 @@ STAGE_TEXTS = {
 
 def shows_stages(console: Console, for_people: bool = True) -> bool:
     """Whether a wait is drawn: on a terminal, for output meant for people (a table)."""
-    return for_people and console.is_terminal
+    return for_people and on_terminal(console)
 
 
 @contextmanager

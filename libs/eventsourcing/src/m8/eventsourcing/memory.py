@@ -258,6 +258,16 @@ class InMemoryEventRecorder:
     async def mark_published(self, event_ids: Sequence[str]) -> None:
         self.state.published.update(event_ids)
 
+    async def published(
+        self, aggregate_type: str, aggregate_id: str, event_type: str, data: Mapping[str, Any]
+    ) -> bool:
+        for event in reversed(_load(self.state, aggregate_type, aggregate_id)):
+            if event.event_type == event_type and all(
+                event.data.get(name) == value for name, value in data.items()
+            ):
+                return event.event_id in self.state.published
+        return False
+
     async def hold_lease(
         self, lease_id: str, owner: str, now: datetime, until: datetime
     ) -> datetime | None:

@@ -208,6 +208,15 @@ class EventRecorder(Protocol):
         """Notes that the broker confirmed these events."""
         ...
 
+    async def published(
+        self, aggregate_type: str, aggregate_id: str, event_type: str, data: Mapping[str, Any]
+    ) -> bool:
+        """Whether the broker confirmed the newest event of `event_type` of that aggregate
+        whose data holds the values of `data` (False if there is none, or it is not yet
+        confirmed). Newest first along the aggregate's events: for an event of the last few.
+        """
+        ...
+
     async def hold_lease(
         self, lease_id: str, owner: str, now: datetime, until: datetime
     ) -> datetime | None:

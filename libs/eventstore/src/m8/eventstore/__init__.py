@@ -2,13 +2,21 @@
 takes any recorder)."""
 
 from m8.eventstore.inbox import MongoInbox
-from m8.eventstore.mongo import MongoEventRecorder, connect_database, mongo_errors
+from m8.eventstore.mongo import (
+    EVENTS,
+    MongoEventRecorder,
+    connect_database,
+    mongo_errors,
+    unauthorized,
+)
 from m8.eventstore.outbox import OutboxRelay
 
 __all__ = [
+    "EVENTS",
     "MongoEventRecorder",
     "MongoInbox",
     "OutboxRelay",
     "connect_database",
     "mongo_errors",
+    "unauthorized",
 ]

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -42,6 +42,11 @@ log = logging.getLogger(__name__)
 Document = dict[str, Any]
 DUPLICATE_KEY = 11000
 WRITE_CONFLICT = 112
+# A command the user's role does not allow: MongoDB's Unauthorized, and Atlas's AtlasError
+# for the same refusal.
+UNAUTHORIZED = frozenset({13, 8000})
+# The events' collection (MongoEventRecorder's default; tools that read it name it so).
+EVENTS = "events"
 # The `published` mark of a document the outbox cannot decode: out of its scan, kept.
 UNDECODABLE = "undecodable"
 LEASES = "outbox_lease"
@@ -55,6 +60,13 @@ def mongo_errors() -> Iterator[None]:
     except PyMongoError as exc:
         # The type only: a driver message may quote a document.
         raise EventStoreUnavailable(f"MongoDB failed ({type(exc).__name__})") from exc
+
+
+def unauthorized(exc: BaseException) -> bool:
+    """Whether a failure (or the driver error behind an EventStoreUnavailable) is MongoDB
+    refusing what the user's role does not allow."""
+    cause = exc.__cause__ if isinstance(exc, EventStoreUnavailable) else exc
+    return isinstance(cause, OperationFailure) and cause.code in UNAUTHORIZED
 
 
 def _transaction_conflict(exc: PyMongoError) -> bool:
@@ -168,7 +180,7 @@ class MongoUnitOfWork:
 class MongoEventRecorder:
     """Events in one MongoDB collection, with the outbox flag beside each."""
 
-    def __init__(self, db: AsyncDatabase[Document], collection: str = "events") -> None:
+    def __init__(self, db: AsyncDatabase[Document], collection: str = EVENTS) -> None:
         self.db = db
         self.events = db[collection]
 
@@ -374,6 +386,23 @@ class MongoEventRecorder:
             await self.events.update_many(
                 {"_id": {"$in": [ObjectId(i) for i in event_ids]}}, {"$set": {"published": True}}
             )
+
+    async def published(
+        self, aggregate_type: str, aggregate_id: str, event_type: str, data: Mapping[str, Any]
+    ) -> bool:
+        """Whether the broker confirmed the newest matching event (`published: true`): one
+        query, newest first along the (aggregate_type, aggregate_id, version) index."""
+        query: Document = {
+            "aggregate_type": aggregate_type,
+            "aggregate_id": aggregate_id,
+            "type": event_type,
+            **{f"data.{name}": value for name, value in data.items()},
+        }
+        with mongo_errors():
+            doc = await self.events.find_one(
+                query, {"published": 1}, sort=[("version", DESCENDING)]
+            )
+        return doc is not None and doc.get("published") is True
 
     async def redact(self, event_id: str, replacements: Mapping[str, Any]) -> bool:
         """Replaces fields of an event's data (the one sanctioned change to a stored event:

@@ -49,7 +49,7 @@ from m8.eventsourcing import (
     StoredEvent,
     UnknownEventType,
 )
-from m8.eventstore import MongoEventRecorder
+from m8.eventstore import EVENTS, MongoEventRecorder
 from m8.eventstore.mongo import Document, connect_database
 from m8.messaging.consumer import message_copy
 from m8.messaging.permissions import owner, services
@@ -338,8 +338,8 @@ async def relay_lag(db: AsyncDatabase[Document], now: datetime) -> tuple[list[Re
     ]
     lag: dict[str, tuple[int, datetime | None]] = {s: (0, None) for s in services()}
     with _mongo():
-        groups = [doc async for doc in await db["events"].aggregate(pipeline)]
-        undecodable = await db["events"].count_documents({"published": "undecodable"})
+        groups = [doc async for doc in await db[EVENTS].aggregate(pipeline)]
+        undecodable = await db[EVENTS].count_documents({"published": "undecodable"})
     for group in groups:
         kind = group["_id"]
         service = owner(_sample(kind["a"], kind["t"], kind.get("s"))) or "unowned"

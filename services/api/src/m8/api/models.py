@@ -18,7 +18,7 @@ from m8.crypto.envelope import MAX_VALUE_BYTES, NONCE_BYTES, PUBLIC_KEY_BYTES
 from m8.domain import check_path
 from m8.domain.errors import InvalidPath
 from m8.domain.paths import MAX_PATH_LENGTH, STORE_NAME
-from m8.protocol.status import UploadStatus
+from m8.protocol.status import UploadStage, UploadStatus
 from m8.stores import StoreType
 
 UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
@@ -263,10 +263,6 @@ class UploadReceipt(BaseModel):
     signature: str = Field(description="Ed25519 signature, base64")
 
 
-# Where a pending upload is (GET /v1/uploads/{id}, for display only; m8.api.queries).
-UploadStage = Literal["accepted", "queued", "waiting", "writing"]
-
-
 class UploadView(BaseModel):
     """Where an upload stands. `failed` waits for an operator to re-drive it."""
 
@@ -294,12 +290,15 @@ class UploadView(BaseModel):
     stage: UploadStage | None = Field(
         default=None,
         description=(
-            "where a pending upload is, for display (null once it is no longer pending): "
-            "`accepted` (recorded, not yet handed to the broker), `queued` (on the broker, "
-            "no reactor writing it yet), `waiting` (another upload to the same path is being "
-            "written first), `writing` (a reactor holds the path for it and is writing it "
-            "upstream). Read when the answer is made, so it may lag a moment behind; only "
-            "`status`, and a receipt that verifies, say what happened"
+            "where a pending upload is, for display (null once it is no longer pending, "
+            "and when it cannot be read): `accepted` (recorded, not yet handed to the "
+            "broker), `queued` (handed to the broker, no reactor holds the path for it; "
+            "an upload the read model has is taken as handed over, which is not so for a "
+            "moment after the read model is rebuilt), `waiting` (another pending upload "
+            "holds the path first), `writing` (a reactor holds the path for it: it is "
+            "writing it upstream, or it stopped and its lease has not run out yet). Read "
+            "when the answer is made, so it may lag behind; only `status`, and a receipt "
+            "that verifies, say what happened"
         ),
     )
 

@@ -4,10 +4,11 @@ MongoDB-specific (its queries need more than the recorder port offers); its driv
 become EventStoreUnavailable through `mongo_errors`, as everywhere.
 
 The stage of a pending upload (`UploadView.stage`, for display) is read from what others
-own, read-only: the outbox mark of its SecretUploadRequested event (`published`, see
-m8.eventstore.outbox) and the reactors' lease on its path (`reactor_path_leases`, see
+own, read-only: the outbox mark of its SecretUploadRequested event (the recorder's
+`published`) and the reactors' lease on its path (`reactor_path_leases`, see
 docs/contracts.md). Only for an answer that is pending, so an upload that settles before
-its first answer costs no read more.
+its first answer costs no read more; and a stage that cannot be read is none, never a
+failed answer.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import OperationFailure
 
 from m8.api.auth import covered
 from m8.api.handlers import UPLOAD_REQUESTS
@@ -33,16 +33,16 @@ from m8.api.models import (
     SecretHistory,
     SecretList,
     SecretView,
-    UploadStage,
     UploadView,
 )
 from m8.api.projections import SECRETS, UPLOADS
 from m8.api.settled import SettledUploads
 from m8.domain import Secret, secret_id
 from m8.domain.events import SecretUploadRequested
-from m8.eventsourcing import EventStoreUnavailable
+from m8.eventsourcing import EventRecorder, EventStoreUnavailable
+from m8.eventstore import MongoEventRecorder, unauthorized
 from m8.eventstore.mongo import Document, mongo_errors
-from m8.protocol.status import SETTLED
+from m8.protocol.status import SETTLED, UploadStage
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +50,12 @@ _FIRST_POLL = 0.05
 _MAX_POLL = 1.0
 # How long a wait trusts the change stream before it looks again for itself.
 _SAFETY_NET = 5.0
-# The event store's collection (m8.eventstore.MongoEventRecorder's default).
-EVENTS = "events"
 # The reactors' leases, one per path by the Secret's id: {_id, holder: upload id, owner,
 # until} (m8.reactors.path_leases, which the API does not import). Read, never written.
 PATH_LEASES = "reactor_path_leases"
-_UNAUTHORIZED = 13  # MongoDB's code for a command the user's role does not allow
+# At most one warning per this many seconds that stages cannot be read: a failing
+# database must not flood the log at every status request.
+STAGE_WARNING_INTERVAL = 60.0
 
 
 @dataclass(frozen=True)
@@ -101,14 +101,21 @@ def pending_stage(
 class Queries:
     """Read models by the questions callers ask."""
 
-    def __init__(self, db: AsyncDatabase[Document], replicas: int = 1) -> None:
+    def __init__(
+        self,
+        db: AsyncDatabase[Document],
+        replicas: int = 1,
+        recorder: EventRecorder | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.uploads = db[UPLOADS]
         self.secrets = db[SECRETS]
         self.upload_requests = db[UPLOAD_REQUESTS]
-        self.events = db[EVENTS]
         self.path_leases = db[PATH_LEASES]
+        self.recorder = recorder if recorder is not None else MongoEventRecorder(db)
         self.settled = SettledUploads(self.uploads, replicas)
-        self._stage_refused = False  # said once: the role lacks a read the stage needs
+        self._clock = clock
+        self._stage_warned_at: float | None = None  # when a stage last could not be read
 
     async def create_indexes(self) -> None:
         # Each matches one query below: its filter's fields first, then its sort.
@@ -167,57 +174,56 @@ class Queries:
     async def _stage(self, view: UploadView, projected: bool) -> UploadStage | None:
         """The stage of a pending upload: one read by _id (the path's lease), a second
         for the lease's holder if another upload holds it, and while the upload is not
-        projected yet, one of its own events first. None if the role may not read them (an
-        operator has not re-applied deploy/mongodb/users.js): a display must not fail the
-        status it decorates."""
+        projected yet, one of its own events first.
+
+        None if any of them fails: a display must not fail the status it decorates. The
+        failure is logged, at most once a STAGE_WARNING_INTERVAL.
+        """
         try:
-            with mongo_errors():
-                return await self._read_stage(view, projected)
+            return await self._read_stage(view, projected)
         except EventStoreUnavailable as exc:
-            cause = exc.__cause__
-            if not (isinstance(cause, OperationFailure) and cause.code == _UNAUTHORIZED):
-                raise
-            if not self._stage_refused:
-                self._stage_refused = True
-                log.warning(
-                    "the API's MongoDB role may not read what an upload's stage needs "
-                    "(events, %s): GET /v1/uploads shows no stage until deploy/mongodb/"
-                    "users.js is applied again",
-                    PATH_LEASES,
-                )
+            self._warn_no_stage(exc)
             return None
+
+    def _warn_no_stage(self, exc: EventStoreUnavailable) -> None:
+        now = self._clock()
+        last = self._stage_warned_at
+        if last is not None and now - last < STAGE_WARNING_INTERVAL:
+            return
+        self._stage_warned_at = now
+        if unauthorized(exc):
+            log.warning(
+                "the API's MongoDB role may not read what an upload's stage needs (%s): "
+                "GET /v1/uploads shows no stage until deploy/mongodb/users.js is applied "
+                "again",
+                PATH_LEASES,
+            )
+        else:
+            log.warning(
+                "an upload's stage could not be read (%s); GET /v1/uploads shows none meanwhile",
+                exc,
+            )
 
     async def _read_stage(self, view: UploadView, projected: bool) -> UploadStage:
         aggregate_id = secret_id(view.store, view.path)
-        # The read model is projected from the broker's message: projected, it was published.
-        if not projected and not await self._published(view.upload_id, aggregate_id):
+        # The read model is projected from the broker's message: projected, it was
+        # published (taken so after a rebuild of the read model too: docs/contracts.md).
+        if not projected and not await self.recorder.published(
+            Secret.aggregate_type,
+            aggregate_id,
+            SecretUploadRequested.event_type,
+            {"upload_id": view.upload_id},
+        ):
             return "accepted"
-        lease = PathLease.of(await self.path_leases.find_one({"_id": aggregate_id}))
-        now = datetime.now(UTC)
-        holder_pending = False
-        if lease is not None and lease.until > now and lease.holder != view.upload_id:
-            holder = await self.uploads.find_one({"_id": lease.holder}, {"status": 1})
-            # Not projected yet counts as pending: it holds the lease, so it was accepted.
-            holder_pending = holder is None or holder.get("status") == "pending"
+        with mongo_errors():
+            lease = PathLease.of(await self.path_leases.find_one({"_id": aggregate_id}))
+            now = datetime.now(UTC)
+            holder_pending = False
+            if lease is not None and lease.until > now and lease.holder != view.upload_id:
+                holder = await self.uploads.find_one({"_id": lease.holder}, {"status": 1})
+                # Not projected yet counts as pending: it holds the lease, so it was accepted.
+                holder_pending = holder is None or holder.get("status") == "pending"
         return pending_stage(view.upload_id, True, lease, now, holder_pending)
-
-    async def _published(self, upload_id: str, aggregate_id: str) -> bool:
-        """Whether the outbox published the upload's SecretUploadRequested (marked True).
-
-        Among its Secret's events, newest first along the (aggregate_type, aggregate_id,
-        version) index: a pending upload's request is one of the last few.
-        """
-        doc = await self.events.find_one(
-            {
-                "aggregate_type": Secret.aggregate_type,
-                "aggregate_id": aggregate_id,
-                "type": SecretUploadRequested.event_type,
-                "data.upload_id": upload_id,
-            },
-            {"published": 1},
-            sort=[("version", DESCENDING)],
-        )
-        return doc is not None and doc.get("published") is True
 
     async def secrets_page(
         self,

@@ -172,7 +172,10 @@ class UpstreamStore(Protocol):
 
     async def written(self, path: str, upload_id: str) -> UpstreamSecret | None:
         """The version that upload `upload_id` wrote to `path`, current or not, with its
-        fingerprint when m8 recorded it; None when upstream shows no write of it."""
+        fingerprint when m8 recorded it; None when upstream shows no write of it.
+
+        The fingerprint of a version that is no longer current may be None: a store that
+        keeps m8's marks on the current version only (AWS's tags) no longer has it."""
         ...
 
     async def read_value(self, path: str) -> bytes | None:
