@@ -104,7 +104,8 @@ async def test_a_reactor_process_told_to_stop_hands_back_its_upload_and_exits(
             "-m",
             "m8.reactors.cli",
             "vault",
-            env=reactors.environment("vault"),
+            # Waiting for its path longer than the stop's grace: the stop hands it back.
+            env={**reactors.environment("vault"), "M8_REACTOR_PATH_WAIT_SECONDS": "600"},
             stdout=output,
             stderr=output,
         )

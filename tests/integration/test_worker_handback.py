@@ -1,6 +1,7 @@
 """What a stopping worker does with the messages in hand, on the real RabbitMQ: an event
 goes back to its queue as a fresh copy, or as itself if the broker does not take the
-copy (never lost); an RPC request whose caller gave up is dropped."""
+copy (never lost); an RPC request whose caller gave up is dropped. A handler that says
+`NotNow` gets the same fresh copy, however often."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from m8.eventsourcing import StoredEvent
 from m8.eventstore import MongoEventRecorder
 from m8.messaging import Broker as AmqpBroker
-from m8.messaging import EventConsumer, QueueSpec, RpcClient, RpcServer, RpcTimeout
+from m8.messaging import EventConsumer, NotNow, QueueSpec, RpcClient, RpcServer, RpcTimeout
 from m8.messaging.consumer import HANDED_BACK_HEADER
 from m8.messaging.topology import HANDBACK_EXCHANGE
 from tests.support.events import METADATA, SampleHappened
@@ -65,6 +66,36 @@ async def test_an_event_in_hand_at_stop_goes_back_as_a_copy_whose_count_starts_a
     assert back.headers[HANDED_BACK_HEADER] == 1
     assert not back.redelivered
     assert back.headers.get("x-delivery-count", 0) == 0  # not counted
+
+
+async def test_an_event_put_off_more_often_than_the_delivery_limit_is_handled_not_dead_lettered(
+    amqp: AmqpBroker, recorder: MongoEventRecorder
+) -> None:
+    put_off = SPEC.delivery_limit + 3
+    seen: list[StoredEvent] = []
+    handled = asyncio.Event()
+
+    async def not_yet(event: StoredEvent) -> None:
+        seen.append(event)
+        if len(seen) <= put_off:
+            raise NotNow("another holds what it needs")
+        handled.set()
+
+    consumer = EventConsumer(amqp, SPEC, not_yet, inbox=None)
+    await consumer.start()
+    try:
+        [event] = await recorder.append("test", "agg", 0, [SampleHappened(1)], METADATA)
+        await amqp.publish_event(event)
+        async with asyncio.timeout(30):
+            await handled.wait()
+    finally:
+        await consumer.stop()
+
+    assert [e.event_id for e in seen] == [event.event_id] * (put_off + 1)
+    channel = await amqp.channel()
+    for name in (SPEC.name, SPEC.dead_letter_queue):  # nothing left, nothing dead-lettered
+        queue = await channel.declare_queue(name, passive=True)
+        assert queue.declaration_result.message_count == 0, name
 
 
 async def test_an_event_whose_copy_no_queue_takes_goes_back_as_itself_not_lost(

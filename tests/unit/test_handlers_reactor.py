@@ -15,8 +15,8 @@ from m8.crypto.receipts import ReceiptStatus
 from m8.domain import UploadKey
 from m8.domain.events import SecretStored, SecretUploadRejected, SecretUploadSuperseded
 from m8.eventsourcing import StoredEvent
-from m8.messaging import PoisonMessage, TransientError
-from m8.reactors.path_leases import GIVEN_BACK, Taken
+from m8.messaging import NotNow, PoisonMessage, TransientError
+from m8.reactors.path_leases import GIVEN_BACK, PathBusy, Taken
 from m8.stores.adapters import TransientUpstreamError
 from tests.unit.memory_world import ALICE, LIFETIME, STORE, World
 
@@ -212,6 +212,57 @@ async def test_an_upload_waits_while_another_upload_of_its_path_is_being_written
     # The older one, waiting meanwhile, never lands over the newer value.
     assert world.upstream.values("team/db") == [b"new"]
     assert (await world.upload_of(older)).status == "superseded"
+
+
+async def test_an_upload_whose_path_another_reactor_holds_too_long_is_put_off_untouched(
+    world: World,
+) -> None:
+    older = await _requested(world, value=b"old")
+    newer = await _requested(world, value=b"new")
+    other = world.leases.of("another-reactor")
+    now = world.clock()
+    await other.take(newer.aggregate_id, newer.data["upload_id"], now + LIFETIME, now)
+    world.reactor.path_wait = 0.2
+
+    with pytest.raises(PathBusy) as busy:
+        await world.reactor.handle(older)
+
+    # Handed back by the consumer (NotNow), uncounted: nothing written, nothing recorded.
+    assert isinstance(busy.value, NotNow)
+    assert world.upstream.values("team/db") == []
+    assert (await world.upload_of(older)).status == "pending"
+    assert world.leases.leases[newer.aggregate_id].holder == newer.data["upload_id"]
+
+
+async def test_a_delivery_queued_behind_its_path_in_this_process_too_long_is_put_off(
+    world: World,
+) -> None:
+    first = await _requested(world, value=b"first")
+    second = await _requested(world, value=b"second")
+    writing, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_write() -> None:
+        writing.set()
+        await release.wait()
+
+    world.upstream.before_put = slow_write
+    world.reactor.path_wait = 0.2
+    held = asyncio.create_task(world.reactor.handle(first))
+    async with asyncio.timeout(30):
+        await writing.wait()
+
+    with pytest.raises(PathBusy):
+        await world.reactor.handle(second)
+
+    release.set()
+    async with asyncio.timeout(30):
+        await held
+    assert world.upstream.values("team/db") == [b"first"]
+    assert (await world.upload_of(second)).status == "pending"
+    # Taken again later, it is written over the older value.
+    world.upstream.before_put = None
+    await world.reactor.handle(second)
+    assert world.upstream.values("team/db") == [b"first", b"second"]
 
 
 async def _until(condition: Callable[[], bool]) -> None:

@@ -2,7 +2,7 @@
 
 from m8.messaging.broker import Broker
 from m8.messaging.consumer import EventConsumer, Handler, Inbox
-from m8.messaging.errors import PoisonMessage, TransientError
+from m8.messaging.errors import NotNow, PoisonMessage, TransientError
 from m8.messaging.rpc import RpcClient, RpcError, RpcServer, RpcTimeout
 from m8.messaging.topology import QueueSpec
 
@@ -11,6 +11,7 @@ __all__ = [
     "EventConsumer",
     "Handler",
     "Inbox",
+    "NotNow",
     "PoisonMessage",
     "QueueSpec",
     "RpcClient",

@@ -5,7 +5,8 @@ outcome first). A redelivered event whose id the inbox already holds is acked wi
 running the handler again. Undecodable messages and `PoisonMessage` go to the dead-letter
 queue at once; `TransientError` is retried with backoff in place, then the message is
 requeued, as it is when the handler or the inbox fails otherwise, and the queue's
-delivery limit dead-letters it in the end. Every message is settled one way or another.
+delivery limit dead-letters it in the end. `NotNow` hands the message back to the end of
+its queue, uncounted. Every message is settled one way or another.
 A handler that is idempotent by construction (a projection) may go without an inbox.
 """
 
@@ -18,19 +19,20 @@ from typing import Any, Protocol
 
 import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
-from aio_pika.exceptions import DeliveryError
+from aio_pika.exceptions import AMQPError, DeliveryError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from m8.eventsourcing import StoredEvent
 from m8.messaging.broker import Broker
-from m8.messaging.errors import PoisonMessage, TransientError
+from m8.messaging.errors import NotNow, PoisonMessage, TransientError
 from m8.messaging.topology import HANDBACK_EXCHANGE, QueueSpec, declare_queue
 from m8.messaging.worker import QueueWorker
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[StoredEvent], Awaitable[None]]
-# How often a message was handed back by stopping consumers (a header of the copy).
+# How often a message was handed back, by stopping consumers or by `NotNow` (a header of
+# the copy).
 HANDED_BACK_HEADER = "m8-handed-back"
 
 
@@ -81,7 +83,8 @@ class EventConsumer(QueueWorker):
         await self.consume(queue)
 
     async def hand_back(self, message: AbstractIncomingMessage) -> None:
-        """Puts a copy of the message back on its queue, then acks the original.
+        """Puts a copy of the message back on its queue, then acks the original (a
+        stopping consumer's message, or one whose handler said `NotNow`).
 
         Returned instead, it would count against the queue's delivery limit: enough
         shutdowns while it was in hand would dead-letter a message nothing was wrong
@@ -132,6 +135,15 @@ class EventConsumer(QueueWorker):
         except PoisonMessage as exc:
             log.error("poison event dead-lettered: %s", exc, extra=fields)
             await self.settle(message, message.reject(requeue=False))
+        except NotNow as exc:
+            log.info("event handed back for later: %s", exc, extra=fields)
+            # Settled by the hand-back (the copy published, the original acked).
+            self._settling.add(message)
+            try:
+                await self.hand_back(message)
+            except (AMQPError, RuntimeError) as failed:
+                # The channel died: the original returns to its queue when it closes.
+                log.warning("could not hand a message back: %s", _describe(failed), extra=fields)
         except Exception as exc:
             # The handler or the inbox failed. Requeued, never left unsettled (that would
             # hold a prefetch slot for good); the delivery limit dead-letters it if this

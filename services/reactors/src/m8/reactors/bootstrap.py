@@ -24,7 +24,7 @@ from m8.messaging.topology import reactor_queue
 from m8.reactors.credentials import load_credentials
 from m8.reactors.metrics import ReactorMetrics
 from m8.reactors.path_leases import LeaseTerms, PathLeases
-from m8.reactors.reactor import Reactor
+from m8.reactors.reactor import PATH_WAIT, Reactor
 from m8.reactors.retry import RetryPolicy
 from m8.reactors.sealed_keys import SealedUploadKeys
 from m8.reactors.settings import ReactorSettings
@@ -51,6 +51,8 @@ class ReactorConfig:
     receipt_key: ReceiptKeyFile
     # How long an upload holds its path without renewing it, and how a write checks it.
     lease: LeaseTerms
+    # How long a delivery waits for its path before it goes back to its queue.
+    path_wait: float = PATH_WAIT
 
 
 def configure(settings: ReactorSettings, store_type: str) -> ReactorConfig:
@@ -83,6 +85,7 @@ def configure(settings: ReactorSettings, store_type: str) -> ReactorConfig:
         settings.reactor_concurrency,
         receipt_key,
         lease,
+        settings.reactor_path_wait_seconds,
     )
 
 
@@ -159,6 +162,7 @@ async def start(runtime: Runtime, config: ReactorConfig) -> Reactor:
         config.lease,
         # Its own too: two reactors in one process count apart.
         ReactorMetrics(),
+        path_wait=config.path_wait,
     )
     queue = reactor_queue(config.store_type)
     # No inbox: a repeat finds the outcome recorded in the Secret and does nothing, and the

@@ -38,6 +38,7 @@ from pymongo.errors import DuplicateKeyError
 
 from m8.eventsourcing import EventStoreUnavailable
 from m8.eventstore.mongo import Document, mongo_errors
+from m8.messaging import NotNow
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +194,11 @@ class Hold:
                 log.warning("could not renew a path's lease: %s", exc)
 
 
+class PathBusy(NotNow):
+    """Another upload has held the path for as long as a delivery waits for it: the
+    message goes back to the end of its queue, uncounted, and is taken again later."""
+
+
 class LocalPaths:
     """A lock per path within this process: its handlers of one path take turns."""
 
@@ -200,13 +206,23 @@ class LocalPaths:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     @contextlib.asynccontextmanager
-    async def turn(self, path: str) -> AsyncIterator[None]:
-        """Waits for this process's turn at `path`."""
+    async def turn(self, path: str, within: float | None = None) -> AsyncIterator[None]:
+        """Waits for this process's turn at `path`, for `within` seconds at most (None: as
+        long as it takes); PathBusy if it did not come."""
         lock, users = self._locks.get(path, (asyncio.Lock(), 0))
         self._locks[path] = (lock, users + 1)
         try:
-            async with lock:
+            try:
+                async with asyncio.timeout(within):
+                    await lock.acquire()
+            except TimeoutError:
+                raise PathBusy(
+                    f"another delivery of this process held the path {within:g}s"
+                ) from None
+            try:
                 yield
+            finally:
+                lock.release()
         finally:
             lock, users = self._locks[path]
             if users == 1:

@@ -75,7 +75,15 @@ from m8.eventsourcing import (
 from m8.messaging import PoisonMessage, TransientError
 from m8.protocol.status import FINAL_OUTCOMES
 from m8.reactors.metrics import ReactorMetrics
-from m8.reactors.path_leases import Hold, LeaseLost, LeaseTerms, LocalPaths, PathLeases, Taken
+from m8.reactors.path_leases import (
+    Hold,
+    LeaseLost,
+    LeaseTerms,
+    LocalPaths,
+    PathBusy,
+    PathLeases,
+    Taken,
+)
 from m8.reactors.retry import RetryPolicy
 from m8.reactors.sealed_keys import SealedUploadKeys
 from m8.reactors.stores import StoreAdapters, StoreConfigError
@@ -94,6 +102,11 @@ Outcome = SecretStored | SecretUploadRejected | SecretUploadSuperseded | SecretS
 # Waiting for a path's lease: first look again after this, then ever less often.
 _FIRST_LEASE_PAUSE = 0.05
 _MAX_LEASE_PAUSE = 1.0
+# The longest a delivery waits for its path (this process's turn, then the lease) before
+# it goes back to the end of its queue (PathBusy): uploads queued behind a busy path do
+# not hold the slots of other paths, nor sit in hand through every broken connection and
+# killed process, each of which would count against their queue's delivery limit.
+PATH_WAIT = 5.0
 T = TypeVar("T")
 
 
@@ -159,6 +172,7 @@ class Reactor:
         lease: LeaseTerms,
         metrics: ReactorMetrics,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        path_wait: float = PATH_WAIT,
     ) -> None:
         self.store_type = store_type
         self.metrics = metrics  # this reactor's own, in a registry of its own
@@ -166,6 +180,7 @@ class Reactor:
         self.leases = leases
         self.lease = lease
         self.paths = LocalPaths()
+        self.path_wait = path_wait
         self.now = now  # the clock of key expiry and leases (tests inject their own)
         self.repository = repository
         self.sealed_keys = sealed_keys
@@ -194,10 +209,11 @@ class Reactor:
             return
         # This process's handlers of one path take turns, up to the recorded outcome, so
         # the next finds the lease free by the outcome instead of waiting for it.
-        async with self.paths.turn(secret.id):
+        deadline = asyncio.get_running_loop().time() + self.path_wait
+        async with self.paths.turn(secret.id, within=self.path_wait):
             outcome: Outcome
             try:
-                outcome = await self._store(request, secret)
+                outcome = await self._store(request, secret, deadline)
             except SettledMeanwhile:
                 log.info("upload settled meanwhile by another delivery", extra=_fields(request))
                 self._count(request, "duplicate", "")
@@ -212,11 +228,11 @@ class Reactor:
             await self._settle(message, secret, request, outcome)
 
     async def _store(
-        self, request: SecretUploadRequested, secret: Secret
+        self, request: SecretUploadRequested, secret: Secret, deadline: float
     ) -> SecretStored | SecretUploadSuperseded:
         """Writes the upload upstream, unless a newer upload to its path was stored first;
         Rejected or StoreFailed say why it did not, SettledMeanwhile that a twin delivery
-        settled it."""
+        settled it, PathBusy that another held the path past `deadline` (loop time)."""
         adapter = await self._adapter(request)
         # `stored` is final: a newer upload stored already decides it without the lease.
         newer = secret.stored_after(request.upload_id)
@@ -224,7 +240,7 @@ class Reactor:
             return await self._superseded(adapter, request, newer)
         # Under the path's lease nobody else writes this path, so what the Secret says now
         # stands until our write is done.
-        async with self._lease(adapter, request, secret) as (newer, hold):
+        async with self._lease(adapter, request, secret, deadline) as (newer, hold):
             if newer is not None:
                 return await self._superseded(adapter, request, newer)
             # The key is checked only now: one that expired or was destroyed while this
@@ -306,11 +322,15 @@ class Reactor:
 
     @contextlib.asynccontextmanager
     async def _lease(
-        self, adapter: UpstreamStore, request: SecretUploadRequested, secret: Secret
+        self,
+        adapter: UpstreamStore,
+        request: SecretUploadRequested,
+        secret: Secret,
+        deadline: float,
     ) -> AsyncIterator[tuple[str | None, Hold]]:
         """Holds the path's lease for this upload, renewed, while the block runs. Gives the
         newer upload that supersedes this one, if any, and the hold that writes check."""
-        taken, until = await self._take(request, secret)
+        taken, until = await self._take(request, secret, deadline)
         hold = Hold(self.leases, secret.id, request.upload_id, self.lease, until, self.now)
         # Renewed from the start: what the lease's taker checks first may read upstream.
         renewing = asyncio.create_task(hold.renew_until_cancelled())
@@ -329,9 +349,13 @@ class Reactor:
         finally:
             await _stop(renewing)
 
-    async def _take(self, request: SecretUploadRequested, secret: Secret) -> tuple[Taken, datetime]:
+    async def _take(
+        self, request: SecretUploadRequested, secret: Secret, deadline: float
+    ) -> tuple[Taken, datetime]:
         """Takes the path's lease for this upload, waiting while another holds it and its
-        upload has not settled. Returns who held it before, and when it runs out."""
+        upload has not settled, until `deadline` (loop time; then PathBusy). Returns who
+        held it before, and when it runs out."""
+        loop = asyncio.get_running_loop()
         pause, settled = _FIRST_LEASE_PAUSE, None
         while True:
             now = self.now()
@@ -343,11 +367,15 @@ class Reactor:
             if _has_settled(secret, taken.holder):
                 settled = taken.holder  # free now: take it from that upload
                 continue
-            log.info(
-                "waiting for another upload to the same path",
-                extra={**_fields(request), "holder": taken.holder},
-            )
-            await asyncio.sleep(min(pause, max((taken.until - now).total_seconds(), 0.0)))
+            left = deadline - loop.time()
+            if left <= 0:
+                raise PathBusy(f"upload {taken.holder} holds the path")
+            if pause == _FIRST_LEASE_PAUSE:  # once per delivery, not at every look
+                log.info(
+                    "waiting for another upload to the same path",
+                    extra={**_fields(request), "holder": taken.holder},
+                )
+            await asyncio.sleep(min(pause, left, max((taken.until - now).total_seconds(), 0.0)))
             pause = min(pause * 2, _MAX_LEASE_PAUSE)
 
     async def _newer(

@@ -48,6 +48,9 @@ class ReactorSettings(Settings):
     reactor_retry_attempts: int = Field(default=10, ge=1)
     reactor_retry_backoff: float = Field(default=0.5, gt=0)
     reactor_retry_max_backoff: float = Field(default=8.0, gt=0)
+    # How long a delivery waits for its path (another upload of it being written) before
+    # it goes back to the end of its queue, uncounted (m8.reactors.reactor.PATH_WAIT).
+    reactor_path_wait_seconds: float = Field(default=5.0, gt=0)
     # The operations port: /metrics, /healthz and /readyz (m8.health); 0: none. On every
     # interface by default (as before there was a host setting): 127.0.0.1 keeps it local.
     reactor_metrics_port: int = Field(default=0, ge=0, le=65535)
