@@ -12,14 +12,15 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Awaitable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+from aio_pika.exceptions import AMQPConnectionError, ProbableAuthenticationError
 from pymongo.asynchronous.database import AsyncDatabase
 
 from m8.config import Settings, SettingsError
-from m8.eventsourcing import Repository
+from m8.eventsourcing import EventStoreUnavailable, Repository
 from m8.eventstore import MongoEventRecorder, OutboxRelay
 from m8.eventstore.mongo import Document, connect_database
 from m8.logs import configure_logging
@@ -36,6 +37,11 @@ log = logging.getLogger(__name__)
 LOOPS_TIMEOUT = 1.0
 FLUSH_TIMEOUT = 1.0
 CLOSE_TIMEOUT = 1.0
+# How long a starting service waits for MongoDB and RabbitMQ to answer (one restarting, a
+# pod started before them) before it gives up with the error.
+STARTUP_PATIENCE = 30.0
+
+T = TypeVar("T")
 
 
 class Worker(Protocol):
@@ -71,13 +77,18 @@ class Runtime:
             raise ConfigurationError("M8_MONGODB_URI is not set: where is MongoDB?")
         db = await connect_database(settings.mongodb_uri, settings.mongodb_database)
         recorder = MongoEventRecorder(db)
-        await recorder.create_indexes()
-        # On its own broker user a service may declare only its own queues.
         try:
-            broker = await Broker.connect(settings.amqp_url, f"m8-{name}", consumes(name))
+            await _patiently("MongoDB", recorder.create_indexes)
+            # On its own broker user a service may declare only its own queues.
+            broker = await _patiently(
+                "RabbitMQ", lambda: Broker.connect(settings.amqp_url, f"m8-{name}", consumes(name))
+            )
         except MissingQueue as exc:
             await db.client.close()
             raise ConfigurationError(str(exc)) from None
+        except BaseException:
+            await db.client.close()
+            raise
         owner = f"{name}@{socket.gethostname()}:{os.getpid()}"
         # Publishes this service's events only: its broker user may publish no others.
         relay = OutboxRelay(recorder, broker, owner=owner, service=name)
@@ -146,6 +157,26 @@ async def wait_for_signal() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+
+
+async def _patiently(what: str, connect: Callable[[], Awaitable[T]]) -> T:
+    """`connect()`, tried again while `what` does not answer, for STARTUP_PATIENCE seconds;
+    then its error. A refused login or a missing queue is not waited out."""
+    loop = asyncio.get_running_loop()
+    deadline, pause = loop.time() + STARTUP_PATIENCE, 0.5
+    while True:
+        try:
+            return await connect()
+        except ProbableAuthenticationError:
+            raise
+        except (EventStoreUnavailable, AMQPConnectionError, OSError) as exc:
+            if loop.time() + pause > deadline:
+                raise
+            log.warning(
+                "%s does not answer yet (%s); trying again in %gs", what, type(exc).__name__, pause
+            )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
 
 @contextlib.asynccontextmanager
