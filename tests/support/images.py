@@ -42,18 +42,7 @@ class ContainerSystem:
 
     def logs(self, lines: int = 20) -> str:
         """The end of each container's output, for a failure message."""
-        parts = []
-        for name in self.containers:
-            done = subprocess.run(
-                [*podman(), "logs", "--tail", str(lines), name],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            status = _inspect(name, "{{.State.Status}} (exit {{.State.ExitCode}})")
-            output = "\n  ".join((done.stdout + done.stderr).strip().splitlines())
-            parts.append(f"\n{name}: {status}\n  {output}")
-        return "".join(parts)
+        return container_logs(self.containers, lines)
 
     def stop(self) -> None:
         """Stops the containers (SIGTERM, SIGKILL after the grace period) and removes them."""
@@ -61,6 +50,22 @@ class ContainerSystem:
             subprocess.run([*podman(), "stop", "-t", "20", name], capture_output=True, check=False)
             subprocess.run([*podman(), "rm", "-f", name], capture_output=True, check=False)
         self.containers.clear()
+
+
+def container_logs(names: list[str], lines: int = 20) -> str:
+    """The status and the end of the output of each named container, for a failure message."""
+    parts = []
+    for name in names:
+        done = subprocess.run(
+            [*podman(), "logs", "--tail", str(lines), name],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        status = _inspect(name, "{{.State.Status}} (exit {{.State.ExitCode}})")
+        output = "\n  ".join((done.stdout + done.stderr).strip().splitlines())
+        parts.append(f"\n{name}: {status}\n  {output}")
+    return "".join(parts)
 
 
 def _inspect(name: str, template: str) -> str:
@@ -93,18 +98,30 @@ def _with_mounts(env: dict[str, str], workdir: Path, own: Path) -> tuple[dict[st
     return mapped, options
 
 
-def start(services: Services, workdir: Path, overrides: dict[str, str]) -> ContainerSystem:
-    """Starts api, keyrotator and a reactor per store type as containers, waits until the
-    API is ready and registers the dev stores; a ServiceError with their logs otherwise."""
+def service_environments(
+    services: Services, workdir: Path, overrides: dict[str, str]
+) -> tuple[System, dict[str, dict[str, str]]]:
+    """The System of a run in `workdir` (its keys, token file and reactors' credentials
+    written there) and each service's variables: its own files, a RabbitMQ user of its own
+    in the virtual host of `overrides["M8_AMQP_URL"]`, and `overrides`."""
     system = System(workdir)
     keys = DevKeys(workdir / "keys")
     keys.ensure()
-    environments = system.environments(services, keys)
+    own = system.environments(services, keys)
     try:
         with management(services["rabbitmq"]) as api:
             amqp_urls = provision(api, overrides["M8_AMQP_URL"], secrets.token_hex(3))
     except httpx.HTTPError as exc:
         raise ServiceError(f"could not make the services' RabbitMQ users: {exc}") from None
+    return system, {
+        name: {**env, **overrides, "M8_AMQP_URL": amqp_urls[name]} for name, env in own.items()
+    }
+
+
+def start(services: Services, workdir: Path, overrides: dict[str, str]) -> ContainerSystem:
+    """Starts api, keyrotator and a reactor per store type as containers, waits until the
+    API is ready and registers the dev stores; a ServiceError with their logs otherwise."""
+    system, environments = service_environments(services, workdir, overrides)
     port = free_port()
     system.api_url = f"http://127.0.0.1:{port}"
     commands = {
@@ -117,8 +134,6 @@ def start(services: Services, workdir: Path, overrides: dict[str, str]) -> Conta
         for name, (tag, argv) in commands.items():
             env = {
                 **environments[name],
-                **overrides,
-                "M8_AMQP_URL": amqp_urls[name],
                 # Host network: only this machine reaches the API (the image's default
                 # is every interface).
                 "M8_API_HOST": "127.0.0.1",
