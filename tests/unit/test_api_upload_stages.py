@@ -172,7 +172,9 @@ async def test_an_upload_that_settles_before_its_first_answer_costs_no_stage_rea
         "status": "stored",
         "fingerprint": "fp1:" + "ab" * 21,
     }
-    leases = Counted({"_id": "vault-a:team/db", "holder": OURS, "until": LATER})
+    # Held for an hour from now: the query compares with the real clock.
+    held_until = datetime.now(UTC) + timedelta(hours=1)
+    leases = Counted({"_id": "vault-a:team/db", "holder": OURS, "until": held_until})
     database = {
         "rm_uploads": Counted(stored),
         "rm_secrets": Counted(),
