@@ -229,6 +229,10 @@ async def test_an_upload_whose_path_another_reactor_holds_too_long_is_put_off_un
 
     # Handed back by the consumer (NotNow), uncounted: nothing written, nothing recorded.
     assert isinstance(busy.value, NotNow)
+    put_off = world.reactor.metrics.registry.get_sample_value(
+        "m8_reactor_uploads_put_off_total", {"store_type": "vault"}
+    )
+    assert put_off == 1
     assert world.upstream.values("team/db") == []
     assert (await world.upload_of(older)).status == "pending"
     assert world.leases.leases[newer.aggregate_id].holder == newer.data["upload_id"]

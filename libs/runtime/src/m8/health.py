@@ -179,7 +179,7 @@ class HealthApp:
     def readiness(self) -> tuple[HTTPStatus, dict[str, Any]]:
         """200 if every check passes, else 503 saying which failed and why."""
         try:
-            results = self._on_loop(self._run_checks(), CHECK_TIMEOUT + 1)
+            results = self._on_loop(self._run_checks(), CHECK_TIMEOUT + 0.5)
         except (TimeoutError, RuntimeError):
             results = dict.fromkeys(self.checks, "the event loop did not answer")
         failed = {name: why for name, why in results.items() if why is not None}

@@ -16,8 +16,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Seque
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from aio_pika.exceptions import AMQPConnectionError, ProbableAuthenticationError
+from aio_pika.exceptions import (
+    AMQPConnectionError,
+    AuthenticationError,
+    ProbableAuthenticationError,
+)
+from aiormq.exceptions import ConnectionNotAllowed
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import ConnectionFailure
 
 from m8.config import Settings, SettingsError
 from m8.eventsourcing import EventStoreUnavailable, Repository
@@ -160,23 +166,35 @@ async def wait_for_signal() -> None:
 
 
 async def _patiently(what: str, connect: Callable[[], Awaitable[T]]) -> T:
-    """`connect()`, tried again while `what` does not answer, for STARTUP_PATIENCE seconds;
-    then its error. A refused login or a missing queue is not waited out."""
+    """`connect()`, tried again while `what` does not answer, for STARTUP_PATIENCE seconds
+    in all (each try included); then its error. A refused login, a refused virtual host or
+    a missing queue is not waited out."""
     loop = asyncio.get_running_loop()
     deadline, pause = loop.time() + STARTUP_PATIENCE, 0.5
     while True:
         try:
-            return await connect()
-        except ProbableAuthenticationError:
-            raise
-        except (EventStoreUnavailable, AMQPConnectionError, OSError) as exc:
-            if loop.time() + pause > deadline:
+            async with asyncio.timeout_at(deadline):
+                return await connect()
+        except TimeoutError:
+            raise ConfigurationError(
+                f"{what} did not answer within {STARTUP_PATIENCE:g}s of the start"
+            ) from None
+        except Exception as exc:
+            if not _unreachable(exc) or loop.time() + pause > deadline:
                 raise
-            log.warning(
-                "%s does not answer yet (%s); trying again in %gs", what, type(exc).__name__, pause
-            )
+            log.warning("%s does not answer yet (%s); trying again in %gs", what, exc, pause)
             await asyncio.sleep(pause)
             pause = min(pause * 2, 5.0)
+
+
+def _unreachable(exc: Exception) -> bool:
+    """Whether `exc` says the server did not answer (worth waiting for), rather than that
+    it refused us (credentials, rights, settings: waiting changes nothing)."""
+    if isinstance(exc, EventStoreUnavailable):
+        return isinstance(exc.__cause__, ConnectionFailure)
+    if isinstance(exc, ProbableAuthenticationError | AuthenticationError | ConnectionNotAllowed):
+        return False
+    return isinstance(exc, AMQPConnectionError | OSError)
 
 
 @contextlib.asynccontextmanager

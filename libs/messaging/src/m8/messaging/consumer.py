@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
-from aio_pika.exceptions import AMQPError, DeliveryError
+from aio_pika.exceptions import DeliveryError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from m8.eventsourcing import StoredEvent
@@ -137,13 +137,8 @@ class EventConsumer(QueueWorker):
             await self.settle(message, message.reject(requeue=False))
         except NotNow as exc:
             log.info("event handed back for later: %s", exc, extra=fields)
-            # Settled by the hand-back (the copy published, the original acked).
-            self._settling.add(message)
-            try:
-                await self.hand_back(message)
-            except (AMQPError, RuntimeError) as failed:
-                # The channel died: the original returns to its queue when it closes.
-                log.warning("could not hand a message back: %s", _describe(failed), extra=fields)
+            # Settled by the hand-back: the copy published, the original acked.
+            await self.settle(message, self.hand_back(message))
         except Exception as exc:
             # The handler or the inbox failed. Requeued, never left unsettled (that would
             # hold a prefetch slot for good); the delivery limit dead-letters it if this

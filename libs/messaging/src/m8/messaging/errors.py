@@ -14,4 +14,5 @@ class NotNow(Exception):
     it needs): hand it back to the end of its queue, not counted against the queue's
     delivery limit, to be taken again later. Raised soon rather than waited out in hand:
     a message in hand returns counted at every broken connection or killed process, and
-    holds a slot that messages of other paths could use."""
+    holds a slot that messages of other paths could use. Honoured by `EventConsumer` (an
+    RPC server takes it for a failure)."""

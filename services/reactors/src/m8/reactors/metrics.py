@@ -37,6 +37,13 @@ class ReactorMetrics:
             ["store_type", "store"],
             registry=self.registry,
         )
+        self.put_off = Counter(
+            "m8_reactor_uploads_put_off_total",
+            "Deliveries put back at the end of their queue, uncounted, after waiting "
+            "M8_REACTOR_PATH_WAIT_SECONDS for a path another upload was being written to.",
+            ["store_type"],
+            registry=self.registry,
+        )
         self.in_flight = Gauge(
             "m8_reactor_uploads_in_flight",
             "Uploads a reactor process is handling right now.",

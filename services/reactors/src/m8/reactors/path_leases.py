@@ -3,7 +3,8 @@
 Reactors of a store type compete for its queue, so two uploads to one path can be in hand
 at once, and so can two deliveries of one upload (a redelivery, a message published
 twice). Before writing upstream, a reactor takes the path's lease for its upload; while
-anyone else holds it, it waits. So no two writes to a path ever overlap, not even a
+anyone else holds it, it waits (a few seconds: then the delivery goes back to its queue,
+PathBusy, and comes again). So no two writes to a path ever overlap, not even a
 twin's: the check "was a newer upload stored already, or this one settled?" made under
 the lease decides for good whether the upload may be written (m8.reactors.reactor).
 
@@ -206,19 +207,17 @@ class LocalPaths:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     @contextlib.asynccontextmanager
-    async def turn(self, path: str, within: float | None = None) -> AsyncIterator[None]:
-        """Waits for this process's turn at `path`, for `within` seconds at most (None: as
+    async def turn(self, path: str, deadline: float | None = None) -> AsyncIterator[None]:
+        """Waits for this process's turn at `path`, until `deadline` (loop time; None: as
         long as it takes); PathBusy if it did not come."""
         lock, users = self._locks.get(path, (asyncio.Lock(), 0))
         self._locks[path] = (lock, users + 1)
         try:
             try:
-                async with asyncio.timeout(within):
+                async with asyncio.timeout_at(deadline):
                     await lock.acquire()
             except TimeoutError:
-                raise PathBusy(
-                    f"another delivery of this process held the path {within:g}s"
-                ) from None
+                raise PathBusy("another delivery of this process holds the path") from None
             try:
                 yield
             finally:

@@ -196,6 +196,9 @@ class Reactor:
         with self.metrics.in_flight.labels(self.store_type).track_inprogress():
             try:
                 await self._handle(message)
+            except PathBusy:
+                self.metrics.put_off.labels(self.store_type).inc()
+                raise
             except (EventStoreUnavailable, LeaseLost) as exc:
                 # The runner tries again, then requeues; the upstream write is idempotent.
                 raise TransientError(str(exc)) from exc
@@ -210,7 +213,7 @@ class Reactor:
         # This process's handlers of one path take turns, up to the recorded outcome, so
         # the next finds the lease free by the outcome instead of waiting for it.
         deadline = asyncio.get_running_loop().time() + self.path_wait
-        async with self.paths.turn(secret.id, within=self.path_wait):
+        async with self.paths.turn(secret.id, deadline):
             outcome: Outcome
             try:
                 outcome = await self._store(request, secret, deadline)
