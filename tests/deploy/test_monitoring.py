@@ -1,6 +1,6 @@
 """deploy/monitoring: the alert rules and the dashboard read only metrics that exist: m8's
-own (declared in its services' metrics.py) or RabbitMQ's Prometheus plugin's (the list in
-deploy/schemas/rabbitmq-prometheus-metrics.txt, with its source)."""
+own (declared in its services' metrics.py and in m8.health) or RabbitMQ's Prometheus
+plugin's (the list in deploy/schemas/rabbitmq-prometheus-metrics.txt, with its source)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,8 @@ def m8_metrics() -> set[str]:
     """The series names m8's prometheus_client metrics export (a Counter `x` as `x_total`
     and `x_created`, a Histogram as `x_bucket`, `x_count`, `x_sum`, `x_created`)."""
     names = set()
-    for path in sorted(ROOT.glob("services/*/src/**/metrics.py")):
+    declared = [*ROOT.glob("services/*/src/**/metrics.py"), ROOT / "libs/runtime/src/m8/health.py"]
+    for path in sorted(declared):
         for node in ast.walk(ast.parse(path.read_text())):
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
                 continue

@@ -45,7 +45,6 @@ import base64
 import copy
 import json
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -62,6 +61,7 @@ from m8.devservices import ServiceError, Services
 from m8.devservices.images import image, limits, podman
 from m8.devservices.manager import free_port, http_ok, wait_until
 from m8.devservices.system import System
+from tests.deploy import kustomize
 from tests.support.images import ContainerSystem, container_logs, service_environments
 
 Resource = dict[str, Any]
@@ -108,19 +108,7 @@ class Local:
 
 def render() -> list[Resource]:
     """`kubectl kustomize deploy/k8s`, as `kubectl apply -k` sends it."""
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        raise ServiceError("kubectl renders deploy/k8s (`kubectl kustomize`): install it")
-    done = subprocess.run(
-        [kubectl, "kustomize", str(DEPLOY_K8S)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    if done.returncode != 0:
-        raise ServiceError(f"kubectl kustomize failed: {done.stderr.strip()}")
-    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+    return kustomize.render(DEPLOY_K8S)
 
 
 def deployments(resources: list[Resource]) -> list[Resource]:

@@ -3,7 +3,7 @@ by store type or by service: never by a path, an id or anything of a value.
 
 Besides the requests: the uploads still pending (from `rm_uploads`, refreshed by
 `ApiMetrics.watch_pending_uploads` every 15 s) and the outbox relay's lag
-(m8.eventstore.outbox.BacklogCollector).
+(`m8.health.outbox_lag`, as the reactors and the key rotator export it).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from m8 import stores
 from m8.api.projections import UPLOADS
 from m8.domain import CATALOG_ID, StoreCatalog
 from m8.eventsourcing import EventRecorder, EventStoreUnavailable
-from m8.eventstore.outbox import BacklogCollector
+from m8.health import outbox_lag
 
 log = logging.getLogger(__name__)
 
@@ -114,23 +114,7 @@ class ApiMetrics:
             ["store_type"],
             registry=self.registry,
         )
-        self.registry.register(
-            BacklogCollector(
-                Gauge(
-                    "m8_outbox_unpublished_events",
-                    "Events a service stored that its outbox backstop found unpublished "
-                    "10 s after they were made, at its last pass (counted up to 200).",
-                    ["service"],
-                    registry=None,
-                ),
-                Gauge(
-                    "m8_outbox_oldest_unpublished_age_seconds",
-                    "Relay lag: the age of the oldest of those events (0: none).",
-                    ["service"],
-                    registry=None,
-                ),
-            )
-        )
+        self.registry.register(outbox_lag())
 
     async def refresh_pending_uploads(
         self, db: AsyncDatabase[Any], recorder: EventRecorder
