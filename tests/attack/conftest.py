@@ -41,6 +41,7 @@ from tests.integration.test_reactor import aws_config, vault_config, versions
 from tests.integration.test_upstream_adapters import AwsUpstream, Upstream, VaultUpstream
 from tests.servers import Aws, Broker, Vault, unique, virtual_host
 from tests.support.api import TOKENS, RunningApi, api_settings, running_api, start_rotator
+from tests.support.client_http import via_httpx
 from tests.support.events import eventually
 from tests.support.uploads import ReactorKeys, Reactors, Uploads
 
@@ -345,7 +346,7 @@ class MaliciousApi(httpx.BaseTransport):
 @contextlib.contextmanager
 def m8_client(transport: MaliciousApi) -> Iterator[M8Client]:
     """m8's client library, as the admin, talking to `transport`."""
-    with M8Client("http://m8", TOKENS["admin"], transport=transport) as client:
+    with M8Client("http://m8", TOKENS["admin"], transport=via_httpx(transport)) as client:
         yield client
 
 

@@ -38,6 +38,7 @@ from m8.crypto import (
 )
 from m8.crypto.receipts import ReceiptStatus
 from m8.protocol.status import SETTLED
+from tests.support.client_http import via_httpx
 
 NOW = datetime.now(UTC)
 LATER = NOW + timedelta(days=7)
@@ -609,7 +610,7 @@ def test_another_error_while_waiting_is_reported() -> None:
 def test_a_malformed_upload_answer_is_a_clear_client_error(body: bytes) -> None:
     transport = httpx.MockTransport(lambda _request: httpx.Response(200, content=body))
     with (
-        M8Client("http://m8", "tok", transport=transport) as client,
+        M8Client("http://m8", "tok", transport=via_httpx(transport)) as client,
         pytest.raises(ClientError, match=r"no status|not JSON"),
     ):
         client.upload("u-1")
@@ -690,7 +691,9 @@ def answering(*statuses: tuple[int, str]) -> tuple[M8Client, list[bytes], list[f
         problem = {"type": f"urn:m8:problem:{code}", "title": "Conflict", "status": status}
         return httpx.Response(status, json=problem)
 
-    client = M8Client("http://m8", "tok", transport=httpx.MockTransport(handle), sleep=slept.append)
+    client = M8Client(
+        "http://m8", "tok", transport=via_httpx(httpx.MockTransport(handle)), sleep=slept.append
+    )
     return client, bodies, slept
 
 

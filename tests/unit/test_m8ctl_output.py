@@ -38,6 +38,7 @@ from m8.crypto import (
 )
 from m8.crypto.receipts import ReceiptStatus
 from m8.protocol.status import UPLOAD_STAGES
+from tests.support.client_http import via_httpx
 
 LONG_PATH = "team-a/" + "/".join(f"segment-{n}" for n in range(12)) + "/password"
 FINGERPRINT = "fp1:" + "ab" * 21
@@ -86,7 +87,9 @@ class StandIn:
         real = M8Client
 
         def client(server: str, token: str, **options: Any) -> M8Client:
-            return real(server, token, transport=httpx.MockTransport(self.handle), **options)
+            return real(
+                server, token, transport=via_httpx(httpx.MockTransport(self.handle)), **options
+            )
 
         monkeypatch.setattr("m8.client.sdk.M8Client", client)
 

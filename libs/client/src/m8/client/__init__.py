@@ -1,4 +1,5 @@
 """The m8 client: an SDK over the HTTP API and the `m8ctl` command.
 
-Imports stay light (httpx, PyNaCl, typer, rich): m8ctl must start fast.
+Imports stay light (the standard library's http.client, PyNaCl, typer, rich): m8ctl
+must start fast.
 """

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from m8.client.sdk import M8Client
     from m8.stores import StoreType
 
-# httpx, PyNaCl, rich's tables and the store types (pydantic models) are imported by the
+# The HTTP client, PyNaCl, rich's tables and the store types (pydantic models) are imported by the
 # commands that need them: `--help` and `secret put` stay fast.
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
-
-import httpx
+from urllib.parse import quote, urlencode
 
 from m8.client.errors import ApiError, ClientError, Unreachable
+from m8.client.http import Connection, Request, Transport, TransportError
 
 Json = dict[str, Any]
 # Seconds before each new try of an upload the API answered 409 `conflict` (each pause
@@ -27,21 +27,24 @@ class M8Client:
         server: str,
         token: str,
         timeout: float = 30.0,
-        transport: httpx.BaseTransport | None = None,  # tests: a stand-in server
+        transport: Transport | None = None,  # tests: a stand-in server
         sleep: Callable[[float], None] = time.sleep,  # tests: a clock of their own
     ) -> None:
         self.server = server.rstrip("/")
         self._sleep = sleep
-        self._http = httpx.Client(
-            base_url=self.server,
-            headers={"Authorization": f"Bearer {token}", "User-Agent": "m8ctl"},
-            timeout=timeout,
-            transport=transport,
-        )
+        self._timeout = timeout
+        self._headers = {"Authorization": f"Bearer {token}", "User-Agent": "m8ctl"}
+        if transport is None:
+            try:
+                transport = Connection(self.server)
+            except ValueError as exc:
+                raise ClientError(f"{exc}; check the server URL (`m8ctl login`)") from None
+        self._transport = transport
 
     def close(self) -> None:
-        """Closes the connection pool."""
-        self._http.close()
+        """Closes the connection."""
+        if isinstance(self._transport, Connection):
+            self._transport.close()
 
     def __enter__(self) -> M8Client:
         return self
@@ -49,31 +52,45 @@ class M8Client:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    def _call(self, method: str, url: str, **kwargs: Any) -> Any:
+    def _call(
+        self,
+        method: str,
+        url: str,
+        json_body: Json | None = None,
+        params: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        headers = dict(self._headers)
+        body = None
+        if json_body is not None:
+            body = json.dumps(json_body, separators=(",", ":"), allow_nan=False).encode()
+            headers["Content-Type"] = "application/json"
+        target = f"{url}?{urlencode(params)}" if params else url
+        request = Request(method, target, headers, body, timeout or self._timeout)
         try:
-            response = self._http.request(method, url, **kwargs)
-        except httpx.TransportError as exc:
+            response = self._transport(request)
+        except TransportError as exc:
             raise Unreachable(
-                f"cannot reach the m8 API at {self.server} ({type(exc).__name__}); "
+                f"cannot reach the m8 API at {self.server} ({exc}); "
                 "check the URL and that the server runs"
             ) from None
-        if response.is_success:
+        if 200 <= response.status < 300:
             try:
-                return response.json() if response.content else {}
+                return json.loads(response.body) if response.body else {}
             except ValueError:
                 raise ClientError(
                     f"the m8 API at {self.server} answered {method} {url} with something that "
                     "is not JSON; check the URL, and tell your operator if it persists"
                 ) from None
         try:
-            problem = response.json()
-            title = str(problem.get("title") or response.reason_phrase)
+            problem = json.loads(response.body)
+            title = str(problem.get("title") or response.reason)
             detail = str(problem.get("detail") or "")
             code = str(problem.get("type") or "").removeprefix("urn:m8:problem:")
         except (ValueError, AttributeError):
-            title, detail, code = response.reason_phrase, "", ""
-        retry_after = _seconds(response.headers.get("Retry-After"))
-        raise ApiError(response.status_code, title, detail, code, retry_after)
+            title, detail, code = response.reason, "", ""
+        retry_after = _seconds(response.headers.get("retry-after"))
+        raise ApiError(response.status, title, detail, code, retry_after)
 
     # --- keys -----------------------------------------------------------------------
 
@@ -90,7 +107,9 @@ class M8Client:
     def upload_key(self, path: str, store: str) -> Json:
         """A signed one-time upload key for `path` in `store` (always named: never the
         server's choice)."""
-        result: Json = self._call("POST", "/v1/upload-keys", json={"store": store, "path": path})
+        result: Json = self._call(
+            "POST", "/v1/upload-keys", json_body={"store": store, "path": path}
+        )
         return result
 
     # --- uploads --------------------------------------------------------------------
@@ -115,7 +134,7 @@ class M8Client:
         return self._post_upload(body)
 
     def _post_upload(self, body: Json) -> Json:
-        result: Json = self._call("POST", "/v1/secrets", json=body)
+        result: Json = self._call("POST", "/v1/secrets", json_body=body)
         return result
 
     def upload(self, upload_id: str, wait: float = 0) -> Json:
@@ -124,9 +143,8 @@ class M8Client:
         The answer is an object with a string `status`, or a ClientError says it is not.
         """
         params = {"wait": f"{wait:g}"} if wait else None
-        timeout = httpx.Timeout(wait + 30.0)
         result = self._call(
-            "GET", f"/v1/uploads/{quote(upload_id, safe='')}", params=params, timeout=timeout
+            "GET", f"/v1/uploads/{quote(upload_id, safe='')}", params=params, timeout=wait + 30.0
         )
         if not isinstance(result, dict) or not isinstance(result.get("status"), str):
             raise ClientError(
@@ -175,7 +193,7 @@ class M8Client:
 
     def add_store(self, body: Json) -> Json:
         """Registers a store (admin)."""
-        result: Json = self._call("POST", "/v1/stores", json=body)
+        result: Json = self._call("POST", "/v1/stores", json_body=body)
         return result
 
     def store_action(self, name: str, action: str) -> Json:
