@@ -39,14 +39,15 @@ from m8.crypto import (
 
 SERVER_SIDE = ("fastapi", "pymongo", "boto3", "hvac", "aio_pika", "uvicorn")
 # What `secret put` does without: httpx (the standard library's http.client does: httpx
-# and its CA bundle took about half of a put), the store types (pydantic models), rich's
-# tables (the listing commands), its spinner (drawn on a terminal only) and emoji codes
-# (m8ctl prints none).
+# and its CA bundle took about half of a put), the store types (pydantic models), rich
+# (into a pipe, nothing is printed through it), its tables (the listing commands), its
+# spinner (drawn on a terminal only) and emoji codes (m8ctl prints none).
 NOT_ON_PUT = (
     *SERVER_SIDE,
     "httpx",
     "m8.stores",
     "pydantic",
+    "rich.console",
     "rich.table",
     "rich.status",
     "rich.live",

@@ -25,7 +25,7 @@ from m8.client.outcome import (
     STAGE_POLL_MAX,
     StagePolls,
 )
-from m8.client.output import Field, OutputFormat, choose, tsv_cell, tsv_rows
+from m8.client.output import Field, LazyConsole, OutputFormat, choose, tsv_cell, tsv_rows
 from m8.client.profile import PinnedKey, Profile
 from m8.client.progress import STAGE_TEXTS, stages, upload_stage
 from m8.client.sdk import M8Client
@@ -107,6 +107,14 @@ class Tty(io.StringIO):
 
     def isatty(self) -> bool:
         return True
+
+
+@pytest.fixture(autouse=True)
+def fresh_consoles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """m8ctl makes its consoles at first use, with the terminal's width then: a process
+    runs one command. Each test here runs as a process of its own would."""
+    monkeypatch.setattr(m8ctl, "out", LazyConsole())
+    monkeypatch.setattr(m8ctl, "err", LazyConsole(stderr=True))
 
 
 def run(*args: str, columns: int = 40) -> Any:
@@ -480,8 +488,9 @@ def test_an_outcome_reads_as_a_sentence_in_a_table_and_whole_in_wide(
     wide = status_of(monkeypatch, view, "-o", "wide")
     as_json = status_of(monkeypatch, view, "--json")
     assert table.exit_code == wide.exit_code == as_json.exit_code == 0
-    assert " ".join(table.stdout.split()).startswith("Stored vault-a:team-a/")
-    assert "receipt verified)" in table.stdout
+    sentence = " ".join(table.stdout.split())  # wrapped to the terminal's 60 columns
+    assert sentence.startswith("Stored vault-a:team-a/")
+    assert "receipt verified)" in sentence
     assert f"fingerprint {FINGERPRINT}" in table.stdout
     assert UPLOAD_ID in wide.stdout  # nothing cut, however narrow the terminal
     assert LONG_PATH in wide.stdout

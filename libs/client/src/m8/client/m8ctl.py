@@ -10,15 +10,15 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, cast
 
 import typer
-from rich.console import Console
 from typer.core import TyperGroup
 
 from m8.client.errors import ClientError, ExitCode
 from m8.client.output import (
     Field,
+    LazyConsole,
     OutputFormat,
     choose,
     json_text,
@@ -30,6 +30,8 @@ from m8.client.output import (
 from m8.client.profile import PinSet, Profile
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     # The click that TyperGroup is typed with: typer's own copy (private, so a typer
     # upgrade may move it; only mypy sees this import).
     from typer._click import Command, Context
@@ -77,9 +79,10 @@ app.add_typer(config_app, name="config")
 
 # No emoji codes: m8ctl prints none, and a `:name:` in a server's message stays as sent.
 # Whether either is a terminal is its stream's isatty() (on_terminal), never rich's
-# `is_terminal`: FORCE_COLOR=1 asks for colour, not for a table on a pipe.
-out = Console(emoji=False)
-err = Console(stderr=True, emoji=False)
+# `is_terminal`: FORCE_COLOR=1 asks for colour, not for a table on a pipe. Each is made
+# when first printed through (LazyConsole stands in for the Console it makes).
+out = cast("Console", LazyConsole())
+err = cast("Console", LazyConsole(stderr=True))
 # The exit code of each settled status (m8.protocol.status.SETTLED): where an upload can
 # stop; `failed` waits for an operator's re-drive, `expired` for a retry.
 EXIT_CODES = {

@@ -54,6 +54,38 @@ class Field:
         return self.title or self.name
 
 
+class LazyConsole:
+    """rich's Console on standard output (or error), made when first used: a `secret put`
+    into a pipe prints nothing through rich, and so never loads it. Stands in for the
+    Console it makes: what is read or set on it is read or set on that Console."""
+
+    __slots__ = ("_console", "_stderr")
+
+    def __init__(self, stderr: bool = False) -> None:
+        object.__setattr__(self, "_stderr", stderr)
+        object.__setattr__(self, "_console", None)
+
+    @property
+    def file(self) -> Any:
+        """The stream, as rich's Console would write to it (read at each call)."""
+        return sys.stderr if self._stderr else sys.stdout
+
+    def _made(self) -> Console:
+        made: Console | None = self._console
+        if made is None:
+            from rich.console import Console
+
+            made = Console(stderr=self._stderr, emoji=False)
+            object.__setattr__(self, "_console", made)
+        return made
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._made(), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._made(), name, value)
+
+
 def on_terminal(console: Console) -> bool:
     """Whether `console` writes to a terminal: its stream's isatty(), whatever the
     environment says about colour (rich's `is_terminal` is True with FORCE_COLOR=1 or
