@@ -7,9 +7,10 @@ from __future__ import annotations
 import base64
 import io
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -346,6 +347,16 @@ def test_stages_show_on_a_terminal_only() -> None:
     with stages(Console(file=terminal, width=200)) as stage:
         stage("pending: accepted, waiting")
     assert piped.getvalue() == ""
+    assert "pending: accepted, waiting" in terminal.getvalue()
+
+
+def test_m8ctls_own_console_draws_the_stages_on_a_terminal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    terminal = Tty()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    with stages(cast("Console", LazyConsole(stderr=True))) as stage:  # made at first use
+        stage("pending: accepted, waiting")
     assert "pending: accepted, waiting" in terminal.getvalue()
 
 

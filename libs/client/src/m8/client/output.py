@@ -85,6 +85,14 @@ class LazyConsole:
     def __setattr__(self, name: str, value: Any) -> None:
         setattr(self._made(), name, value)
 
+    # Special methods are looked up on the type, past __getattr__: rich's live displays
+    # (the spinner) enter the console.
+    def __enter__(self) -> Console:
+        return self._made().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._made().__exit__(*exc)
+
 
 def on_terminal(console: Console) -> bool:
     """Whether `console` writes to a terminal: its stream's isatty(), whatever the
