@@ -16,6 +16,7 @@ import base64
 import http.client
 import os
 import ssl
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
@@ -51,7 +52,9 @@ class TransportError(Exception):
 
 
 class Connection:
-    """Requests to one server over one kept-alive connection (made again when dropped)."""
+    """Requests to one server over one kept-alive connection (made again when dropped),
+    one at a time: threads that share it wait for each other (give each its own client to
+    upload in parallel)."""
 
     def __init__(self, server: str) -> None:
         url = urlsplit(server)
@@ -63,8 +66,13 @@ class Connection:
         self.base_path = url.path.rstrip("/")
         self._proxy = _proxy_for(url.scheme, self.host)
         self._connection: http.client.HTTPConnection | None = None
+        self._lock = threading.Lock()
 
     def __call__(self, request: Request) -> Response:
+        with self._lock:
+            return self._send(request)
+
+    def _send(self, request: Request) -> Response:
         reused = self._connection is not None
         try:
             return self._exchange(request)
@@ -76,7 +84,8 @@ class Connection:
             self.close()
             raise TransportError(type(exc).__name__) from exc
         # The server had closed the kept-alive connection (its idle timeout): once more on
-        # a new one. m8's API answers a repeated request as it answered the first.
+        # a new one. What m8's client sends is safe to send twice: an upload by its id is
+        # answered as the first time, and a second key request issues a key that expires.
         try:
             return self._exchange(request)
         except (OSError, http.client.HTTPException) as exc:
@@ -84,6 +93,7 @@ class Connection:
             raise TransportError(type(exc).__name__) from exc
 
     def close(self) -> None:
+        """Closes the connection (the next request makes a new one)."""
         if self._connection is not None:
             self._connection.close()
             self._connection = None
@@ -98,7 +108,8 @@ class Connection:
         headers = dict(request.headers)
         if self._proxy is not None and not self.tls:
             # A plain-HTTP proxy takes the absolute URL and its own credentials.
-            target = f"http://{self.host}:{self.port}{target}"
+            host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
+            target = f"http://{host}:{self.port}{target}"
             headers.update(self._proxy.headers)
         connection.request(request.method, target, body=request.body, headers=headers)
         answer = connection.getresponse()
