@@ -13,8 +13,9 @@ import contextlib
 import dataclasses
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
+from types import TracebackType
 from typing import Any
 
 from bson import ObjectId
@@ -52,14 +53,29 @@ UNDECODABLE = "undecodable"
 LEASES = "outbox_lease"
 
 
-@contextlib.contextmanager
-def mongo_errors() -> Iterator[None]:
+class _MongoErrors(contextlib.AbstractContextManager[None]):
+    # A plain class rather than @contextmanager: it wraps every MongoDB call, and a
+    # generator per call is a cost of its own. Stateless, so one instance serves all.
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, PyMongoError):
+            # The type only: a driver message may quote a document.
+            raise EventStoreUnavailable(f"MongoDB failed ({type(exc).__name__})") from exc
+
+
+_MONGO_ERRORS = _MongoErrors()
+
+
+def mongo_errors() -> contextlib.AbstractContextManager[None]:
     """MongoDB's failures as m8's: the one place they are translated."""
-    try:
-        yield
-    except PyMongoError as exc:
-        # The type only: a driver message may quote a document.
-        raise EventStoreUnavailable(f"MongoDB failed ({type(exc).__name__})") from exc
+    return _MONGO_ERRORS
 
 
 def unauthorized(exc: BaseException) -> bool:
@@ -174,7 +190,7 @@ class MongoUnitOfWork:
         return await self.recorder._load(aggregate_type, aggregate_id, self.session)
 
     def records(self, collection: str) -> MongoRecords:
-        return MongoRecords(self.recorder.db[collection], self.session)
+        return MongoRecords(self.recorder.collection(collection), self.session)
 
 
 class MongoEventRecorder:
@@ -183,6 +199,16 @@ class MongoEventRecorder:
     def __init__(self, db: AsyncDatabase[Document], collection: str = EVENTS) -> None:
         self.db = db
         self.events = db[collection]
+        # Collection handles by name, made once: a handle holds no state of its own, and
+        # making one (name checks, options) is a cost on every write otherwise.
+        self._collections: dict[str, AsyncCollection[Document]] = {collection: self.events}
+
+    def collection(self, name: str) -> AsyncCollection[Document]:
+        """The handle of collection `name` in this recorder's database."""
+        handle = self._collections.get(name)
+        if handle is None:
+            handle = self._collections[name] = self.db[name]
+        return handle
 
     async def create_indexes(self) -> None:
         """Idempotent: the uniqueness that is the concurrency check, and the outbox's scan."""
@@ -225,7 +251,7 @@ class MongoEventRecorder:
             raise EventStoreUnavailable(f"MongoDB failed ({type(exc).__name__})") from exc
 
     def records(self, collection: str) -> MongoRecords:
-        return MongoRecords(self.db[collection])
+        return MongoRecords(self.collection(collection))
 
     async def append(
         self,
@@ -291,7 +317,8 @@ class MongoEventRecorder:
                 {"aggregate_type": aggregate_type, "aggregate_id": aggregate_id},
                 session=session,
             ).sort("version", ASCENDING)
-            return [from_document(doc) async for doc in cursor]
+            # One call for the whole result rather than an await per document.
+            return [from_document(doc) for doc in await cursor.to_list()]
 
     async def recorded(self, message: StoredEvent) -> tuple[StoredEvent, list[StoredEvent]]:
         """The event store's own copy of the event a message carries, and all the events of
@@ -420,7 +447,7 @@ class MongoEventRecorder:
         """Takes or renews a lease in `outbox_lease`, unless another owner holds it unexpired."""
         try:
             with mongo_errors():
-                doc = await self.db[LEASES].find_one_and_update(
+                doc = await self.collection(LEASES).find_one_and_update(
                     {"_id": lease_id, "$or": [{"owner": owner}, {"until": {"$lt": now}}]},
                     {"$set": {"owner": owner, "until": until}},
                     upsert=True,
@@ -437,7 +464,7 @@ class MongoEventRecorder:
         try:
             with mongo_errors():
                 # Never let a slower worker with fewer events overwrite a newer state.
-                await self.db[name].replace_one(
+                await self.collection(name).replace_one(
                     {"_id": record["_id"], VERSION_FIELD: {"$lte": version}},
                     {**record, VERSION_FIELD: version},
                     upsert=True,

@@ -49,7 +49,9 @@ class ApiContext:
         return catalog.default
 
 
-def context(request: Request) -> ApiContext:
+# Async on purpose: FastAPI runs a plain `def` dependency in a worker thread, a thread
+# hop on every request for what is one attribute read.
+async def context(request: Request) -> ApiContext:
     api: ApiContext = request.app.state.api
     return api
 
