@@ -2,7 +2,8 @@
 
 `finished_upload` gives every document one stored upload leaves behind (its five events,
 already published, the ciphertext redacted; its `rm_uploads`, `rm_secrets` and
-`upload_requests` documents), for seeding history in bulk (bench.history).
+`upload_requests` documents, and its path's lease, given back), for seeding history in
+bulk (bench.history).
 `requested_event` gives the document the API inserts when it records an upload (the
 largest event of an upload), for the event-sized writes of MongoDB's ceiling (bench.e2e).
 The values are random: sizes and shapes are real, no value is.
@@ -31,6 +32,8 @@ from m8.domain.events import (
 from m8.eventsourcing import Metadata, StoredEvent
 from m8.eventsourcing.recorder import VERSION_FIELD
 from m8.eventstore.mongo import Document, to_document
+from m8.reactors.path_leases import COLLECTION as PATH_LEASES
+from m8.reactors.path_leases import GIVEN_BACK
 
 CIPHERTEXT_BYTES = 48  # a 32-byte value and its 16-byte tag
 KEY_LIFETIME = timedelta(minutes=10)
@@ -83,6 +86,7 @@ class FinishedUpload:
     upload: Document  # rm_uploads
     secret: Document  # rm_secrets
     request: Document  # upload_requests
+    lease: Document  # reactor_path_leases
 
     def by_collection(self) -> dict[str, list[Document]]:
         """The documents to insert, by collection."""
@@ -91,6 +95,7 @@ class FinishedUpload:
             UPLOADS: [self.upload],
             SECRETS: [self.secret],
             UPLOAD_REQUESTS: [self.request],
+            PATH_LEASES: [self.lease],
         }
 
 
@@ -165,5 +170,11 @@ def finished_upload(store: str, store_type: str, path: str) -> FinishedUpload:
             "ciphertext_sha256": requested.data["ciphertext_sha256"],
             "requested_by": REQUESTED_BY,
             "requested_at": requested.recorded_at,
+        },
+        lease={
+            "_id": aggregate_id,
+            "holder": upload_id,
+            "owner": f"reactor-{store_type}@bench:1",
+            "until": GIVEN_BACK,
         },
     )

@@ -33,7 +33,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -103,32 +102,36 @@ class PathLeases:
     ) -> Taken | Held:
         """Takes the lease of `path` for `upload_id` until `until` if it is free: nobody
         holds it, this process does for this upload, it expired, or its holder is
-        `settled` (an upload the caller knows to have settled). Otherwise who holds it."""
-        free: list[Document] = [
-            {"holder": upload_id, "owner": self.owner},
-            {"until": {"$lt": now}},
-        ]
-        if settled is not None:
-            free.append({"holder": settled})
+        `settled` (an upload the caller knows to have settled). Otherwise who holds it.
+
+        Read, then compare-and-set on exactly what was read (so who held it before is
+        known for certain), or insert for a new path; either lost to a rival, it looks
+        again. Not one findAndModify: SecantusDB, the local MongoDB server, scans the
+        whole collection for each, which grows with every path ever written.
+        """
+        ours = {"holder": upload_id, "owner": self.owner, "until": until}
         while True:
-            try:
-                with mongo_errors():
-                    before = await self.collection.find_one_and_update(
-                        {"_id": path, "$or": free},
-                        {"$set": {"holder": upload_id, "owner": self.owner, "until": until}},
-                        upsert=True,
-                        return_document=ReturnDocument.BEFORE,
-                    )
-            except EventStoreUnavailable as exc:
-                if not isinstance(exc.__cause__, DuplicateKeyError):
-                    raise
-                # The document exists and matched none of the above: another holds it.
-                with mongo_errors():
-                    doc = await self.collection.find_one({"_id": path})
-                if doc is None:  # removed by hand meanwhile
-                    continue
-                return Held(str(doc["holder"]), doc["until"])
-            return Taken(None if before is None else str(before["holder"]))
+            with mongo_errors():
+                doc = await self.collection.find_one({"_id": path})
+                if doc is None:
+                    try:
+                        await self.collection.insert_one({"_id": path, **ours})
+                    except DuplicateKeyError:
+                        continue  # a rival took it first
+                    return Taken(None)
+                holder, held_until = str(doc["holder"]), doc["until"]
+                free = (
+                    held_until < now
+                    or (holder == upload_id and doc.get("owner") == self.owner)
+                    or holder == settled
+                )
+                if not free:
+                    return Held(holder, held_until)
+                seen = {k: doc.get(k) for k in ("holder", "owner", "until")}
+                changed = await self.collection.update_one({"_id": path, **seen}, {"$set": ours})
+            if changed.matched_count == 1:
+                return Taken(holder)
+            # It changed between the read and the write: look again.
 
     async def renew(self, path: str, upload_id: str, until: datetime) -> bool:
         """Extends our lease to `until`; False if it is no longer ours. A lease given back
