@@ -4,7 +4,9 @@ and that a lease given back stays given back."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from pymongo import AsyncMongoClient
 
@@ -57,3 +59,80 @@ async def test_a_held_lease_is_renewed_by_its_holder_only(
     refused = await theirs.take(path, "upload-b", now + timedelta(minutes=1), now)
     assert isinstance(refused, Held)
     assert refused.until.replace(tzinfo=UTC) >= now + timedelta(minutes=4)
+
+
+class RivalBetween:
+    """The leases' collection, with a rival's move made right after the first read: as if
+    another reactor took the lease between our read and our write."""
+
+    def __init__(self, collection: Any, rival: Callable[[], Awaitable[object]]) -> None:
+        self._collection = collection
+        self._rival: Callable[[], Awaitable[object]] | None = rival
+
+    async def find_one(self, *args: Any, **kwargs: Any) -> Any:
+        doc = await self._collection.find_one(*args, **kwargs)
+        if self._rival is not None:
+            rival, self._rival = self._rival, None
+            await rival()
+        return doc
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._collection, name)
+
+
+async def test_a_lease_taken_by_a_rival_between_our_read_and_write_stays_the_rivals(
+    mongo: AsyncMongoClient[Document], mongo_db_name: str
+) -> None:
+    mine, theirs = (
+        PathLeases(mongo[mongo_db_name], "reactor-1"),
+        PathLeases(mongo[mongo_db_name], "reactor-2"),
+    )
+    path, now = _path(), datetime.now(UTC)
+    later = now + timedelta(minutes=1)
+    await theirs.take(path, "upload-old", now - timedelta(seconds=1), now)  # run out
+
+    mine.collection = RivalBetween(  # type: ignore[assignment]
+        mine.collection, lambda: theirs.take(path, "upload-rival", later, now)
+    )
+    taken = await mine.take(path, "upload-mine", later, now)
+
+    assert isinstance(taken, Held)
+    assert taken.holder == "upload-rival"
+    assert not await mine.renew(path, "upload-mine", later)
+
+
+async def test_a_new_path_a_rival_took_first_is_the_rivals(
+    mongo: AsyncMongoClient[Document], mongo_db_name: str
+) -> None:
+    mine, theirs = (
+        PathLeases(mongo[mongo_db_name], "reactor-1"),
+        PathLeases(mongo[mongo_db_name], "reactor-2"),
+    )
+    path, now = _path(), datetime.now(UTC)
+    later = now + timedelta(minutes=1)
+    mine.collection = RivalBetween(  # type: ignore[assignment]
+        mine.collection, lambda: theirs.take(path, "upload-rival", later, now)
+    )
+
+    taken = await mine.take(path, "upload-mine", later, now)
+
+    assert isinstance(taken, Held)
+    assert taken.holder == "upload-rival"
+
+
+async def test_an_expired_or_settled_lease_is_taken_and_says_from_whom(
+    mongo: AsyncMongoClient[Document], mongo_db_name: str
+) -> None:
+    mine, theirs = (
+        PathLeases(mongo[mongo_db_name], "reactor-1"),
+        PathLeases(mongo[mongo_db_name], "reactor-2"),
+    )
+    path, now = _path(), datetime.now(UTC)
+    later = now + timedelta(minutes=1)
+    await theirs.take(path, "upload-a", now - timedelta(seconds=1), now)
+
+    assert await mine.take(path, "upload-b", later, now) == Taken("upload-a")  # ran out
+    assert await mine.take(path, "upload-b", later, now) == Taken("upload-b")  # a retry
+    assert isinstance(await theirs.take(path, "upload-c", later, now), Held)
+    # Held until later, but its upload settled (the caller read so in the Secret).
+    assert await theirs.take(path, "upload-c", later, now, settled="upload-b") == Taken("upload-b")

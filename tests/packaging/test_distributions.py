@@ -81,11 +81,11 @@ def test_the_client_alone_runs_m8ctl_without_any_server_library(tmp_path: Path) 
     added = run([bin_dir / "m8ctl", "stores", "add", "vault", "--help"])
     assert "--address" in added
     assert "completion" not in added
-    assert importable(bin_dir, ("m8.crypto", "m8.client", "nacl")) == [
+    assert importable(bin_dir, ("m8.crypto", "m8.client", "nacl", "httpx")) == [
         "m8.crypto",
         "m8.client",
         "nacl",
-    ]
+    ]  # m8ctl speaks HTTP through the standard library
     assert importable(bin_dir, SERVER_LIBRARIES + SERVICES + TOOLING) == []
     assert importable(bin_dir, ("m8.eventstore", "m8.messaging", "m8.runtime")) == []
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import socket
 import ssl
 import threading
@@ -24,8 +25,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from m8.client.errors import ApiError, ClientError, Unreachable
-from m8.client.http import Connection, Request, TransportError
+from m8.client.http import Connection, Request, Response, TransportError
 from m8.client.sdk import M8Client
+
+
+@pytest.fixture(autouse=True)
+def no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The machine's proxy settings stay out of these tests (each sets its own)."""
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy"):
+            monkeypatch.delenv(name)
 
 
 @dataclass
@@ -119,7 +128,7 @@ def test_requests_share_one_kept_alive_connection_below_the_servers_path() -> No
     assert all(body == b"{}" for *_, body in seen.requests)
 
 
-def test_a_connection_the_server_dropped_is_made_again_once() -> None:
+def test_a_kept_connection_the_server_closed_while_idle_is_made_again() -> None:
     with server(closing_after(json_answer(200, {"n": 1})), json_answer(200, {"n": 2})) as (
         url,
         seen,
@@ -130,6 +139,26 @@ def test_a_connection_the_server_dropped_is_made_again_once() -> None:
 
     assert [target for _, target, _, _ in seen.requests] == ["/a", "/b"]
     assert len(set(seen.ports)) == 2
+
+
+def test_a_get_the_server_hung_up_on_a_kept_connection_is_sent_once_more() -> None:
+    answers = (json_answer(200, {"n": 1}), hanging_up, json_answer(200, {"n": 2}))
+    with server(*answers) as (url, seen):
+        connection = Connection(url)
+        connection(Request("GET", "/a", {}))
+        assert json.loads(connection(Request("GET", "/b", {})).body) == {"n": 2}
+
+    assert [target for _, target, _, _ in seen.requests] == ["/a", "/b", "/b"]
+
+
+def test_a_post_the_server_received_then_hung_up_on_is_not_sent_again() -> None:
+    with server(json_answer(200, {"n": 1}), hanging_up) as (url, seen):
+        connection = Connection(url)
+        connection(Request("GET", "/a", {}))
+        with pytest.raises(TransportError):
+            connection(Request("POST", "/v1/stores", {}, b"{}"))
+
+    assert [target for _, target, _, _ in seen.requests] == ["/a", "/v1/stores"]
 
 
 def test_a_hang_up_on_a_new_connection_is_not_sent_again() -> None:
@@ -156,16 +185,41 @@ def test_a_server_url_that_is_not_http_is_a_clear_client_error() -> None:
 
 
 def test_a_redirect_is_not_followed_and_the_token_goes_nowhere_else() -> None:
-    redirect = json_answer(302, {}, Location="http://elsewhere.example/v1/me")
-    with (
-        server(redirect) as (url, seen),
-        M8Client(url, "tok") as client,
-        pytest.raises(ApiError) as raised,
-    ):
-        client.me()
+    with server(json_answer(200, {})) as (elsewhere, seen_elsewhere):
+        redirect = json_answer(302, {}, Location=f"{elsewhere}/v1/me")
+        with (
+            server(redirect) as (url, seen),
+            M8Client(url, "tok") as client,
+            pytest.raises(ApiError) as raised,
+        ):
+            client.me()
 
     assert raised.value.status == 302
     assert len(seen.requests) == 1
+    assert seen_elsewhere.requests == []
+
+
+@pytest.mark.parametrize("token", ["secret-token\nsecond-line", "sécret-token", "a token", ""])
+def test_a_token_no_bearer_token_can_be_is_refused_without_quoting_it(token: str) -> None:
+    with pytest.raises(ClientError) as raised:
+        M8Client("http://127.0.0.1:9", token)
+    assert "check the token" in str(raised.value)
+    assert not token or token not in str(raised.value)
+
+
+def test_a_long_poll_waits_longer_than_the_servers_wait() -> None:
+    asked: list[Request] = []
+
+    def record(request: Request) -> Response:
+        asked.append(request)
+        return Response(200, "OK", b'{"status": "stored"}')
+
+    with M8Client("http://m8", "tok", transport=record) as client:
+        client.upload("u-1", wait=20)
+
+    [request] = asked
+    assert request.target == "/v1/uploads/u-1?wait=20"
+    assert request.timeout == 50.0
 
 
 def test_problem_details_and_retry_after_reach_the_error() -> None:
@@ -217,17 +271,36 @@ def test_a_proxy_from_the_environment_gets_the_absolute_url_and_its_credentials(
 
 def test_no_proxy_exempts_a_host(monkeypatch: pytest.MonkeyPatch) -> None:
     with server(json_answer(200, {"via": "direct"})) as (url, seen):
-        monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
-        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        monkeypatch.setenv("HTTP_PROXY", "http://192.0.2.1:9")  # nothing answers there
+        monkeypatch.setenv("NO_PROXY", "m8.internal")
+        connection = Connection(url.replace("127.0.0.1", "m8.internal"))
+        assert connection._proxy is None
         assert json.loads(Connection(url)(Request("GET", "/v1/me", {})).body) == {"via": "direct"}
 
     assert [target for _, target, _, _ in seen.requests] == ["/v1/me"]
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]"])
+def test_this_machine_is_never_reached_through_a_proxy(
+    monkeypatch: pytest.MonkeyPatch, host: str
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://192.0.2.1:9")  # a token in clear would leave
+    assert Connection(f"http://{host}:8080")._proxy is None
+
+
+def test_a_proxy_that_is_not_http_is_refused_without_its_credentials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "https://user:hunter2@proxy.example:3128")
+    with pytest.raises(ClientError, match="HTTPS_PROXY") as raised:
+        M8Client("https://m8.example", "tok")
+    assert "hunter2" not in str(raised.value)
+
+
 @contextmanager
-def tls_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A local HTTPS server with a self-signed certificate for 127.0.0.1, and that
-    certificate's file."""
+def tls_server(tmp_path: Path, named: str = "127.0.0.1") -> Iterator[tuple[str, Path]]:
+    """A local HTTPS server (on 127.0.0.1) with a self-signed certificate for the address
+    `named`, and that certificate's file."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "m8 test")])
     now = datetime.now(UTC)
@@ -239,9 +312,7 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(minutes=5))
         .not_valid_after(now + timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ip_address("127.0.0.1"))]), False
-        )
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ip_address(named))]), False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
         .sign(key, hashes.SHA256())
     )
@@ -270,3 +341,12 @@ def test_an_https_server_is_verified_against_the_systems_authorities(
 
         monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))
         assert json.loads(Connection(url)(Request("GET", "/v1/me", {})).body) == {"over": "tls"}
+
+
+def test_an_https_server_whose_certificate_names_another_host_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with tls_server(tmp_path, named="127.0.0.2") as (url, cert_file):
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))  # trusted, for another host
+        with pytest.raises(TransportError, match="SSLCertVerificationError"):
+            Connection(url)(Request("GET", "/v1/me", {}))

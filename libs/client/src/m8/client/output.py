@@ -67,7 +67,10 @@ class LazyConsole:
 
     @property
     def file(self) -> Any:
-        """The stream, as rich's Console would write to it (read at each call)."""
+        """The stream it writes to: the Console's once made; before, the one it would
+        write to (read at each call, as the Console does)."""
+        if self._console is not None:
+            return self._console.file
         return sys.stderr if self._stderr else sys.stdout
 
     def _made(self) -> Console:

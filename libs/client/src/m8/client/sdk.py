@@ -10,7 +10,13 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from m8.client.errors import ApiError, ClientError, Unreachable
-from m8.client.http import Connection, Request, Transport, TransportError
+from m8.client.http import (
+    Connection,
+    ConnectionSettingError,
+    Request,
+    Transport,
+    TransportError,
+)
 
 Json = dict[str, Any]
 # Seconds before each new try of an upload the API answered 409 `conflict` (each pause
@@ -20,7 +26,8 @@ CONFLICT_BACKOFF = (0.2, 0.4, 0.8, 1.6)
 
 
 class M8Client:
-    """One API server, one bearer token."""
+    """One API server, one bearer token, one connection: threads that share a client
+    take turns (a long-poll included); give each its own to upload in parallel."""
 
     def __init__(
         self,
@@ -34,11 +41,17 @@ class M8Client:
         self._sleep = sleep
         self._timeout = timeout
         self._headers = {"Authorization": f"Bearer {token}", "User-Agent": "m8ctl"}
+        if not token or not all("!" <= c <= "~" for c in token):
+            # Never quoted: it is a credential.
+            raise ClientError(
+                "the token is empty or has characters a bearer token cannot have (spaces, "
+                "line breaks, non-ASCII); check the token or its file"
+            )
         if transport is None:
             try:
                 transport = Connection(self.server)
-            except ValueError as exc:
-                raise ClientError(f"{exc}; check the server URL (`m8ctl login`)") from None
+            except ConnectionSettingError as exc:
+                raise ClientError(str(exc)) from None
         self._transport = transport
 
     def close(self) -> None:

@@ -120,6 +120,8 @@ class PathLeases:
                         continue  # a rival took it first
                     return Taken(None)
                 holder, held_until = str(doc["holder"]), doc["until"]
+                if held_until.tzinfo is None:  # a client that is not tz_aware
+                    held_until = held_until.replace(tzinfo=UTC)
                 free = (
                     held_until < now
                     or (holder == upload_id and doc.get("owner") == self.owner)
