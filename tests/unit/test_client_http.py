@@ -180,7 +180,9 @@ def test_an_unreachable_server_is_a_clear_client_error() -> None:
 
 
 def test_a_server_url_that_is_not_http_is_a_clear_client_error() -> None:
-    with pytest.raises(ClientError, match="not an http:// or https:// URL; check the server URL"):
+    with pytest.raises(
+        ClientError, match=r"not an http:// or https:// URL; check it \(`m8ctl login`\)"
+    ):
         M8Client("ftp://m8.example", "tok")
 
 

@@ -72,9 +72,8 @@ class Connection:
     def __init__(self, server: str) -> None:
         url = urlsplit(server)
         if url.scheme not in ("http", "https") or not url.hostname:
-            raise ConnectionSettingError(
-                f"{server!r} is not an http:// or https:// URL; check the server URL "
-                "(`m8ctl login`)"
+            raise ConnectionSettingError(  # unquoted: a URL may hold credentials
+                "the server URL is not an http:// or https:// URL; check it (`m8ctl login`)"
             )
         self.tls = url.scheme == "https"
         self.host = url.hostname
