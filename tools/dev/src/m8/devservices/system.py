@@ -274,6 +274,18 @@ def _not_ours(name: str) -> bool:
     return not name.startswith(("M8_", "VAULT_", "BAO_", "AWS_"))
 
 
+def _receipt_keys_published(system: System) -> bool:
+    """Whether the API lists the receipt key of every dev reactor."""
+    wanted = {f"receipt-{t.name}-dev" for t in dev_types()}
+    token = system.admin_token_file.read_text().strip()
+    try:
+        answer = httpx.get(f"{system.api_url}/v1/keys/receipts", headers=_auth(token), timeout=10)
+        keys = answer.json()["keys"] if answer.is_success else []
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return False
+    return wanted <= {str(key.get("receipt_key_id")) for key in keys if isinstance(key, dict)}
+
+
 def _auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -286,6 +298,10 @@ def m8ctl_login(system: System, config: Path) -> None:
     """
     token = str(system.admin_token_file)
     default = dev_store(dev_types()[0].name)
+    # Login pins the receipt keys published then, and only an endorsed successor is
+    # followed later: wait for every reactor's (the API is ready before they are).
+    if not wait_until(lambda: _receipt_keys_published(system), 120):
+        raise ServiceError("the reactors did not publish their receipt keys within 120 s")
     done = subprocess.run(
         [tool("m8ctl"), "login", system.api_url, "--token-file", token, "--store", default],
         env={**os.environ, "M8CTL_CONFIG": str(config)},
