@@ -8,10 +8,18 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from pymongo import AsyncMongoClient
 
 from m8.eventstore.mongo import Document
 from m8.reactors.path_leases import GIVEN_BACK, Held, PathLeases, Taken
+
+
+@pytest.fixture
+def rivals(mongo: AsyncMongoClient[Document], mongo_db_name: str) -> tuple[PathLeases, PathLeases]:
+    """The leases as two reactor processes see them."""
+    db = mongo[mongo_db_name]
+    return PathLeases(db, "reactor-1"), PathLeases(db, "reactor-2")
 
 
 def _path() -> str:
@@ -19,12 +27,9 @@ def _path() -> str:
 
 
 async def test_a_lease_is_refused_to_another_until_given_back_and_no_late_renewal_revives_it(
-    mongo: AsyncMongoClient[Document], mongo_db_name: str
+    rivals: tuple[PathLeases, PathLeases], mongo: AsyncMongoClient[Document], mongo_db_name: str
 ) -> None:
-    mine, theirs = (
-        PathLeases(mongo[mongo_db_name], "reactor-1"),
-        PathLeases(mongo[mongo_db_name], "reactor-2"),
-    )
+    mine, theirs = rivals
     path, now = _path(), datetime.now(UTC)
     until = now + timedelta(minutes=1)
 
@@ -45,12 +50,9 @@ async def test_a_lease_is_refused_to_another_until_given_back_and_no_late_renewa
 
 
 async def test_a_held_lease_is_renewed_by_its_holder_only(
-    mongo: AsyncMongoClient[Document], mongo_db_name: str
+    rivals: tuple[PathLeases, PathLeases],
 ) -> None:
-    mine, theirs = (
-        PathLeases(mongo[mongo_db_name], "reactor-1"),
-        PathLeases(mongo[mongo_db_name], "reactor-2"),
-    )
+    mine, theirs = rivals
     path, now = _path(), datetime.now(UTC)
     await mine.take(path, "upload-a", now + timedelta(minutes=1), now)
 
@@ -81,12 +83,9 @@ class RivalBetween:
 
 
 async def test_a_lease_taken_by_a_rival_between_our_read_and_write_stays_the_rivals(
-    mongo: AsyncMongoClient[Document], mongo_db_name: str
+    rivals: tuple[PathLeases, PathLeases],
 ) -> None:
-    mine, theirs = (
-        PathLeases(mongo[mongo_db_name], "reactor-1"),
-        PathLeases(mongo[mongo_db_name], "reactor-2"),
-    )
+    mine, theirs = rivals
     path, now = _path(), datetime.now(UTC)
     later = now + timedelta(minutes=1)
     await theirs.take(path, "upload-old", now - timedelta(seconds=1), now)  # run out
@@ -102,12 +101,9 @@ async def test_a_lease_taken_by_a_rival_between_our_read_and_write_stays_the_riv
 
 
 async def test_a_new_path_a_rival_took_first_is_the_rivals(
-    mongo: AsyncMongoClient[Document], mongo_db_name: str
+    rivals: tuple[PathLeases, PathLeases],
 ) -> None:
-    mine, theirs = (
-        PathLeases(mongo[mongo_db_name], "reactor-1"),
-        PathLeases(mongo[mongo_db_name], "reactor-2"),
-    )
+    mine, theirs = rivals
     path, now = _path(), datetime.now(UTC)
     later = now + timedelta(minutes=1)
     mine.collection = RivalBetween(  # type: ignore[assignment]
@@ -121,12 +117,9 @@ async def test_a_new_path_a_rival_took_first_is_the_rivals(
 
 
 async def test_an_expired_or_settled_lease_is_taken_and_says_from_whom(
-    mongo: AsyncMongoClient[Document], mongo_db_name: str
+    rivals: tuple[PathLeases, PathLeases],
 ) -> None:
-    mine, theirs = (
-        PathLeases(mongo[mongo_db_name], "reactor-1"),
-        PathLeases(mongo[mongo_db_name], "reactor-2"),
-    )
+    mine, theirs = rivals
     path, now = _path(), datetime.now(UTC)
     later = now + timedelta(minutes=1)
     await theirs.take(path, "upload-a", now - timedelta(seconds=1), now)
