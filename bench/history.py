@@ -15,18 +15,24 @@ asserted.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
+from pydantic import ValidationError
 from pymongo import MongoClient
 
 from bench.documents import FinishedUpload, finished_upload
 from bench.e2e import LIFTED, M8_PROCESSES, STORES, in_threads, percentile, uploader, usage
 from bench.system import RunningSystem, running_system
 from m8.client.profile import Profile
+from m8.config import Settings
 from m8.devservices import ServiceError
 from m8.eventstore.mongo import Document
 
@@ -47,6 +53,42 @@ def latencies(profile: Profile, prefix: str, count: int) -> tuple[list[float], f
     """The seconds of each of `count` uploads to new secrets under `prefix`, and uploads/s."""
     uploads, elapsed = in_threads(CONCURRENCY, count, uploader(profile, prefix))
     return [u.seen - u.started for u in uploads], len(uploads) / elapsed
+
+
+def shape(value: Any) -> Any:
+    """A command with every value replaced by "?": what makes two operations alike."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items() if k not in ("lsid", "txnNumber", "$db")}
+    if isinstance(value, list):
+        return [shape(v) for v in value[:3]]
+    return "?"
+
+
+@contextlib.contextmanager
+def slow_operations(db_url: str, database: str, slow_ms: int, name: str) -> Iterator[None]:
+    """MongoDB's profiler on `database` while the block runs (operations of at least
+    `slow_ms`); then prints the slowest kinds of operation, by their time in total."""
+    with MongoClient[Document](db_url) as client:
+        db = client[database]
+        db.command("profile", 1, slowms=slow_ms)
+        try:
+            yield
+        finally:
+            db.command("profile", 0)
+            fields = {"op": 1, "ns": 1, "command": 1, "millis": 1}
+            entries = list(db["system.profile"].find({}, fields))
+            db.drop_collection("system.profile")
+    took: Counter[str] = Counter()
+    seen: Counter[str] = Counter()
+    longest: dict[str, int] = {}
+    for entry in entries:
+        key = f"{entry.get('op')} {entry.get('ns')} {json.dumps(shape(entry.get('command', {})))}"
+        took[key] += int(entry.get("millis", 0))
+        seen[key] += 1
+        longest[key] = max(longest.get(key, 0), int(entry.get("millis", 0)))
+    say(f"{name}: {len(entries)} operations of at least {slow_ms} ms, slowest kinds first:")
+    for key, total in took.most_common(12):
+        say(f"  {total:>7} ms in {seen[key]:>5}, longest {longest[key]:>5} ms: {key[:300]}")
 
 
 def latency_figures(name: str, profile: Profile, count: int) -> Figures:
@@ -172,14 +214,23 @@ def measure(running: RunningSystem, database: str, args: argparse.Namespace) -> 
     # Warm up: the rotator's keys for both stores issued, the profile's key lists fresh.
     in_threads(1, len(STORES), uploader(profile, "bench/history/warm"))
     figures: Figures = {}
+    db_url = running.services["mongodb"].url
+
+    def profiled(name: str) -> contextlib.AbstractContextManager[None]:
+        if args.slow_ms is None:
+            return contextlib.nullcontext()
+        return slow_operations(db_url, database, args.slow_ms, name)
+
     if args.uploads:
-        figures |= latency_figures("empty", profile, args.uploads)
+        with profiled("empty"):
+            figures |= latency_figures("empty", profile, args.uploads)
     if args.seed:
         say(f"seeding {args.seed} secrets ...")
-        figures |= seeding_figures(seed(running.services["mongodb"].url, database, args.seed))
+        figures |= seeding_figures(seed(db_url, database, args.seed))
     if args.uploads:
         try:
-            figures |= latency_figures("seeded", profile, args.uploads)
+            with profiled("seeded"):
+                figures |= latency_figures("seeded", profile, args.uploads)
         except Exception as exc:  # after many minutes of seeding, still print the rest
             say(f"uploads failed on the seeded system: {type(exc).__name__}: {exc}")
             return figures
@@ -198,13 +249,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=100_000, help="secrets to seed")
     parser.add_argument("--uploads", type=int, default=200, help="uploads per latency measurement")
     parser.add_argument("--rss-uploads", type=int, default=0, help="uploads while watching RSS")
+    parser.add_argument(
+        "--mongodb-cache",
+        default="8G",
+        help="the cache of the in-memory SecantusDB started for the run: it holds every"
+        " document, and near full every operation waits for it (default 8G)",
+    )
+    parser.add_argument(
+        "--slow-ms",
+        type=int,
+        help="print the MongoDB operations of at least this many ms in each latency measurement",
+    )
     args = parser.parse_args(argv)
     if min(args.seed, args.uploads, args.rss_uploads) < 0:
         parser.error("counts must not be negative")
+    try:
+        settings = Settings(dev_mongodb_cache=args.mongodb_cache)
+    except ValidationError:
+        parser.error("--mongodb-cache takes a size such as 512M or 8G")
     database = f"m8_bench_{uuid.uuid4().hex[:12]}"
     try:
         with running_system(
-            "m8-bench-history-", {**LIFTED, "M8_MONGODB_DATABASE": database}
+            "m8-bench-history-", {**LIFTED, "M8_MONGODB_DATABASE": database}, settings
         ) as running:
             try:
                 figures = measure(running, database, args)

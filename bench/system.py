@@ -26,14 +26,14 @@ class RunningSystem:
 
 @contextlib.contextmanager
 def running_system(
-    prefix: str, overrides: Mapping[str, str] | None = None
+    prefix: str, overrides: Mapping[str, str] | None = None, settings: Settings | None = None
 ) -> Iterator[RunningSystem]:
-    """Starts (or finds) the servers and m8 on a throwaway virtual host, `overrides` in the
-    services' environment; stops and removes everything at the end. ServiceError if a
-    server cannot start."""
+    """Starts (or finds, as `settings` say: by default the environment's) the servers and
+    m8 on a throwaway virtual host, `overrides` in the services' environment; stops and
+    removes everything at the end. ServiceError if a server cannot start."""
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         workdir = Path(tmp)
-        services = local_services(Settings(), workdir)
+        services = local_services(settings or Settings(), workdir)
         try:
             with virtual_host(services["rabbitmq"], prefix="m8-bench-") as vhost:
                 system = System(workdir)

@@ -78,3 +78,26 @@ def test_the_environment_points_each_store_types_variables_at_its_server(
         "VAULT_TOKEN": "t",
         "AWS_ENDPOINT_URL": "http://127.0.0.1:3",
     }
+
+
+def test_local_mongodb_gets_the_cache_the_settings_ask_for(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    started: list[list[str]] = []
+
+    def spawn(_name: str, argv: list[str], *_args: object) -> None:
+        started.append(argv)
+        raise ServiceError("stop here")
+
+    monkeypatch.setattr(manager, "spawn", spawn)
+    with pytest.raises(ServiceError, match="stop here"):
+        manager.start_mongodb(Settings(dev_mongodb_cache="6G"), tmp_path)
+    [argv] = started
+    assert argv[argv.index("--cache-size") + 1] == "6G"
+    assert argv[argv.index("--storage-path") + 1] == ":memory:"
+
+
+@pytest.mark.parametrize("size", ["0G", "8", "8GB", "-1G", "1.5G"])
+def test_cache_sizes_the_server_would_not_take_are_refused(size: str) -> None:
+    with pytest.raises(ValueError, match="dev_mongodb_cache"):
+        Settings(dev_mongodb_cache=size)

@@ -225,7 +225,8 @@ def start_mongodb(settings: Settings, workdir: Path) -> ServiceInfo:
     argv = [
         tool("secantusd-py"),
         "--host", "127.0.0.1", "--port", str(port),
-        "--storage-path", ":memory:", "--log-level", "WARNING",
+        "--storage-path", ":memory:", "--cache-size", settings.dev_mongodb_cache,
+        "--log-level", "WARNING",
     ]  # fmt: skip
     proc, log = spawn("mongodb", argv, workdir)
     uri = f"mongodb://127.0.0.1:{port}/"
