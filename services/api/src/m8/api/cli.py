@@ -56,6 +56,9 @@ def serve(
         log_config=None,  # keep m8's JSON logging
         access_log=False,  # paths name secrets; metrics count requests by route instead
         proxy_headers=False,
+        # Named, not "auto": a missing one fails at the start rather than costing CPU.
+        loop="uvloop",
+        http="httptools",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
     server = BoundedServer(config)

@@ -24,7 +24,7 @@ from m8.crypto import (
 )
 from m8.keyrotator.bootstrap import reseal_signing_keys, run
 from m8.keyrotator.settings import KeyRotatorSettings
-from m8.runtime import ConfigurationError
+from m8.runtime import ConfigurationError, run_service
 
 app = typer.Typer(help="Run the key rotator.", invoke_without_command=True)
 keys_app = typer.Typer(help="Make the keys m8's services need.", no_args_is_help=True)
@@ -38,7 +38,7 @@ _STORE_TYPE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 def keyrotator() -> None:
     """Issue, sign and destroy one-time upload keys, and rotate the signing key."""
     try:
-        asyncio.run(run(load_settings(KeyRotatorSettings)))
+        run_service(run(load_settings(KeyRotatorSettings)))
     except (SettingsError, ConfigurationError) as exc:
         _fail(str(exc))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
@@ -16,6 +15,7 @@ from m8.config import SettingsError, load_settings
 from m8.logs import configure_logging
 from m8.reactors.bootstrap import run
 from m8.reactors.settings import ReactorSettings
+from m8.runtime import run_service
 from m8.stores import StoreType
 
 
@@ -45,7 +45,7 @@ def _run(store_type: str) -> None:
         # Before the keys and credentials are read, so that what that says is logged as
         # everything else is (M8_REACTOR_DEV_UNPINNED_STORES' warning, say).
         configure_logging(settings.log_level, settings.log_format)
-        asyncio.run(run(settings, store_type))
+        run_service(run(settings, store_type))
     except SettingsError as exc:  # a ConfigurationError too; never quotes a value
         typer.echo(f"m8 reactor {store_type}: {exc}", err=True)
         raise typer.Exit(2) from None
