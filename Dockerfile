@@ -72,7 +72,7 @@ COPY services ./services
 COPY tools ./tools
 RUN --mount=type=cache,target=/var/cache/uv,sharing=locked \
     UV_PROJECT_ENVIRONMENT=/opt/m8 uv sync --frozen --no-dev --no-editable --package m8-api \
- && /opt/m8/bin/m8 api --help > /dev/null
+ && /opt/m8/bin/m8 api --help > /dev/null && /opt/m8/bin/python -c "import uvloop"
 
 FROM build AS build-keyrotator
 ARG SSL_CERT_FILE

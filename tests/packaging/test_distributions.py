@@ -21,6 +21,7 @@ SERVER_LIBRARIES = (
     "fastapi",
     "starlette",
     "uvicorn",
+    "uvloop",
     "pymongo",
     "bson",
     "aio_pika",

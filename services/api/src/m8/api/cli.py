@@ -56,9 +56,10 @@ def serve(
         log_config=None,  # keep m8's JSON logging
         access_log=False,  # paths name secrets; metrics count requests by route instead
         proxy_headers=False,
-        # Named, not "auto": a missing one fails at the start rather than costing CPU.
+        # Named, not "auto": a missing uvloop fails at the start rather than costing CPU.
+        # h11, not httptools: uvicorn caps a request's head at 16 KiB only with h11.
         loop="uvloop",
-        http="httptools",
+        http="h11",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
     server = BoundedServer(config)
