@@ -10,6 +10,7 @@ asserted.
 
     .venv/bin/python -m bench.history --seed 100000 --uploads 200
     .venv/bin/python -m bench.history --seed 0 --uploads 0 --rss-uploads 10000
+    .venv/bin/python -m bench.history --seed 50000 --uploads 200 --slow-ms 15 --mongodb-cache 1G
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from typing import Any
 
 from pydantic import ValidationError
 from pymongo import MongoClient
+from pymongo.errors import PyMongoError
 
 from bench.documents import FinishedUpload, finished_upload
 from bench.e2e import LIFTED, M8_PROCESSES, STORES, in_threads, percentile, uploader, usage
 from bench.system import RunningSystem, running_system
 from m8.client.profile import Profile
-from m8.config import Settings
+from m8.config import Settings, SettingsError, load_settings
 from m8.devservices import ServiceError
 from m8.eventstore.mongo import Document
 
@@ -60,7 +62,7 @@ def shape(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: shape(v) for k, v in value.items() if k not in ("lsid", "txnNumber", "$db")}
     if isinstance(value, list):
-        return [shape(v) for v in value[:3]]
+        return [shape(value[0])] if value else []
     return "?"
 
 
@@ -70,22 +72,27 @@ def slow_operations(db_url: str, database: str, slow_ms: int, name: str) -> Iter
     `slow_ms`); then prints the slowest kinds of operation, by their time in total."""
     with MongoClient[Document](db_url) as client:
         db = client[database]
-        db.command("profile", 1, slowms=slow_ms)
+        was = db.command("profile", 1, slowms=slow_ms)  # slowms is server-wide: restored
         try:
             yield
         finally:
-            db.command("profile", 0)
-            fields = {"op": 1, "ns": 1, "command": 1, "millis": 1}
-            entries = list(db["system.profile"].find({}, fields))
-            db.drop_collection("system.profile")
+            try:
+                db.command("profile", 0, slowms=was["slowms"])
+                fields = {"op": 1, "ns": 1, "command": 1, "millis": 1}
+                entries = list(db["system.profile"].find({}, fields))
+                db.drop_collection("system.profile")
+            except PyMongoError as exc:  # never hide what ended the block
+                say(f"{name}: the profiler's entries could not be read: {exc}")
+                entries = []
     took: Counter[str] = Counter()
     seen: Counter[str] = Counter()
     longest: dict[str, int] = {}
     for entry in entries:
         key = f"{entry.get('op')} {entry.get('ns')} {json.dumps(shape(entry.get('command', {})))}"
-        took[key] += int(entry.get("millis", 0))
+        millis = int(entry.get("millis", 0))
+        took[key] += millis
         seen[key] += 1
-        longest[key] = max(longest.get(key, 0), int(entry.get("millis", 0)))
+        longest[key] = max(longest.get(key, 0), millis)
     say(f"{name}: {len(entries)} operations of at least {slow_ms} ms, slowest kinds first:")
     for key, total in took.most_common(12):
         say(f"  {total:>7} ms in {seen[key]:>5}, longest {longest[key]:>5} ms: {key[:300]}")
@@ -253,17 +260,23 @@ def main(argv: list[str] | None = None) -> int:
         "--mongodb-cache",
         default="8G",
         help="the cache of the in-memory SecantusDB started for the run: it holds every"
-        " document, and near full every operation waits for it (default 8G)",
+        " document, and near full every operation waits for it (default 8G, whatever"
+        " M8_DEV_MONGODB_CACHE says; no effect with M8_MONGODB_URI or M8_SERVICES=containers)",
     )
     parser.add_argument(
         "--slow-ms",
         type=int,
-        help="print the MongoDB operations of at least this many ms in each latency measurement",
+        help="print the MongoDB operations of at least this many ms in each latency"
+        " measurement (the profiler's own writes add to the latency)",
     )
     args = parser.parse_args(argv)
-    if min(args.seed, args.uploads, args.rss_uploads) < 0:
-        parser.error("counts must not be negative")
+    if min(args.seed, args.uploads, args.rss_uploads, args.slow_ms or 0) < 0:
+        parser.error("counts and times must not be negative")
     try:
+        load_settings(Settings)  # the environment's, named in the error without values
+    except SettingsError as exc:
+        parser.error(str(exc))
+    try:  # so only the flag can be wrong here
         settings = Settings(dev_mongodb_cache=args.mongodb_cache)
     except ValidationError:
         parser.error("--mongodb-cache takes a size such as 512M or 8G")

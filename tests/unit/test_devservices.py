@@ -91,7 +91,7 @@ def test_local_mongodb_gets_the_cache_the_settings_ask_for(
 
     monkeypatch.setattr(manager, "spawn", spawn)
     with pytest.raises(ServiceError, match="stop here"):
-        manager.start_mongodb(Settings(dev_mongodb_cache="6G"), tmp_path)
+        manager.start_mongodb(Settings(mongodb_uri=None, dev_mongodb_cache="6G"), tmp_path)
     [argv] = started
     assert argv[argv.index("--cache-size") + 1] == "6G"
     assert argv[argv.index("--storage-path") + 1] == ":memory:"

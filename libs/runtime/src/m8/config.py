@@ -51,7 +51,8 @@ class Settings(BaseSettings):
     log_format: str = Field(default="json", pattern="^(json|console)$")
     state_dir: str = ".m8"
     services: str = Field(default="local", pattern="^(local|containers)$")
-    # The cache of the in-memory SecantusDB that `m8 dev services` starts. It holds every
+    # The cache of the in-memory SecantusDB that m8's development tooling starts (`m8 dev`,
+    # the tests, the benchmarks) when M8_MONGODB_URI is unset. It holds every
     # document, so it bounds what a local system can hold: near full, every operation
     # waits for it, and full, writes fail (1G: about 50,000 uploads' documents).
     dev_mongodb_cache: str = Field(default="1G", pattern="^[1-9][0-9]*[MG]$")
