@@ -82,6 +82,18 @@ class RivalBetween:
         return getattr(self._collection, name)
 
 
+async def _take_with_a_rival_between(
+    rivals: tuple[PathLeases, PathLeases], path: str, now: datetime, until: datetime
+) -> Taken | Held:
+    """Ours takes `path` for upload-mine while theirs takes it for upload-rival between
+    our read and our write."""
+    mine, theirs = rivals
+    mine.collection = RivalBetween(  # type: ignore[assignment]
+        mine.collection, lambda: theirs.take(path, "upload-rival", until, now)
+    )
+    return await mine.take(path, "upload-mine", until, now)
+
+
 async def test_a_lease_taken_by_a_rival_between_our_read_and_write_stays_the_rivals(
     rivals: tuple[PathLeases, PathLeases],
 ) -> None:
@@ -90,10 +102,7 @@ async def test_a_lease_taken_by_a_rival_between_our_read_and_write_stays_the_riv
     later = now + timedelta(minutes=1)
     await theirs.take(path, "upload-old", now - timedelta(seconds=1), now)  # run out
 
-    mine.collection = RivalBetween(  # type: ignore[assignment]
-        mine.collection, lambda: theirs.take(path, "upload-rival", later, now)
-    )
-    taken = await mine.take(path, "upload-mine", later, now)
+    taken = await _take_with_a_rival_between(rivals, path, now, later)
 
     assert isinstance(taken, Held)
     assert taken.holder == "upload-rival"
@@ -103,14 +112,9 @@ async def test_a_lease_taken_by_a_rival_between_our_read_and_write_stays_the_riv
 async def test_a_new_path_a_rival_took_first_is_the_rivals(
     rivals: tuple[PathLeases, PathLeases],
 ) -> None:
-    mine, theirs = rivals
     path, now = _path(), datetime.now(UTC)
-    later = now + timedelta(minutes=1)
-    mine.collection = RivalBetween(  # type: ignore[assignment]
-        mine.collection, lambda: theirs.take(path, "upload-rival", later, now)
-    )
 
-    taken = await mine.take(path, "upload-mine", later, now)
+    taken = await _take_with_a_rival_between(rivals, path, now, now + timedelta(minutes=1))
 
     assert isinstance(taken, Held)
     assert taken.holder == "upload-rival"

@@ -63,6 +63,8 @@ class ConnectionSettingError(ValueError):
 
 # The other side closed the connection (an idle kept-alive one, most often).
 _DROPPED = (ConnectionError, http.client.RemoteDisconnected, ssl.SSLEOFError)
+# Any failure to exchange (a header http.client refuses included: ValueError).
+_FAILED = (OSError, http.client.HTTPException, ValueError, UnicodeError)
 
 
 class Connection:
@@ -109,14 +111,14 @@ class Connection:
             # the request never left, or if it may be repeated (a GET reads only).
             if not (reused and (not sent or request.method == "GET")):
                 raise TransportError(_failure(exc)) from None
-        except (OSError, http.client.HTTPException, ValueError, UnicodeError) as exc:
+        except _FAILED as exc:
             self.close()
             # A header http.client refuses (a token with a line break) would be quoted
             # in the error: its type only.
             raise TransportError(_failure(exc)) from None
         try:
             return self._response(self._request(request))
-        except (OSError, http.client.HTTPException, ValueError, UnicodeError) as exc:
+        except _FAILED as exc:
             self.close()
             raise TransportError(_failure(exc)) from None
 

@@ -119,9 +119,7 @@ class PathLeases:
                     except DuplicateKeyError:
                         continue  # a rival took it first
                     return Taken(None)
-                holder, held_until = str(doc["holder"]), doc["until"]
-                if held_until.tzinfo is None:  # a client that is not tz_aware
-                    held_until = held_until.replace(tzinfo=UTC)
+                holder, held_until = str(doc["holder"]), doc["until"]  # tz_aware client
                 free = (
                     held_until < now
                     or (holder == upload_id and doc.get("owner") == self.owner)
